@@ -1,0 +1,72 @@
+"""Column names of fmlkit's tables, and one validator.
+
+Every stage refers to columns through these constants, never through string literals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from fmlkit.errors import SchemaError
+
+# dataset_info (written by `fmlkit prepare`, one row per image file, sorted by FILE_NAME)
+FILE_NAME = "file_name"  # POSIX path relative to the dataset root
+LABEL = "label"  # identity / class name (the top-level folder)
+WIDTH = "width"  # pixels, after EXIF orientation is applied
+HEIGHT = "height"
+MODE = "mode"  # PIL mode: RGB, L, CMYK, …
+FORMAT = "format"  # PIL format: JPEG, PNG, …
+FILE_SIZE = "file_size"  # bytes
+MTIME_NS = "mtime_ns"
+MD5 = "md5"  # hex digest of the file bytes
+PHASH = "phash"  # 16 hex chars, str(imagehash.phash(...))
+DHASH = "dhash"
+AHASH = "ahash"
+WHASH = "whash"
+ERROR = "error"  # empty when the image is readable, else a short reason
+
+HASH_COLUMNS = (PHASH, DHASH, AHASH, WHASH)
+DATASET_INFO_COLUMNS = (
+    FILE_NAME,
+    LABEL,
+    WIDTH,
+    HEIGHT,
+    MODE,
+    FORMAT,
+    FILE_SIZE,
+    MTIME_NS,
+    MD5,
+    *HASH_COLUMNS,
+    ERROR,
+)
+
+# ground truth of a synthetic dataset (written by `fmlkit synth`)
+KIND = "kind"  # one of TRUTH_KINDS
+SOURCE = "source"  # FILE_NAME of the original, for the three duplicate kinds
+TRUTH_COLUMNS = (FILE_NAME, LABEL, KIND, SOURCE)
+
+
+class _HasColumns(Protocol):
+    @property
+    def columns(self) -> Iterable[object]: ...
+
+
+def validate_columns(table: _HasColumns, required: Iterable[str], *, what: str = "table") -> None:
+    """Raise `SchemaError` unless ``table`` (a DataFrame or anything with ``.columns``) has all
+    ``required`` columns.
+
+    Args:
+        table: the table to check.
+        required: column names that must be present.
+        what: how to name the table in the message, e.g. the file it was read from.
+    """
+    present = [str(c) for c in table.columns]
+    missing = [c for c in required if c not in present]
+    if missing:
+        raise SchemaError(
+            f"{what} is missing column(s) {', '.join(missing)}; "
+            f"found: {', '.join(present) or '(none)'}. "
+            "Was it written by another tool or an older fmlkit? "
+            "Re-create it with `fmlkit prepare`."
+        )

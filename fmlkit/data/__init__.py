@@ -1,0 +1,1 @@
+"""Data stages: scanning, hashing, dedup, splits, RecordIO, conversion, datasets, synthesis."""

@@ -1,0 +1,41 @@
+"""Progress bars for long work: on for an interactive terminal, off when not a TTY or `--quiet`.
+
+Library code wraps long loops in `track`; only the CLI decides whether bars are shown, through
+`set_progress`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_enabled: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "fmlkit_progress", default=None
+)
+
+
+def set_progress(enabled: bool | None) -> None:
+    """Force bars on (True) or off (False); None restores the default (on only for a TTY)."""
+    _enabled.set(enabled)
+
+
+def progress_enabled() -> bool:
+    """Whether `track` draws a bar right now."""
+    forced = _enabled.get()
+    return sys.stderr.isatty() if forced is None else forced
+
+
+def track(
+    iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it"
+) -> Iterator[T]:
+    """Iterate over ``iterable``, drawing a bar on stderr when progress is enabled."""
+    if not progress_enabled():
+        yield from iterable
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)

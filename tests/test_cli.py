@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from fmlkit import __version__
+from fmlkit.cli import main
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [prefix]
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            found += _commands(cmd, (*prefix, name))
+        else:
+            found.append((*prefix, name))
+    return found
+
+
+@pytest.mark.parametrize("path", _commands(main), ids=lambda p: " ".join(p) or "fmlkit")
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    assert len(result.output.splitlines()) > 3
+
+
+def test_version_prints_package_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"fmlkit, version {__version__}"
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a fresh interpreter, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "fmlkit", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys; from fmlkit.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ('torch', 'timm', 'numpy', 'PIL', 'pandas', 'pyarrow')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "fmlkit"
+    if not script.exists():
+        pytest.skip("not running from an environment with the console script")
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("synth", "OUT", "--identities", "0", "--images-per-identity", "3"),
+        ("synth", "OUT", "--identities", "2", "--images-per-identity", "0"),
+        ("synth", "OUT", "--identities", "2"),
+        ("synth", "OUT", "-n", "2", "-m", "2", "--size", "16"),
+        ("no-such-command",),
+        ("-v", "-q", "synth", "OUT", "-n", "1", "-m", "1"),
+    ],
+)
+def test_bad_options_exit_2_without_traceback(tmp_path: Path, args: tuple[str, ...]) -> None:
+    out = _run(*(str(tmp_path / a) if a == "OUT" else a for a in args))
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "Error:" in out.stderr
+    assert not (tmp_path / "OUT").exists()
+
+
+def test_existing_output_exits_1_with_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    out = _run("synth", str(tmp_path / "data"), "-n", "1", "-m", "1")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "--overwrite" in errors[0]
+
+
+def test_unwritable_output_exits_1_without_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = _run("synth", str(blocker / "data"), "-n", "1", "-m", "1")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith("Error:")
+
+
+def test_synth_command_writes_tree_and_reports(tmp_path: Path) -> None:
+    out = _run("-q", "synth", str(tmp_path / "d"), "-n", "3", "-m", "2", "--seed", "5")
+    assert out.returncode == 0, out.stderr
+    assert "Wrote 6 clean images of 3 identities" in out.stdout
+    assert (tmp_path / "d.truth.csv").is_file()
+    assert len([p for p in (tmp_path / "d").rglob("*") if p.is_file()]) > 6
+
+
+def test_verbose_logs_to_stderr_not_stdout(tmp_path: Path) -> None:
+    out = _run("-v", "synth", str(tmp_path / "d"), "-n", "1", "-m", "2", "--no-defects")
+    assert out.returncode == 0, out.stderr
+    assert "INFO: synth:" in out.stderr
+    assert "INFO" not in out.stdout
