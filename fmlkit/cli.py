@@ -33,6 +33,13 @@ class FmlkitGroup(click.Group):
             raise click.ClickException(f"{e.strerror or e}{where}") from e
 
 
+def echo_report(text: str) -> None:
+    """Print a command's result on stdout, unless the user asked for --quiet."""
+    ctx = click.get_current_context()
+    if not (ctx.find_root().params.get("quiet")):
+        click.echo(text)
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
     """Send library logs to stderr: warnings by default, -v info, -vv debug, -q errors only."""
     level = (
@@ -45,7 +52,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 @click.group(cls=FmlkitGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="fmlkit")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Print only errors: no summary, no progress bars."
+)
 def main(verbose: int, quiet: bool) -> None:
     """fmlkit: from a raw identity-labelled image collection to a trained, evaluated
     embedding model.
@@ -144,4 +153,4 @@ def synth(
         overwrite=overwrite,
         workers=workers,
     )
-    click.echo(report.summary())
+    echo_report(report.summary())

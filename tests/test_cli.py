@@ -105,7 +105,7 @@ def test_unwritable_output_exits_1_without_traceback(tmp_path: Path) -> None:
 
 
 def test_synth_command_writes_tree_and_reports(tmp_path: Path) -> None:
-    out = _run("-q", "synth", str(tmp_path / "d"), "-n", "3", "-m", "2", "--seed", "5")
+    out = _run("synth", str(tmp_path / "d"), "-n", "3", "-m", "2", "--seed", "5")
     assert out.returncode == 0, out.stderr
     assert "Wrote 6 clean images of 3 identities" in out.stdout
     assert (tmp_path / "d.truth.csv").is_file()
@@ -117,3 +117,10 @@ def test_verbose_logs_to_stderr_not_stdout(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "INFO: synth:" in out.stderr
     assert "INFO" not in out.stdout
+
+
+def test_quiet_prints_nothing_on_success(tmp_path: Path) -> None:
+    out = _run("-q", "synth", str(tmp_path / "d"), "-n", "2", "-m", "2")
+    assert out.returncode == 0
+    assert out.stdout == "" and out.stderr == ""
+    assert (tmp_path / "d.truth.csv").is_file()
