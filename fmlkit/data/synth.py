@@ -233,6 +233,7 @@ def _plant_defects(
     n_dup = sum(k in DUPLICATE_KINDS for k in todo)
     sources = iter(plan.choice(len(clean), size=n_dup, replace=n_dup > len(clean)))
     per_label = Counter(row[1] for row in clean)
+    width = _name_width(len(labels), len(clean) // len(labels))
     rows = []
     for k, kind in enumerate(todo):
         if kind in DUPLICATE_KINDS:
@@ -256,18 +257,26 @@ def _plant_defects(
                 ".jpg",
                 "",
             )
-        name = f"{label}/{per_label[label]:04d}{ext}"
+        name = f"{label}/{per_label[label]:0{width}d}{ext}"
         per_label[label] += 1
         _write(root / name, data)
         rows.append((name, label, kind, source))
     return rows
 
 
+def _name_width(n: int, m: int) -> int:
+    """Digits of image numbers, so names sort in number order even if every planted file
+    lands in one folder."""
+    planted = sum(_count(rate, n * m) for rate in DEFECT_RATES.values())
+    return max(4, len(str(m + planted - 1)))
+
+
 def _plan_names(
     plan: np.random.Generator, n: int, m: int, defects: bool
 ) -> tuple[list[list[str]], list[set[int]], Counter[str]]:
     """File names of every clean image, and which are greyscale; PNG/odd names only with defects."""
-    names = [[f"{j:04d}.jpg" for j in range(m)] for _ in range(n)]
+    width = _name_width(n, m)
+    names = [[f"{j:0{width}d}.jpg" for j in range(m)] for _ in range(n)]
     grey: list[set[int]] = [set() for _ in range(n)]
     variants: Counter[str] = Counter()
     if not defects:
@@ -282,7 +291,7 @@ def _plan_names(
                 grey[i].add(j)
             else:
                 template = ODD_NAMES[int(plan.integers(len(ODD_NAMES)))]
-                names[i][j] = template.format(f"{j:04d}")[:-4] + names[i][j][-4:]
+                names[i][j] = template.format(f"{j:0{width}d}")[:-4] + names[i][j][-4:]
             variants[variant] += 1
     return names, grey, variants
 

@@ -246,3 +246,11 @@ def test_killed_synth_leaves_no_complete_looking_output(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     assert not out.exists()
     assert not default_truth_path(out).exists()
+
+
+def test_image_names_sort_in_number_order_beyond_four_digits(tmp_path: Path) -> None:
+    from fmlkit.data.synth import _name_width
+
+    assert _name_width(20, 8) == 4
+    assert _name_width(1, 10_000) == 5
+    assert _name_width(1, 9_990) == 5  # 9,990 clean + planted files pass 9,999
