@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
 from fmlkit import columns as C
-from fmlkit.data.faces import create_identity, render_face
+from fmlkit.data.faces import Identity, create_identity, render_face
 from fmlkit.data.hashing import DEFAULT_NEAR_DUPLICATE_BITS, hamming, hex_to_int, phash_hex
 from fmlkit.errors import InputError
 from fmlkit.io import atomic_path
@@ -56,7 +56,9 @@ NOT_IMAGE = b"<html><head><title>404 Not Found</title></head><body>Not Found</bo
 MAX_REDRAWS = 25  # attempts per clean image to stay > DEFAULT_NEAR_DUPLICATE_BITS from its siblings
 TINY_SIDE = (12, 28)  # px, below the 32 px minimum that filters drop
 # Streams of the seed sequence, so identities, images, defects and the plan never share draws.
-_IDENTITY, _IMAGE, _EXTRA, _PLAN = 1, 2, 3, 4
+_IDENTITY, _IMAGE, _EXTRA, _PLAN, _SEPARATE = 1, 2, 3, 4, 5
+CROSS_CHECK_LIMIT = 20_000  # clean images; above this the all-pairs identity check is skipped
+_PAIR_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class SynthReport:
     redraws: int  # clean images re-drawn for being within the near-duplicate distance of a sibling
     unseparated: int  # clean images still within that distance after MAX_REDRAWS attempts
     seconds: float
+    identities_checked: bool = True  # clean images of different identities were checked too
 
     @property
     def clean(self) -> int:
@@ -97,10 +100,15 @@ class SynthReport:
                 "Clean images stored unusually: "
                 + ", ".join(f"{k} {v}" for k, v in self.variants.items())
             )
+        if not self.identities_checked:
+            lines.append(
+                f"Note: over {CROSS_CHECK_LIMIT} clean images, so images of different "
+                "identities were not checked for chance pHash near-duplicates."
+            )
         if self.unseparated:
             lines.append(
                 f"Warning: {self.unseparated} clean images stay within "
-                f"{DEFAULT_NEAR_DUPLICATE_BITS} pHash bits of a same-identity image."
+                f"{DEFAULT_NEAR_DUPLICATE_BITS} pHash bits of another clean image."
             )
         return "\n".join(lines)
 
@@ -119,6 +127,7 @@ class _IdentityJob:
 @dataclass
 class _IdentityResult:
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    hashes: list[int] = field(default_factory=list)  # pHash of each row's file, as written
     redraws: int = 0
     unseparated: int = 0
 
@@ -151,31 +160,93 @@ def _write(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def _draw_clean(
+    ident: Identity, rng: np.random.Generator, name: str, grey: bool, size: int
+) -> tuple[bytes, int]:
+    """Encoded bytes of one fresh clean image, and their pHash."""
+    img = render_face(ident, rng, size)
+    if grey:
+        img = img.convert("L")
+    fmt = "PNG" if name.lower().endswith(".png") else "JPEG"
+    data = _encode(img, fmt, quality=int(rng.integers(75, 96)))
+    return data, _phash_of(data)
+
+
+def _far_from(h: int, others: Iterable[int]) -> bool:
+    return all(hamming(h, other) > DEFAULT_NEAR_DUPLICATE_BITS for other in others)
+
+
 def _render_identity(job: _IdentityJob) -> _IdentityResult:
     """Write one identity's clean images; each stays > the near-duplicate distance from the rest."""
     ident = create_identity(_rng(job.seed, _IDENTITY, job.index))
     folder = job.root / job.label
     folder.mkdir()
     result = _IdentityResult()
-    accepted: list[int] = []
     rng = _rng(job.seed, _IMAGE, job.index)  # drawn in sequence: redraws included, still pure
     for j, name in enumerate(job.names):
-        fmt = "PNG" if name.lower().endswith(".png") else "JPEG"
         for _ in range(MAX_REDRAWS):
-            img = render_face(ident, rng, job.size)
-            if j in job.greyscale:
-                img = img.convert("L")
-            data = _encode(img, fmt, quality=int(rng.integers(75, 96)))
-            h = _phash_of(data)
-            if all(hamming(h, other) > DEFAULT_NEAR_DUPLICATE_BITS for other in accepted):
+            data, h = _draw_clean(ident, rng, name, j in job.greyscale, job.size)
+            if _far_from(h, result.hashes):
                 break
             result.redraws += 1
         else:
             result.unseparated += 1
-        accepted.append(h)
+        result.hashes.append(h)
         _write(folder / name, data)
         result.rows.append((f"{job.label}/{name}", job.label, CLEAN, ""))
     return result
+
+
+def _far_from_all_but(h: int, hashes: np.ndarray, k: int) -> bool:
+    """Whether ``h`` is beyond the near-duplicate distance of every hash except ``hashes[k]``."""
+    distance = np.bitwise_count(hashes ^ np.uint64(h))
+    distance[k] = 64
+    return bool(distance.min() > DEFAULT_NEAR_DUPLICATE_BITS)
+
+
+def _close_pairs(hashes: np.ndarray, owner: np.ndarray) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of different owners whose hashes are within the near-duplicate
+    distance: all pairs, vectorised in chunks."""
+    pairs = []
+    for start in range(0, len(hashes), _PAIR_CHUNK):
+        block = hashes[start : start + _PAIR_CHUNK, None]
+        close = np.bitwise_count(block ^ hashes[None, :]) <= DEFAULT_NEAR_DUPLICATE_BITS
+        close &= owner[start : start + _PAIR_CHUNK, None] != owner[None, :]
+        rows, cols = np.nonzero(close)
+        pairs += [
+            (start + r, c)
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True)
+            if start + r < c
+        ]
+    return pairs
+
+
+def _separate_identities(jobs: list[_IdentityJob], results: list[_IdentityResult]) -> int:
+    """Redraw clean images within the near-duplicate distance of another identity's image, so
+    that no clean pair anywhere is a pHash near-duplicate. Returns the number still unseparated.
+    """
+    flat = [(i, j) for i, r in enumerate(results) for j in range(len(r.hashes))]
+    hashes = np.array([results[i].hashes[j] for i, j in flat], dtype=np.uint64)
+    owner = np.array([i for i, _ in flat])
+    unseparated = 0
+    for _, k in _close_pairs(hashes, owner):
+        i, j = flat[k]
+        job, result = jobs[i], results[i]
+        if _far_from_all_but(int(hashes[k]), hashes, k):
+            continue  # an earlier redraw already moved it
+        ident = create_identity(_rng(job.seed, _IDENTITY, job.index))
+        rng = _rng(job.seed, _SEPARATE, job.index, j)
+        for _ in range(MAX_REDRAWS):
+            data, h = _draw_clean(ident, rng, job.names[j], j in job.greyscale, job.size)
+            result.redraws += 1
+            if _far_from_all_but(h, hashes, k):
+                break
+        else:
+            unseparated += 1
+        hashes[k] = h
+        result.hashes[j] = h
+        (job.root / job.label / job.names[j]).write_bytes(data)
+    return unseparated
 
 
 def _count(rate: float, clean: int) -> int:
@@ -365,6 +436,18 @@ def generate_synthetic_dataset(
                 )
         else:
             results = [_render_identity(job) for job in track(jobs, desc="synth", unit="id")]
+        clean = sum(len(r.rows) for r in results)
+        cross_unseparated: int | None = None
+        if clean <= CROSS_CHECK_LIMIT:
+            cross_unseparated = _separate_identities(jobs, results)
+        else:
+            log.warning(
+                "synth: %d clean images: skipped the check that images of different "
+                "identities are > %d pHash bits apart (limit %d)",
+                clean,
+                DEFAULT_NEAR_DUPLICATE_BITS,
+                CROSS_CHECK_LIMIT,
+            )
         rows = [row for r in results for row in r.rows]
         if defects:
             rows += _plant_defects(root, rows, labels, seed=seed, size=size, plan=plan)
@@ -377,7 +460,8 @@ def generate_synthetic_dataset(
         counts=dict(Counter(row[2] for row in rows)),
         variants=dict(variants),
         redraws=sum(r.redraws for r in results),
-        unseparated=sum(r.unseparated for r in results),
+        unseparated=sum(r.unseparated for r in results) + (cross_unseparated or 0),
+        identities_checked=cross_unseparated is not None,
         seconds=time.perf_counter() - start,
     )
     log.info("synth: %d files, %d redraws for pHash separation", report.files, report.redraws)

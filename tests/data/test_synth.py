@@ -254,3 +254,18 @@ def test_image_names_sort_in_number_order_beyond_four_digits(tmp_path: Path) -> 
     assert _name_width(20, 8) == 4
     assert _name_width(1, 10_000) == 5
     assert _name_width(1, 9_990) == 5  # 9,990 clean + planted files pass 9,999
+
+
+def test_clean_images_of_different_identities_are_not_near_duplicates(
+    synth_tree: SynthTree,
+) -> None:
+    # seed 0 at 20 × 8 drew one such pair by chance (10 bits) before the cross-identity check
+    clean = _by_kind(synth_tree)["clean"]
+    hashes = [(r["label"], _phash(synth_tree.root / r["file_name"])) for r in clean]
+    close = [
+        (a[0], b[0])
+        for a, b in itertools.combinations(hashes, 2)
+        if a[0] != b[0] and a[1] - b[1] <= 10
+    ]
+    assert close == []
+    assert synth_tree.report.unseparated == 0 and synth_tree.report.identities_checked
