@@ -295,6 +295,7 @@ def _plant_defects(
     *,
     seed: int,
     size: int,
+    width: int,
     plan: np.random.Generator,
 ) -> list[tuple[str, str, str, str]]:
     """Add duplicates and broken files beside the clean images; return their truth rows."""
@@ -304,7 +305,6 @@ def _plant_defects(
     n_dup = sum(k in DUPLICATE_KINDS for k in todo)
     sources = iter(plan.choice(len(clean), size=n_dup, replace=n_dup > len(clean)))
     per_label = Counter(row[1] for row in clean)
-    width = _name_width(len(labels), len(clean) // len(labels))
     rows = []
     for k, kind in enumerate(todo):
         if kind in DUPLICATE_KINDS:
@@ -343,10 +343,9 @@ def _name_width(n: int, m: int) -> int:
 
 
 def _plan_names(
-    plan: np.random.Generator, n: int, m: int, defects: bool
+    plan: np.random.Generator, n: int, m: int, defects: bool, width: int
 ) -> tuple[list[list[str]], list[set[int]], Counter[str]]:
     """File names of every clean image, and which are greyscale; PNG/odd names only with defects."""
-    width = _name_width(n, m)
     names = [[f"{j:0{width}d}.jpg" for j in range(m)] for _ in range(n)]
     grey: list[set[int]] = [set() for _ in range(n)]
     variants: Counter[str] = Counter()
@@ -417,7 +416,8 @@ def generate_synthetic_dataset(
     plan = _rng(seed, _PLAN)
     width = max(5, len(str(identities - 1)))
     labels = [f"id{i:0{width}d}" for i in range(identities)]
-    names, grey, variants = _plan_names(plan, identities, images_per_identity, defects)
+    width = _name_width(identities, images_per_identity)  # digits of image numbers
+    names, grey, variants = _plan_names(plan, identities, images_per_identity, defects, width)
     with atomic_path(truth) as tmp_truth, atomic_path(out) as root:
         root.mkdir()
         jobs = [
@@ -450,7 +450,7 @@ def generate_synthetic_dataset(
             )
         rows = [row for r in results for row in r.rows]
         if defects:
-            rows += _plant_defects(root, rows, labels, seed=seed, size=size, plan=plan)
+            rows += _plant_defects(root, rows, labels, seed=seed, size=size, width=width, plan=plan)
         rows.sort(key=lambda row: row[0])
         _write_truth(tmp_truth, rows)
     report = SynthReport(
