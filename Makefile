@@ -26,7 +26,8 @@ test: install
 demo: install
 	$(BIN)/fmlkit synth $(DEMO)/data --identities 20 --images-per-identity 8 --seed 0 \
 		--truth $(DEMO)/data.truth.csv --overwrite
-	@echo "Demo dataset: $(DEMO)/data (truth: $(DEMO)/data.truth.csv)"
+	$(BIN)/fmlkit prepare $(DEMO)/data -o $(DEMO)/dataset_info.csv
+	@echo "Demo dataset: $(DEMO)/data (truth: $(DEMO)/data.truth.csv, scan: $(DEMO)/dataset_info.csv)"
 
 lint: install
 	$(BIN)/ruff check fmlkit tests bench

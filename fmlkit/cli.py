@@ -154,3 +154,108 @@ def synth(
         workers=workers,
     )
     echo_report(report.summary())
+
+
+def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    """Split a comma-separated option value ("jpg,png") into its items."""
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _hash_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from fmlkit.data.hashing import parse_hash_names
+
+    try:
+        return parse_hash_names(value.split(","))
+    except FmlkitError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+def _table_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A .csv or .parquet path (the table format follows the suffix)."""
+    from fmlkit.data.info import info_format
+
+    if value is not None:
+        try:
+            info_format(value)
+        except FmlkitError as e:
+            raise click.BadParameter(str(e)) from e
+    return value
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("dataset_dir", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    callback=_table_path,
+    help="dataset_info file to write: .csv or .parquet.",
+)
+@click.option(
+    "--hashes/--no-hashes",
+    default=True,
+    show_default=True,
+    help="Compute perceptual hashes (md5 is always computed).",
+)
+@click.option(
+    "--hash",
+    "hash_names",
+    default="phash",
+    show_default=True,
+    callback=_hash_list,
+    help="Perceptual hashes to compute, comma-separated: phash, dhash, ahash, whash.",
+)
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes reading images.  [default: every CPU this process may use]",
+)
+@click.option(
+    "--previous",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    callback=_table_path,
+    help="An earlier dataset_info of this folder: unchanged files (same name, size and "
+    "mtime) are not read again. May be the same file as --output.",
+)
+@click.option(
+    "--extensions",
+    default="jpg,jpeg,png,bmp,webp,tif,tiff",
+    show_default=True,
+    callback=_comma_list,
+    help="File extensions counted as images (case-insensitive); other files are listed "
+    "in the summary as skipped.",
+)
+def prepare(
+    dataset_dir: Path,
+    output: Path,
+    hashes: bool,
+    hash_names: tuple[str, ...],
+    workers: int | None,
+    previous: Path | None,
+    extensions: list[str],
+) -> None:
+    """Scan DATASET_DIR/<label>/…/<image> into a dataset_info table, one row per image file.
+
+    Each file is read once (md5 of the bytes, one decode for size and hashes); width and
+    height are after EXIF rotation. Files that cannot be used stay in the table with a
+    reason in `error` (empty, not_image, corrupt, truncated, decompression_bomb,
+    unreadable, no_label); other entries (hidden, non-image extension, links leaving the
+    folder or looping) are counted and listed in the summary.
+    """
+    from fmlkit.data.scan import scan_dataset
+
+    report = scan_dataset(
+        dataset_dir,
+        output,
+        hashes=hash_names if hashes else (),
+        workers=workers,
+        previous=previous,
+        extensions=extensions,
+    )
+    echo_report(report.summary())

@@ -27,6 +27,7 @@ WHASH = "whash"
 ERROR = "error"  # empty when the image is readable, else a short reason
 
 HASH_COLUMNS = (PHASH, DHASH, AHASH, WHASH)
+INTEGER_COLUMNS = (WIDTH, HEIGHT, FILE_SIZE, MTIME_NS)  # WIDTH and HEIGHT are empty on error
 DATASET_INFO_COLUMNS = (
     FILE_NAME,
     LABEL,
@@ -40,6 +41,17 @@ DATASET_INFO_COLUMNS = (
     *HASH_COLUMNS,
     ERROR,
 )
+
+# Values of ERROR: why a file listed in dataset_info cannot be used ("" when it can).
+ERROR_REASONS = {
+    "empty": "the file has zero bytes",
+    "not_image": "the bytes are not an image format Pillow knows (e.g. text named .jpg)",
+    "corrupt": "an image header, but the data cannot be decoded",
+    "truncated": "the image data ends early",
+    "decompression_bomb": "the header claims more pixels than Pillow's safety limit",
+    "unreadable": "the file could not be read (permissions or an I/O error)",
+    "no_label": "the file lies directly in the dataset folder, not in a class folder",
+}
 
 # ground truth of a synthetic dataset (written by `fmlkit synth`)
 KIND = "kind"  # one of TRUTH_KINDS

@@ -6,9 +6,10 @@ Library code wraps long loops in `track`; only the CLI decides whether bars are 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -39,3 +40,24 @@ def track(
     from tqdm import tqdm
 
     yield from tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+
+
+@contextlib.contextmanager
+def progress_counter(
+    *, total: int | None = None, desc: str = "", unit: str = "it"
+) -> Iterator[Callable[[int], None]]:
+    """Yield an ``advance(n)`` callable that moves a bar on stderr (a no-op when disabled).
+
+    For work that finishes in batches, where wrapping an iterable with `track` does not fit.
+    """
+    if not progress_enabled():
+        yield lambda n: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False) as bar:
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
+        yield advance

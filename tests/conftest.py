@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fmlkit.data.synth import SynthReport, generate_synthetic_dataset
+from tests.bad_tree import BadTree, build_bad_tree
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,12 @@ def synth_tree(tmp_path_factory: pytest.TempPathFactory) -> SynthTree:
     out = tmp_path_factory.mktemp("synth") / "demo_data"
     report = generate_synthetic_dataset(out, identities=20, images_per_identity=8, seed=0)
     return SynthTree(out, read_truth(report.truth_path), report, 20, 8)
+
+
+@pytest.fixture(scope="session")
+def bad_tree(tmp_path_factory: pytest.TempPathFactory) -> BadTree:
+    """Every bad or odd input `fmlkit prepare` must survive (see tests/bad_tree.py). Read-only."""
+    return build_bad_tree(tmp_path_factory.mktemp("bad_tree"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

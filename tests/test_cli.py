@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from fmlkit import __version__
 from fmlkit.cli import main
+from tests.conftest import SynthTree
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -74,6 +75,10 @@ def test_console_script_is_installed() -> None:
         ("synth", "OUT", "--identities", "2", "--images-per-identity", "0"),
         ("synth", "OUT", "--identities", "2"),
         ("synth", "OUT", "-n", "2", "-m", "2", "--size", "16"),
+        ("prepare", "OUT", "-o", "info.txt"),
+        ("prepare", "OUT", "-o", "info.csv", "--hash", "phash,md6"),
+        ("prepare", "OUT", "-o", "info.csv", "--workers", "0"),
+        ("prepare", "OUT"),
         ("no-such-command",),
         ("-v", "-q", "synth", "OUT", "-n", "1", "-m", "1"),
     ],
@@ -124,3 +129,33 @@ def test_quiet_prints_nothing_on_success(tmp_path: Path) -> None:
     assert out.returncode == 0
     assert out.stdout == "" and out.stderr == ""
     assert (tmp_path / "d.truth.csv").is_file()
+
+
+def test_prepare_command_writes_table_and_summary(synth_tree: SynthTree, tmp_path: Path) -> None:
+    info = tmp_path / "info.parquet"
+    out = _run("prepare", str(synth_tree.root), "-o", str(info), "--hash", "phash,dhash", "-j", "2")
+    assert out.returncode == 0, out.stderr
+    n = len(synth_tree.truth)
+    assert f"{n} images" in out.stdout and "20 labels" in out.stdout
+    assert "errors: empty 1, not_image 1, truncated 2" in out.stdout
+    assert f"Wrote {info}" in out.stdout
+    assert out.stderr == ""  # no progress bar when stderr is not a terminal
+    again = _run("prepare", str(synth_tree.root), "-o", str(info), "--previous", str(info))
+    assert again.returncode == 0, again.stderr
+    assert (
+        f"read 4 files, reused 175 rows from {info}" in again.stdout
+    )  # the 4 broken files are re-checked
+
+
+def test_prepare_missing_dataset_dir_exits_1_with_one_error_line(tmp_path: Path) -> None:
+    out = _run("prepare", str(tmp_path / "nope"), "-o", str(tmp_path / "i.csv"))
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"Error: dataset folder {tmp_path / 'nope'} does not exist"
+    assert not (tmp_path / "i.csv").exists()
+
+
+def test_prepare_quiet_prints_nothing(synth_tree: SynthTree, tmp_path: Path) -> None:
+    out = _run("-q", "prepare", str(synth_tree.root), "-o", str(tmp_path / "i.csv"))
+    assert out.returncode == 0
+    assert out.stdout == "" and out.stderr == ""
+    assert (tmp_path / "i.csv").is_file()

@@ -1,0 +1,213 @@
+"""The dataset_info table on disk: CSV or Parquet by suffix, one schema, one reader, one writer.
+
+Strings are never null: a missing value is "" (``error`` is "" for a readable image). ``width``
+and ``height`` are empty when the image could not be decoded; ``file_size`` and ``mtime_ns`` are
+always present. Hash columns appear only when they were computed. Rows are sorted by
+``file_name``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from fmlkit import __version__
+from fmlkit.columns import (
+    DATASET_INFO_COLUMNS,
+    FILE_NAME,
+    FILE_SIZE,
+    HASH_COLUMNS,
+    HEIGHT,
+    INTEGER_COLUMNS,
+    MTIME_NS,
+    WIDTH,
+    validate_columns,
+)
+from fmlkit.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+InfoFormat = Literal["csv", "parquet"]
+SCHEMA_VERSION = 1
+# columns every dataset_info has; hash columns are optional
+REQUIRED_COLUMNS = tuple(c for c in DATASET_INFO_COLUMNS if c not in HASH_COLUMNS)
+_SUFFIXES: dict[str, InfoFormat] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_BATCH_ROWS = 50_000
+
+
+def info_format(path: str | os.PathLike[str]) -> InfoFormat:
+    """The table format of ``path`` from its suffix (.csv, .parquet or .pq)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise InputError(
+            f"cannot tell the table format of {path}: use a name ending in .csv or .parquet"
+        )
+    return _SUFFIXES[suffix]
+
+
+def info_columns(hash_names: Sequence[str]) -> tuple[str, ...]:
+    """dataset_info's columns, in order, with the given hash columns."""
+    return tuple(c for c in DATASET_INFO_COLUMNS if c not in HASH_COLUMNS or c in hash_names)
+
+
+def read_dataset_info(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a dataset_info CSV or Parquet with fmlkit's dtypes.
+
+    Strings stay strings (a label "NA" or a hash "1e10…" is text, "" stays ""), ``width`` and
+    ``height`` are nullable ``Int64``, ``file_size`` and ``mtime_ns`` are ``int64``.
+
+    Raises:
+        InputError: the file is missing or not CSV/Parquet by name.
+        SchemaError: a required column is missing.
+    """
+    import pandas as pd
+
+    p = Path(path)
+    fmt = info_format(p)
+    if not p.is_file():
+        raise InputError(f"dataset_info file {p} does not exist")
+    if fmt == "csv":
+        head = pd.read_csv(p, nrows=0)
+        validate_columns(head, REQUIRED_COLUMNS, what=str(p))
+        ints = dict.fromkeys(INTEGER_COLUMNS, "Int64")
+        dtypes = {c: ints.get(c, str) for c in head.columns}
+        df = pd.read_csv(
+            p, dtype=dtypes, keep_default_na=False, na_values={WIDTH: [""], HEIGHT: [""]}
+        )
+    else:
+        df = pd.read_parquet(p)
+        validate_columns(df, REQUIRED_COLUMNS, what=str(p))
+        for c in df.columns:
+            if c not in INTEGER_COLUMNS:
+                df[c] = df[c].fillna("").astype(str)
+    for c in (WIDTH, HEIGHT):
+        df[c] = df[c].astype("Int64")
+    for c in (FILE_SIZE, MTIME_NS):
+        if df[c].isna().any():
+            raise InputError(f"{p}: column {c} has empty values; re-create it with fmlkit prepare")
+        df[c] = df[c].astype("int64")
+    return df
+
+
+def write_dataset_info(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a dataset_info DataFrame to ``path`` (format by suffix), without renaming.
+
+    Callers that need atomicity write to `fmlkit.io.atomic_path`'s temporary path.
+    """
+    hash_names = [c for c in HASH_COLUMNS if c in df.columns]
+    columns = info_columns(hash_names)
+    validate_columns(df, columns, what="dataset_info table")
+    with DatasetInfoWriter(path, hash_names, fmt=info_format(path)) as writer:
+        for start in range(0, len(df), _BATCH_ROWS):
+            part = df.iloc[start : start + _BATCH_ROWS]
+            writer.write_rows(list(zip(*(_as_python(part[c], c) for c in columns), strict=True)))
+
+
+def _as_python(series: pd.Series, column: str) -> list[Any]:
+    if column in INTEGER_COLUMNS:
+        values = series.astype(object)
+        return [int(v) if ok else None for v, ok in zip(values, series.notna(), strict=True)]
+    return series.astype(str).tolist()
+
+
+class DatasetInfoWriter:
+    """Stream rows (tuples in `info_columns` order) to CSV or Parquet.
+
+    Rows must arrive sorted by ``file_name``; the writer checks it (an internal invariant).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], hash_names: Sequence[str], *, fmt: InfoFormat
+    ) -> None:
+        self.path = Path(path)
+        self.columns = info_columns(hash_names)
+        self.rows = 0
+        self._fmt = fmt
+        self._last = ""
+        self._buffer: list[tuple[Any, ...]] = []
+        self._csv_file: Any = None
+        self._csv: Any = None
+        self._parquet: Any = None
+        if fmt == "csv":
+            self._csv_file = self.path.open("w", encoding="utf-8", newline="")
+            self._csv = csv.writer(self._csv_file, lineterminator="\n")
+            self._csv.writerow(self.columns)
+        else:
+            import pyarrow.parquet as pq
+
+            self._schema = _arrow_schema(self.columns)
+            self._parquet = pq.ParquetWriter(self.path, self._schema, compression="zstd")
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Append rows; they must continue the ``file_name`` order."""
+        if not rows:
+            return
+        name_at = self.columns.index(FILE_NAME)
+        for row in rows:
+            assert len(row) == len(self.columns), "row does not match the columns"
+            assert row[name_at] > self._last or self.rows == 0, "rows out of file_name order"
+            self._last = row[name_at]
+            self.rows += 1
+        self._buffer.extend(rows)
+        if len(self._buffer) >= _BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._csv is not None:
+            self._csv.writerows(self._buffer)
+        elif self._buffer:
+            import pyarrow as pa
+
+            arrays = [
+                pa.array(list(col), type=field.type)
+                for col, field in zip(zip(*self._buffer, strict=True), self._schema, strict=True)
+            ]
+            self._parquet.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
+        self._buffer = []
+
+    def close(self) -> None:
+        """Write what is buffered and close the file."""
+        if self._csv_file is not None:
+            self._flush()
+            self._csv_file.close()
+            self._csv_file = self._csv = None
+        elif self._parquet is not None:
+            self._flush()
+            self._parquet.close()
+            self._parquet = None
+
+    def __enter__(self) -> DatasetInfoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _arrow_schema(columns: Sequence[str]) -> Any:
+    import pyarrow as pa
+
+    types = {WIDTH: pa.int32(), HEIGHT: pa.int32(), FILE_SIZE: pa.int64(), MTIME_NS: pa.int64()}
+    meta = {
+        "fmlkit": json.dumps(
+            {
+                "table": "dataset_info",
+                "schema_version": SCHEMA_VERSION,
+                "fmlkit_version": __version__,
+            }
+        )
+    }
+    fields = [
+        pa.field(c, types.get(c, pa.string()), nullable=c in (WIDTH, HEIGHT)) for c in columns
+    ]
+    return pa.schema(fields, metadata=meta)
