@@ -2,9 +2,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,6 +31,7 @@ from fmlkit.data.scan import scan_dataset
 from fmlkit.errors import InputError
 from tests.bad_tree import BadTree
 from tests.conftest import SynthTree
+from tests.processes import kill_fmlkit_when
 from tests.unprivileged import run_unprivileged, shared_tmp_dir
 
 ALL_HASHES = (PHASH, DHASH, AHASH, WHASH)
@@ -281,19 +279,9 @@ def test_killed_scan_leaves_no_complete_looking_output(tmp_path: Path) -> None:
     root = tmp_path / "data"
     generate_synthetic_dataset(root, identities=40, images_per_identity=50, defects=False)
     out = tmp_path / "info.csv"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fmlkit", "-q", "prepare", str(root), "-o", str(out), "-j", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # kill once rows are being written
-        if any(".tmp-" in p.name for p in tmp_path.iterdir()):
-            break
-        time.sleep(0.01)
-    else:
-        proc.kill()
-        pytest.fail("prepare did not start writing within 60 s")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+
+    def writing() -> bool:  # the temporary output exists: the scan is under way
+        return any(".tmp-" in p.name for p in tmp_path.iterdir())
+
+    kill_fmlkit_when(["-q", "prepare", str(root), "-o", str(out), "-j", "1"], writing)
     assert not out.exists()

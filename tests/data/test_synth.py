@@ -2,11 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
-import signal
-import subprocess
-import sys
-import time
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -18,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from fmlkit.data.synth import TRUTH_KINDS, default_truth_path, generate_synthetic_dataset
 from fmlkit.errors import InputError
 from tests.conftest import SynthTree, read_truth
+from tests.processes import kill_fmlkit_when
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -227,23 +223,12 @@ def test_truth_inside_output_folder_is_refused(tmp_path: Path) -> None:
 
 def test_killed_synth_leaves_no_complete_looking_output(tmp_path: Path) -> None:
     out = tmp_path / "big"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fmlkit", "-q", "synth", str(out), "-n", "400", "-m", "50"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    # wait until images are being written into the temporary folder, then kill
-    while time.monotonic() < deadline:
+
+    def writing() -> bool:  # images are being written into the temporary folder
         temps = [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
-        if temps and sum(1 for _ in temps[0].rglob("*.jpg")) > 20:
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("synth did not start writing within 60 s")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+        return bool(temps) and sum(1 for _ in temps[0].rglob("*.jpg")) > 20
+
+    kill_fmlkit_when(["-q", "synth", str(out), "-n", "400", "-m", "50"], writing)
     assert not out.exists()
     assert not default_truth_path(out).exists()
 
