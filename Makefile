@@ -27,7 +27,11 @@ demo: install
 	$(BIN)/fmlkit synth $(DEMO)/data --identities 20 --images-per-identity 8 --seed 0 \
 		--truth $(DEMO)/data.truth.csv --overwrite
 	$(BIN)/fmlkit prepare $(DEMO)/data -o $(DEMO)/dataset_info.csv
-	@echo "Demo dataset: $(DEMO)/data (truth: $(DEMO)/data.truth.csv, scan: $(DEMO)/dataset_info.csv)"
+	$(BIN)/fmlkit filter $(DEMO)/dataset_info.csv -o $(DEMO)/filtered.csv \
+		--removed $(DEMO)/removed.csv --dedup --scope global \
+		--report $(DEMO)/filter_report --root $(DEMO)/data
+	@echo "Demo: $(DEMO)/data, truth $(DEMO)/data.truth.csv, scan $(DEMO)/dataset_info.csv,"
+	@echo "      filtered $(DEMO)/filtered.csv, report $(DEMO)/filter_report/index.html"
 
 lint: install
 	$(BIN)/ruff check fmlkit tests bench

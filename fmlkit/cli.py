@@ -259,3 +259,117 @@ def prepare(
         extensions=extensions,
     )
     echo_report(report.summary())
+
+
+@main.command("filter", context_settings=CONTEXT_SETTINGS)
+@click.argument(
+    "dataset_info", type=click.Path(dir_okay=False, path_type=Path), callback=_table_path
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    callback=_table_path,
+    help="Kept rows (input columns, input order): .csv or .parquet.",
+)
+@click.option(
+    "--removed",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_table_path,
+    help="Removed rows, with reason, duplicate_of and distance: .csv or .parquet.",
+)
+@click.option("--dedup", is_flag=True, help="Remove exact (md5) and near (pHash) duplicates.")
+@click.option(
+    "--threshold",
+    type=click.IntRange(0, 64),
+    default=10,
+    show_default=True,
+    help="Same-label near-duplicate radius in pHash bits.",
+)
+@click.option(
+    "--scope",
+    type=click.Choice(["label", "global"]),
+    default="label",
+    show_default=True,
+    help="label: compare rows of one label; global: also across labels (label noise).",
+)
+@click.option(
+    "--global-threshold",
+    type=click.IntRange(0, 64),
+    default=3,
+    show_default=True,
+    help="Cross-label radius in pHash bits (with --scope global).",
+)
+@click.option(
+    "--keep",
+    type=click.Choice(["first", "largest"]),
+    default="first",
+    show_default=True,
+    help="Which image of a duplicate group stays: first in input order, or largest area.",
+)
+@click.option(
+    "--min-size",
+    type=click.IntRange(min=0),
+    default=32,
+    show_default=True,
+    help="Remove images whose shorter side is smaller (too_small); 0 keeps all.",
+)
+@click.option(
+    "--max-size", type=click.IntRange(min=1), help="Remove images whose longer side is larger."
+)
+@click.option("--keep-errors", is_flag=True, help="Keep rows with an error (they skip dedup).")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write an HTML report with a distance histogram and contact sheets to this folder.",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The dataset folder the file names are relative to (for --report).",
+)
+def filter_(
+    dataset_info: Path,
+    output: Path,
+    removed: Path | None,
+    dedup: bool,
+    threshold: int,
+    scope: str,
+    global_threshold: int,
+    keep: str,
+    min_size: int,
+    max_size: int | None,
+    keep_errors: bool,
+    report_dir: Path | None,
+    root: Path | None,
+) -> None:
+    """Remove broken, badly sized and duplicate rows from DATASET_INFO.
+
+    In order: rows with an error (reason error:<kind>, unless --keep-errors), too_small /
+    too_large, then with --dedup, walking rows in keep order, a row is removed when it
+    duplicates a row already kept: same label and md5 (exact_duplicate), same label within
+    --threshold bits (near_duplicate), or with --scope global another label with the same md5
+    or within --global-threshold bits (cross_label_duplicate). Kept + removed = input.
+    """
+    from fmlkit.data.filter import filter_dataset
+
+    if report_dir is not None and root is None:
+        raise click.UsageError("--report needs --root DATASET_DIR to show the images")
+    report = filter_dataset(
+        dataset_info,
+        output,
+        removed=removed,
+        dedup=dedup,
+        threshold=threshold,
+        scope=scope,  # type: ignore[arg-type]
+        global_threshold=global_threshold,
+        keep=keep,  # type: ignore[arg-type]
+        min_size=min_size or None,
+        max_size=max_size,
+        keep_errors=keep_errors,
+        report_dir=report_dir,
+        root=root,
+    )
+    echo_report(report.summary())

@@ -159,3 +159,33 @@ def test_prepare_quiet_prints_nothing(synth_tree: SynthTree, tmp_path: Path) -> 
     assert out.returncode == 0
     assert out.stdout == "" and out.stderr == ""
     assert (tmp_path / "i.csv").is_file()
+
+
+def test_filter_command_writes_kept_removed_and_report(
+    synth_tree: SynthTree, tmp_path: Path
+) -> None:
+    info = tmp_path / "info.csv"
+    assert _run("-q", "prepare", str(synth_tree.root), "-o", str(info)).returncode == 0
+    args = ["filter", str(info), "-o", str(tmp_path / "kept.csv"), "--removed"]
+    args += [str(tmp_path / "removed.parquet"), "--dedup", "--scope", "global"]
+    out = _run(*args, "--report", str(tmp_path / "rep"), "--root", str(synth_tree.root))
+    assert out.returncode == 0, out.stderr
+    assert "cross_label_duplicate 3" in out.stdout and "kept 160" in out.stdout
+    assert (tmp_path / "rep" / "index.html").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra", [["--threshold", "65"], ["--global-threshold", "-1"], ["--report", "rep"]]
+)
+def test_filter_bad_options_exit_2(tmp_path: Path, extra: list[str]) -> None:
+    (tmp_path / "info.csv").write_text("file_name,label,phash\na/1.jpg,a,0000000000000000\n")
+    out = _run("filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"), *extra)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_filter_missing_column_exits_1_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "info.csv").write_text("file_name,label\na/1.jpg,a\n")
+    out = _run("filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"), "--dedup")
+    assert out.returncode == 1
+    assert out.stderr.startswith("Error:") and "phash" in out.stderr
+    assert not (tmp_path / "k.csv").exists()

@@ -56,11 +56,13 @@ def info_columns(hash_names: Sequence[str]) -> tuple[str, ...]:
     return tuple(c for c in DATASET_INFO_COLUMNS if c not in HASH_COLUMNS or c in hash_names)
 
 
-def read_dataset_info(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a dataset_info CSV or Parquet with fmlkit's dtypes.
+def read_table(
+    path: str | os.PathLike[str], *, required: Sequence[str] = (), what: str = "table"
+) -> pd.DataFrame:
+    """Read a CSV or Parquet table of fmlkit's: text stays text, known integer columns are Int64.
 
-    Strings stay strings (a label "NA" or a hash "1e10…" is text, "" stays ""), ``width`` and
-    ``height`` are nullable ``Int64``, ``file_size`` and ``mtime_ns`` are ``int64``.
+    Any columns may be present; ``required`` ones are checked. In CSV, "" is an empty string
+    (a label "NA" or a hash "1e10…" is text), or <NA> in an integer column.
 
     Raises:
         InputError: the file is missing or not CSV/Parquet by name.
@@ -71,23 +73,49 @@ def read_dataset_info(path: str | os.PathLike[str]) -> pd.DataFrame:
     p = Path(path)
     fmt = info_format(p)
     if not p.is_file():
-        raise InputError(f"dataset_info file {p} does not exist")
+        raise InputError(f"{what} file {p} does not exist")
     if fmt == "csv":
         head = pd.read_csv(p, nrows=0)
-        validate_columns(head, REQUIRED_COLUMNS, what=str(p))
-        ints = dict.fromkeys(INTEGER_COLUMNS, "Int64")
-        dtypes = {c: ints.get(c, str) for c in head.columns}
-        df = pd.read_csv(
-            p, dtype=dtypes, keep_default_na=False, na_values={WIDTH: [""], HEIGHT: [""]}
-        )
+        validate_columns(head, required, what=str(p))
+        ints = [c for c in head.columns if c in INTEGER_COLUMNS]
+        dtypes = {c: ("Int64" if c in ints else str) for c in head.columns}
+        na = {c: [""] for c in ints}
+        df = pd.read_csv(p, dtype=dtypes, keep_default_na=False, na_values=na)
     else:
         df = pd.read_parquet(p)
-        validate_columns(df, REQUIRED_COLUMNS, what=str(p))
+        validate_columns(df, required, what=str(p))
         for c in df.columns:
-            if c not in INTEGER_COLUMNS:
+            if c in INTEGER_COLUMNS:
+                df[c] = df[c].astype("Int64")
+            elif not pd.api.types.is_numeric_dtype(df[c]):
                 df[c] = df[c].fillna("").astype(str)
-    for c in (WIDTH, HEIGHT):
-        df[c] = df[c].astype("Int64")
+    return df
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write ``df`` as CSV or Parquet by suffix (no index), atomically: temp name, then rename."""
+    from fmlkit.io import atomic_path
+
+    fmt = info_format(path)
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            df.to_csv(tmp, index=False, lineterminator="\n")
+        else:
+            df.to_parquet(tmp, index=False, compression="zstd")
+
+
+def read_dataset_info(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a dataset_info CSV or Parquet with fmlkit's dtypes.
+
+    Strings stay strings (a label "NA" or a hash "1e10…" is text, "" stays ""), ``width`` and
+    ``height`` are nullable ``Int64``, ``file_size`` and ``mtime_ns`` are ``int64``.
+
+    Raises:
+        InputError: the file is missing or not CSV/Parquet by name.
+        SchemaError: a required column is missing.
+    """
+    p = Path(path)
+    df = read_table(p, required=REQUIRED_COLUMNS, what="dataset_info")
     for c in (FILE_SIZE, MTIME_NS):
         if df[c].isna().any():
             raise InputError(f"{p}: column {c} has empty values; re-create it with fmlkit prepare")

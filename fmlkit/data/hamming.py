@@ -1,0 +1,163 @@
+"""Exact Hamming-radius search over 64-bit hashes: every pair within ``radius`` bits.
+
+Multi-index hashing: split the 64 bits into ``radius + 1`` chunks. Two hashes at most
+``radius`` bits apart differ in at most ``radius`` chunks, so by the pigeonhole principle they
+agree exactly on at least one. Pairs that agree on some chunk are the candidates; each is
+checked on all 64 bits. Exact for every radius (radius ≥ 64 makes every pair a candidate),
+only slower as the radius grows and the chunks get shorter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+HASH_BITS = 64
+_PAIR_BATCH = 20_000_000  # candidate pairs materialised at once (bounds memory)
+
+
+class MalformedHash(ValueError):
+    """A hash string that is not 16 hex characters; ``position`` is its 0-based index."""
+
+    def __init__(self, position: int, value: str) -> None:
+        super().__init__(f"hash {value!r} is not 16 hexadecimal characters")
+        self.position = position
+        self.value = value
+
+
+def hex_to_uint64(values: list[str]) -> np.ndarray:
+    """Parse 16-hex-character hashes into uint64 (fast: one ``bytes.fromhex``).
+
+    Raises:
+        MalformedHash: for the first malformed value.
+    """
+    for k, v in enumerate(values):
+        if len(v) != 16:
+            raise MalformedHash(k, v)
+    try:
+        raw = bytes.fromhex("".join(values))
+    except ValueError:
+        bad = next(k for k, v in enumerate(values) if not _is_hex(v))
+        raise MalformedHash(bad, values[bad]) from None
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64)
+
+
+def _is_hex(value: str) -> bool:
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64, as int64."""
+    return np.bitwise_count(x).astype(np.int64)
+
+
+def radius_pairs(
+    hashes: np.ndarray, radius: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` with ``popcount(hashes[i] ^ hashes[j]) <= radius``.
+
+    Args:
+        hashes: uint64 array.
+        radius: Hamming radius in bits, ≥ 0.
+        groups: optional integer group per row; only pairs within a group are returned.
+
+    Returns:
+        ``(i, j, distance)`` int64 arrays, sorted by (i, j), each pair once.
+    """
+    if radius < 0:
+        raise ValueError("radius must be >= 0")
+    n = len(hashes)
+    group = np.zeros(n, np.int64) if groups is None else np.asarray(groups, np.int64)
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    if radius >= HASH_BITS:
+        keys = [group]
+    else:
+        keys = [np.asarray(_chunk(hashes, c, radius + 1), np.int64) for c in range(radius + 1)]
+    for key in keys:
+        for i, j in _pairs_with_equal_keys(group, key):
+            d = popcount(hashes[i] ^ hashes[j])
+            near = d <= radius
+            found.append((i[near], j[near]))
+    if not found:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    i = np.concatenate([f[0] for f in found])
+    j = np.concatenate([f[1] for f in found])
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    code = np.unique(lo * n + hi)  # pairs agreeing on several chunks come once
+    i, j = code // n, code % n
+    return i, j, popcount(hashes[i] ^ hashes[j])
+
+
+def equal_pairs(
+    keys: np.ndarray, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` with equal ``keys`` (and equal ``groups`` when given)."""
+    n = len(keys)
+    group = np.zeros(n, np.int64) if groups is None else np.asarray(groups, np.int64)
+    parts = list(_pairs_with_equal_keys(group, np.asarray(keys, np.int64)))
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return empty, empty
+    i = np.concatenate([p[0] for p in parts])
+    j = np.concatenate([p[1] for p in parts])
+    return np.minimum(i, j), np.maximum(i, j)
+
+
+def _chunk(hashes: np.ndarray, index: int, chunks: int) -> np.ndarray:
+    """Bits of chunk ``index`` when 64 bits are split into ``chunks`` near-equal parts."""
+    sizes = [HASH_BITS // chunks + (1 if k < HASH_BITS % chunks else 0) for k in range(chunks)]
+    shift = sum(sizes[index + 1 :])
+    mask = np.uint64((1 << sizes[index]) - 1)
+    return (hashes >> np.uint64(shift)) & mask
+
+
+def _pairs_with_equal_keys(
+    group: np.ndarray, key: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Row pairs sharing (group, key), in batches of at most ~_PAIR_BATCH pairs."""
+    n = len(key)
+    if n < 2:
+        return
+    span = int(key.max()) - int(key.min()) + 1 if n else 1
+    if int(group.max()) - int(group.min()) < (1 << 62) // span:  # one int64 sort key
+        combined = (group - group.min()) * span + (key - key.min())
+        order = np.argsort(combined, kind="stable")
+        c = combined[order]
+        boundary = np.flatnonzero(c[1:] != c[:-1]) + 1
+    else:
+        order = np.lexsort((key, group))
+        g, k = group[order], key[order]
+        boundary = np.flatnonzero((g[1:] != g[:-1]) | (k[1:] != k[:-1])) + 1
+    starts = np.concatenate(([0], boundary))
+    lengths = np.diff(np.concatenate((starts, [n])))
+    multi = lengths > 1
+    starts, lengths = starts[multi], lengths[multi]
+    if not len(starts):
+        return
+    per_run = lengths * (lengths - 1) // 2
+    cum = np.cumsum(per_run)
+    first = 0
+    while first < len(starts):
+        # runs [first, last) hold at most _PAIR_BATCH pairs (at least one run)
+        base = cum[first - 1] if first else 0
+        last = max(first + 1, int(np.searchsorted(cum, base + _PAIR_BATCH, side="right")))
+        p, q = _run_pairs(starts[first:last], lengths[first:last])
+        yield order[p], order[q]
+        first = last
+
+
+def _run_pairs(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (p, q), p < q, of every pair inside each run [start, start + length)."""
+    elem_run = np.repeat(np.arange(len(starts)), lengths)
+    run_first = np.repeat(starts, lengths)
+    pos = np.arange(len(elem_run)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    counts = lengths[elem_run] - 1 - pos  # partners after this element in its run
+    p = np.repeat(run_first + pos, counts)
+    offsets = np.arange(len(p)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return p, p + 1 + offsets
