@@ -50,7 +50,8 @@ DEFECT_RATES: Mapping[str, float] = {
 }
 # Clean images stored in an unusual way (still clean: readable and unique), each at least once.
 VARIANT_RATES: Mapping[str, float] = {"png": 0.03, "greyscale": 0.03, "odd_name": 0.03}
-ODD_NAMES = ("img {}.jpg", "Zoë_{}.jpg", "фото {}.jpg", "写真_{}.jpg", "café au lait {}.jpg")
+# The number comes first, so every copy planted later (next free numbers) sorts after its source.
+ODD_NAMES = ("{} img.jpg", "{}_Zoë.jpg", "{} фото.jpg", "{}_写真.jpg", "{} café au lait.jpg")
 NOT_IMAGE = b"<html><head><title>404 Not Found</title></head><body>Not Found</body></html>\n"
 
 MAX_REDRAWS = 25  # attempts per clean image to stay > DEFAULT_NEAR_DUPLICATE_BITS from its siblings
@@ -309,14 +310,17 @@ def _plant_defects(
     for k, kind in enumerate(todo):
         if kind in DUPLICATE_KINDS:
             src_name, src_label = clean[int(next(sources))][:2]
-            data = (root / src_name).read_bytes()
             label = src_label
             if kind == "cross_label_duplicate":
-                label = labels[
-                    (labels.index(src_label) + 1 + int(plan.integers(len(labels) - 1)))
-                    % len(labels)
-                ]
-            elif kind == "near_duplicate":
+                # the copy goes to a later label, so it sorts after its source in file order
+                # (keep-first dedup then keeps the original): never from the last label
+                if src_label == labels[-1]:
+                    earlier = [row for row in clean if row[1] != labels[-1]]
+                    src_name, src_label = earlier[int(plan.integers(len(earlier)))][:2]
+                after = len(labels) - 1 - labels.index(src_label)
+                label = labels[labels.index(src_label) + 1 + int(plan.integers(after))]
+            data = (root / src_name).read_bytes()
+            if kind == "near_duplicate":
                 data = _near_duplicate(data, _rng(seed, _EXTRA, k))
             ext = Path(src_name).suffix if kind != "near_duplicate" else ".jpg"
             source = src_name
