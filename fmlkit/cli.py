@@ -353,14 +353,11 @@ def filter_(
     --threshold bits (near_duplicate), or with --scope global another label with the same md5
     or within --global-threshold bits (cross_label_duplicate). Kept + removed = input.
     """
-    from fmlkit.data.filter import filter_dataset
+    from fmlkit.data.filter import FilterRules, filter_dataset
 
     if report_dir is not None and root is None:
         raise click.UsageError("--report needs --root DATASET_DIR to show the images")
-    report = filter_dataset(
-        dataset_info,
-        output,
-        removed=removed,
+    rules = FilterRules(
         dedup=dedup,
         threshold=threshold,
         scope=scope,  # type: ignore[arg-type]
@@ -369,7 +366,8 @@ def filter_(
         min_size=min_size or None,
         max_size=max_size,
         keep_errors=keep_errors,
-        report_dir=report_dir,
-        root=root,
+    )
+    report = filter_dataset(
+        dataset_info, output, rules, removed=removed, report_dir=report_dir, root=root
     )
     echo_report(report.summary())

@@ -62,25 +62,42 @@ class FilterReport:
         return "\n".join(lines)
 
 
-def decide(
-    df: pd.DataFrame,
-    *,
-    dedup: bool = False,
-    threshold: int = 10,
-    scope: Scope = "label",
-    global_threshold: int = 3,
-    keep: KeepOrder = "first",
-    min_size: int | None = DEFAULT_MIN_SIZE,
-    max_size: int | None = None,
-    keep_errors: bool = False,
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class FilterRules:
+    """What `decide` removes; checked on construction (`InputError` for a bad value).
+
+    Attributes:
+        dedup: remove duplicates (needs ``phash``).
+        threshold: same-label near-duplicate radius in pHash bits (0..64).
+        scope: ``label`` or ``global`` (also across labels).
+        global_threshold: cross-label radius in bits (0..64), with ``scope="global"``.
+        keep: which row of a duplicate group stays: ``first`` or ``largest``.
+        min_size: shorter side below this is ``too_small``; None for no limit.
+        max_size: longer side above this is ``too_large``; None for no limit.
+        keep_errors: keep rows with an error (they skip dedup).
+    """
+
+    dedup: bool = False
+    threshold: int = 10
+    scope: Scope = "label"
+    global_threshold: int = 3
+    keep: KeepOrder = "first"
+    min_size: int | None = DEFAULT_MIN_SIZE
+    max_size: int | None = None
+    keep_errors: bool = False
+
+    def __post_init__(self) -> None:
+        check_options(self.threshold, self.scope, self.global_threshold, self.keep)
+
+
+def decide(df: pd.DataFrame, rules: FilterRules = FilterRules()) -> pd.DataFrame:
     """Why each row of ``df`` goes: ``reason`` ("" to keep), ``duplicate_of``, ``distance``.
 
     Pure: no I/O. See the module docstring for the order of decisions.
     """
-    check_options(threshold, scope, global_threshold, keep)
-    required = [FILE_NAME, LABEL] + ([PHASH] if dedup else [])
-    if min_size is not None or max_size is not None or keep == "largest":
+    sized = rules.min_size is not None or rules.max_size is not None
+    required = [FILE_NAME, LABEL] + ([PHASH] if rules.dedup else [])
+    if sized or rules.keep == "largest":
         required += [WIDTH, HEIGHT]
     validate_columns(df, required, what="the table to filter")
     out = pd.DataFrame(
@@ -92,25 +109,25 @@ def decide(
     )
     errors = df[ERROR].astype(str) if ERROR in df else pd.Series("", index=df.index)
     has_error = errors != ""
-    if not keep_errors:
+    if not rules.keep_errors:
         out.loc[has_error, REASON] = "error:" + errors[has_error]
-    if min_size is not None or max_size is not None:
+    if sized:
         width, height = df[WIDTH].astype("Int64"), df[HEIGHT].astype("Int64")
         open_rows = (out[REASON] == "") & width.notna() & height.notna()
         sides = pd.concat([width, height], axis=1)
         short, long = sides.min(axis=1), sides.max(axis=1)
-        if min_size is not None:
-            out.loc[open_rows & (short < min_size), REASON] = TOO_SMALL
-        if max_size is not None:
-            out.loc[(out[REASON] == "") & open_rows & (long > max_size), REASON] = TOO_LARGE
-    if dedup:
+        if rules.min_size is not None:
+            out.loc[open_rows & (short < rules.min_size), REASON] = TOO_SMALL
+        if rules.max_size is not None:
+            out.loc[(out[REASON] == "") & open_rows & (long > rules.max_size), REASON] = TOO_LARGE
+    if rules.dedup:
         candidates = (out[REASON] == "") & ~has_error  # kept broken rows have no hash
         dup = find_duplicates(
             df.loc[candidates],
-            threshold=threshold,
-            scope=scope,
-            global_threshold=global_threshold,
-            keep=keep,
+            threshold=rules.threshold,
+            scope=rules.scope,
+            global_threshold=rules.global_threshold,
+            keep=rules.keep,
         )
         out.loc[dup.index, [REASON, DUPLICATE_OF]] = dup[[REASON, DUPLICATE_OF]].to_numpy()
         out.loc[dup.index, DISTANCE] = dup[DISTANCE]
@@ -120,21 +137,15 @@ def decide(
 def filter_dataset(
     info: str | os.PathLike[str],
     output: str | os.PathLike[str],
+    rules: FilterRules = FilterRules(),
     *,
     removed: str | os.PathLike[str] | None = None,
-    dedup: bool = False,
-    threshold: int = 10,
-    scope: Scope = "label",
-    global_threshold: int = 3,
-    keep: KeepOrder = "first",
-    min_size: int | None = DEFAULT_MIN_SIZE,
-    max_size: int | None = None,
-    keep_errors: bool = False,
     report_dir: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
 ) -> FilterReport:
-    """Read ``info``, `decide`, write the kept rows to ``output`` and the removed ones to
-    ``removed``; with ``report_dir`` (and the dataset folder ``root``), an HTML report.
+    """Read ``info``, `decide` by ``rules`` (a frozen default is safe to share), write the kept
+    rows to ``output`` and the removed ones to ``removed``; with ``report_dir`` (and the
+    dataset folder ``root``), an HTML report.
 
     Outputs are CSV or Parquet by suffix, written atomically.
     """
@@ -142,17 +153,7 @@ def filter_dataset(
     if report_dir is not None and root is None:
         raise InputError("a report shows the images: give the dataset folder with --root")
     df = read_table(info, required=[FILE_NAME, LABEL], what="dataset_info")
-    decision = decide(
-        df,
-        dedup=dedup,
-        threshold=threshold,
-        scope=scope,
-        global_threshold=global_threshold,
-        keep=keep,
-        min_size=min_size,
-        max_size=max_size,
-        keep_errors=keep_errors,
-    )
+    decision = decide(df, rules)
     gone = decision[REASON] != ""
     write_table(df.loc[~gone], output)
     removed_rows = pd.concat([df.loc[gone], decision.loc[gone]], axis=1)

@@ -104,17 +104,24 @@ def bits_to_hex(bits: np.ndarray) -> str:
     return np.packbits(flat).tobytes().hex()
 
 
-def check_fast_phash(samples: int = 16, seed: int = 0) -> bool:
+def check_fast_phash() -> bool:
     """Whether `phash_bits` equals imagehash.phash here, on random greyscale images.
 
-    Sets the switch `compute_hashes` reads, and returns it. Random images of varied sizes
-    exercise the resize, the DCT and the median; any difference turns the fast path off.
+    Checked once per process (a forked worker inherits the answer) and remembered in the
+    switch `compute_hashes` reads. Random images of varied sizes exercise the resize, the DCT
+    and the median; any difference turns the fast path off.
     """
+    global _FAST_PHASH_OK
+    if _FAST_PHASH_OK is None:
+        _FAST_PHASH_OK = _fast_phash_matches(samples=16, seed=0)
+    return _FAST_PHASH_OK
+
+
+def _fast_phash_matches(samples: int, seed: int) -> bool:
     import imagehash
     import numpy as np
     from PIL import Image
 
-    global _FAST_PHASH_OK
     rng = np.random.default_rng(seed)
     ok = True
     for k in range(samples):
@@ -124,11 +131,10 @@ def check_fast_phash(samples: int = 16, seed: int = 0) -> bool:
             arr = np.sort(arr, axis=1)
         grey = Image.fromarray(arr, "L")
         ok = ok and bool(np.array_equal(phash_bits(grey), imagehash.phash(grey).hash))
-    _FAST_PHASH_OK = ok
     return ok
 
 
-_FAST_PHASH_OK = False
+_FAST_PHASH_OK: bool | None = None  # None: not checked yet (imagehash is used)
 
 
 def hex_to_int(value: str) -> int:

@@ -29,6 +29,7 @@ from fmlkit.columns import (
     validate_columns,
 )
 from fmlkit.errors import InputError
+from fmlkit.io import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -94,8 +95,6 @@ def read_table(
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write ``df`` as CSV or Parquet by suffix (no index), atomically: temp name, then rename."""
-    from fmlkit.io import atomic_path
-
     fmt = info_format(path)
     with atomic_path(path) as tmp:
         if fmt == "csv":

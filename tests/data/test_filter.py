@@ -8,7 +8,7 @@ from PIL import Image
 
 from fmlkit.columns import ERROR, FILE_NAME, LABEL, PHASH, WIDTH
 from fmlkit.data.dedup import CROSS, DISTANCE, DUPLICATE_OF, EXACT, NEAR, REASON
-from fmlkit.data.filter import decide, filter_dataset
+from fmlkit.data.filter import FilterRules, decide, filter_dataset
 from fmlkit.data.info import read_dataset_info, read_table
 from fmlkit.data.scan import scan_dataset
 from fmlkit.errors import InputError, SchemaError
@@ -31,7 +31,7 @@ def test_filter_resolves_the_planted_defects(
     synth_tree: SynthTree, synth_info: Path, scope: str
 ) -> None:
     df = read_dataset_info(synth_info)
-    decision = decide(df, dedup=True, scope=scope)  # defaults otherwise
+    decision = decide(df, FilterRules(dedup=True, scope=scope))  # defaults otherwise
     reason = dict(zip(df[FILE_NAME], decision[REASON], strict=True))
     kinds = {t[FILE_NAME]: t["kind"] for t in synth_tree.truth}
     # no clean image is removed
@@ -54,9 +54,8 @@ def test_filter_outputs_partition_the_input(synth_info: Path, tmp_path: Path) ->
     report = filter_dataset(
         synth_info,
         tmp_path / "kept.parquet",
+        FilterRules(dedup=True, scope="global"),
         removed=tmp_path / "removed.csv",
-        dedup=True,
-        scope="global",
     )
     src = read_table(synth_info)
     kept = read_table(tmp_path / "kept.parquet")
@@ -75,9 +74,9 @@ def test_filter_outputs_partition_the_input(synth_info: Path, tmp_path: Path) ->
 
 def test_filter_keep_errors_and_size_limits(synth_info: Path) -> None:
     df = read_dataset_info(synth_info)
-    kept_errors = decide(df, keep_errors=True, min_size=None)
+    kept_errors = decide(df, FilterRules(keep_errors=True, min_size=None))
     assert (kept_errors[REASON] == "").all()
-    sized = decide(df, min_size=110, max_size=114)
+    sized = decide(df, FilterRules(min_size=110, max_size=114))
     w = df[WIDTH]
     assert set(sized.loc[(df[ERROR] == "") & (w < 110), REASON]) == {"too_small"}
     assert set(sized.loc[(df[ERROR] == "") & (w > 114), REASON]) == {"too_large"}
@@ -87,14 +86,14 @@ def test_filter_keep_errors_and_size_limits(synth_info: Path) -> None:
 def test_filter_errors_name_columns_and_rows(tmp_path: Path) -> None:
     table = pd.DataFrame({FILE_NAME: ["a/1.jpg", "a/2.jpg"], LABEL: ["a", "a"]})
     with pytest.raises(SchemaError, match="phash"):
-        decide(table, dedup=True, min_size=None)
+        decide(table, FilterRules(dedup=True, min_size=None))
     with pytest.raises(SchemaError, match="width, height"):
         decide(table)  # the default --min-size needs sizes
     table[PHASH] = ["00000000000000ff", "not-a-hash"]
     with pytest.raises(InputError, match=r"row 1 \(a/2.jpg\)"):
-        decide(table, dedup=True, min_size=None)
+        decide(table, FilterRules(dedup=True, min_size=None))
     with pytest.raises(InputError, match="between 0 and 64"):
-        decide(table, dedup=True, threshold=-1, min_size=None)
+        decide(table, FilterRules(dedup=True, threshold=-1, min_size=None))
     with pytest.raises(InputError, match="--root"):
         filter_dataset(tmp_path / "x.csv", tmp_path / "y.csv", report_dir=tmp_path / "r")
 
@@ -106,8 +105,7 @@ def test_filter_report_shows_counts_histogram_and_sheets(
     filter_dataset(
         synth_info,
         tmp_path / "kept.csv",
-        dedup=True,
-        scope="global",
+        FilterRules(dedup=True, scope="global"),
         report_dir=report_dir,
         root=synth_tree.root,
     )
