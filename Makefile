@@ -30,8 +30,15 @@ demo: install
 	$(BIN)/fmlkit filter $(DEMO)/dataset_info.csv -o $(DEMO)/filtered.csv \
 		--removed $(DEMO)/removed.csv --dedup --scope global \
 		--report $(DEMO)/filter_report --root $(DEMO)/data
+	$(BIN)/fmlkit split $(DEMO)/filtered.csv -o $(DEMO)/folds.csv --k 5 --seed 28
+	$(BIN)/fmlkit split $(DEMO)/filtered.csv -o $(DEMO)/split.csv \
+		--mode classes --test-fraction 0.25 --seed 0
+	$(BIN)/fmlkit pairs $(DEMO)/split.csv -o $(DEMO)/test_pairs.csv --split test \
+		--positives 100 --negatives 100 --seed 0
 	@echo "Demo: $(DEMO)/data, truth $(DEMO)/data.truth.csv, scan $(DEMO)/dataset_info.csv,"
-	@echo "      filtered $(DEMO)/filtered.csv, report $(DEMO)/filter_report/index.html"
+	@echo "      filtered $(DEMO)/filtered.csv, report $(DEMO)/filter_report/index.html,"
+	@echo "      5 folds $(DEMO)/folds.csv, held-out labels $(DEMO)/split.csv,"
+	@echo "      verification pairs $(DEMO)/test_pairs.csv"
 
 lint: install
 	$(BIN)/ruff check fmlkit tests bench

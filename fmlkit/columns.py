@@ -26,8 +26,13 @@ AHASH = "ahash"
 WHASH = "whash"
 ERROR = "error"  # empty when the image is readable, else a short reason
 
+# added by `fmlkit split` (input columns and row order are kept)
+FOLD = "fold"  # integer: 0..k-1; -1 = always train (label too small to stratify); empty = error row
+SPLIT = "split"  # "train" or "test"; empty for a row with an error
+SPLIT_VALUES = ("train", "test")
+
 HASH_COLUMNS = (PHASH, DHASH, AHASH, WHASH)
-INTEGER_COLUMNS = (WIDTH, HEIGHT, FILE_SIZE, MTIME_NS)  # WIDTH and HEIGHT are empty on error
+INTEGER_COLUMNS = (WIDTH, HEIGHT, FILE_SIZE, MTIME_NS, FOLD)  # nullable (WIDTH: empty on error)
 DATASET_INFO_COLUMNS = (
     FILE_NAME,
     LABEL,
@@ -64,7 +69,13 @@ class _HasColumns(Protocol):
     def columns(self) -> Iterable[object]: ...
 
 
-def validate_columns(table: _HasColumns, required: Iterable[str], *, what: str = "table") -> None:
+def validate_columns(
+    table: _HasColumns,
+    required: Iterable[str],
+    *,
+    what: str = "table",
+    fix: str = "Re-create it with `fmlkit prepare`.",
+) -> None:
     """Raise `SchemaError` unless ``table`` (a DataFrame or anything with ``.columns``) has all
     ``required`` columns.
 
@@ -72,6 +83,7 @@ def validate_columns(table: _HasColumns, required: Iterable[str], *, what: str =
         table: the table to check.
         required: column names that must be present.
         what: how to name the table in the message, e.g. the file it was read from.
+        fix: the last sentence of the message: how to get a table with those columns.
     """
     present = [str(c) for c in table.columns]
     missing = [c for c in required if c not in present]
@@ -79,6 +91,5 @@ def validate_columns(table: _HasColumns, required: Iterable[str], *, what: str =
         raise SchemaError(
             f"{what} is missing column(s) {', '.join(missing)}; "
             f"found: {', '.join(present) or '(none)'}. "
-            "Was it written by another tool or an older fmlkit? "
-            "Re-create it with `fmlkit prepare`."
+            f"Was it written by another tool or an older fmlkit? {fix}"
         )

@@ -7,9 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from fmlkit.data.synth import SynthReport, generate_synthetic_dataset
 from tests.bad_tree import BadTree, build_bad_tree
+
+# Property tests draw the same examples on every run (CI and laptops agree); no per-example
+# deadline, since a 2-core CI machine is slow to start.
+settings.register_profile("fmlkit", derandomize=True, deadline=None, max_examples=100)
+settings.load_profile("fmlkit")
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,26 @@ def synth_tree(tmp_path_factory: pytest.TempPathFactory) -> SynthTree:
     out = tmp_path_factory.mktemp("synth") / "demo_data"
     report = generate_synthetic_dataset(out, identities=20, images_per_identity=8, seed=0)
     return SynthTree(out, read_truth(report.truth_path), report, 20, 8)
+
+
+@pytest.fixture(scope="session")
+def synth_scan(synth_tree: SynthTree, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`fmlkit prepare`'s dataset_info of ``synth_tree`` (planted defects included). Read-only."""
+    from fmlkit.data.scan import scan_dataset
+
+    out = tmp_path_factory.mktemp("synth_scan") / "dataset_info.csv"
+    scan_dataset(synth_tree.root, out, workers=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_filtered(synth_scan: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``synth_scan`` after `fmlkit filter --dedup --scope global`: 160 clean rows. Read-only."""
+    from fmlkit.data.filter import FilterRules, filter_dataset
+
+    out = tmp_path_factory.mktemp("synth_filtered") / "filtered.csv"
+    filter_dataset(synth_scan, out, FilterRules(dedup=True, scope="global"))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Kill a real fmlkit command half-way, as a crash or an impatient user would."""
+"""Run the real fmlkit CLI in a fresh interpreter, as a user would; or kill it half-way, as a
+crash or an impatient user would."""
 
 from __future__ import annotations
 
@@ -7,8 +8,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+
+def run_fmlkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m fmlkit ARGS`` to the end; capture stdout and stderr as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "fmlkit", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 def kill_fmlkit_when(args: list[str], ready: Callable[[], bool], *, timeout: float = 60) -> None:

@@ -28,7 +28,7 @@ from fmlkit.columns import (
     WIDTH,
     validate_columns,
 )
-from fmlkit.errors import InputError
+from fmlkit.errors import InputError, SchemaError
 from fmlkit.io import atomic_path
 
 if TYPE_CHECKING:
@@ -58,16 +58,21 @@ def info_columns(hash_names: Sequence[str]) -> tuple[str, ...]:
 
 
 def read_table(
-    path: str | os.PathLike[str], *, required: Sequence[str] = (), what: str = "table"
+    path: str | os.PathLike[str],
+    *,
+    required: Sequence[str] = (),
+    what: str = "table",
+    fix: str = "Re-create it with `fmlkit prepare`.",
 ) -> pd.DataFrame:
     """Read a CSV or Parquet table of fmlkit's: text stays text, known integer columns are Int64.
 
-    Any columns may be present; ``required`` ones are checked. In CSV, "" is an empty string
+    Any columns may be present; ``required`` ones are checked (``fix`` ends the message: how
+    to get a table that has them). In CSV, "" is an empty string
     (a label "NA" or a hash "1e10…" is text), or <NA> in an integer column.
 
     Raises:
         InputError: the file is missing or not CSV/Parquet by name.
-        SchemaError: a required column is missing.
+        SchemaError: a required column is missing, or an integer column holds other values.
     """
     import pandas as pd
 
@@ -77,20 +82,47 @@ def read_table(
         raise InputError(f"{what} file {p} does not exist")
     if fmt == "csv":
         head = pd.read_csv(p, nrows=0)
-        validate_columns(head, required, what=str(p))
-        ints = [c for c in head.columns if c in INTEGER_COLUMNS]
-        dtypes = {c: ("Int64" if c in ints else str) for c in head.columns}
-        na = {c: [""] for c in ints}
-        df = pd.read_csv(p, dtype=dtypes, keep_default_na=False, na_values=na)
-    else:
-        df = pd.read_parquet(p)
-        validate_columns(df, required, what=str(p))
+        validate_columns(head, required, what=str(p), fix=fix)
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
         for c in df.columns:
             if c in INTEGER_COLUMNS:
-                df[c] = df[c].astype("Int64")
+                df[c] = _integers(df[c].mask(df[c] == ""), p)
+    else:
+        df = pd.read_parquet(p)
+        validate_columns(df, required, what=str(p), fix=fix)
+        for c in df.columns:
+            if c in INTEGER_COLUMNS:
+                df[c] = _integers(df[c], p)
             elif not pd.api.types.is_numeric_dtype(df[c]):
                 df[c] = df[c].fillna("").astype(str)
     return df
+
+
+def _integers(column: pd.Series, path: Path) -> pd.Series:
+    """``column`` as nullable Int64, or `SchemaError` naming a value that is not an integer."""
+    import pandas as pd
+
+    try:  # numpy_nullable keeps 19-digit integers exact (no trip through float64)
+        numbers = column
+        if not pd.api.types.is_numeric_dtype(numbers):
+            numbers = pd.to_numeric(column, dtype_backend="numpy_nullable")
+        whole = numbers.dropna()
+        if pd.api.types.is_float_dtype(numbers) and not (whole == whole.round()).all():
+            raise ValueError("fractions")
+        return numbers.astype("Int64")
+    except (ValueError, TypeError) as e:
+        bad = next((v for v in column.dropna() if not _is_integer(v)), "?")
+        raise SchemaError(
+            f"{path}: column {column.name} should hold integers, found {bad!r}. "
+            "Was it written by another tool? Rename or drop that column."
+        ) from e
+
+
+def _is_integer(value: Any) -> bool:
+    try:
+        return float(value).is_integer()
+    except (TypeError, ValueError):
+        return False
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:

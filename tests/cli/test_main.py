@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from fmlkit import __version__
 from fmlkit.cli import main
 from tests.conftest import SynthTree
+from tests.processes import run_fmlkit
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -35,17 +36,6 @@ def test_version_prints_package_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"fmlkit, version {__version__}"
-
-
-def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a fresh interpreter, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "fmlkit", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 def test_help_does_not_import_heavy_modules() -> None:
@@ -84,7 +74,7 @@ def test_console_script_is_installed() -> None:
     ],
 )
 def test_bad_options_exit_2_without_traceback(tmp_path: Path, args: tuple[str, ...]) -> None:
-    out = _run(*(str(tmp_path / a) if a == "OUT" else a for a in args))
+    out = run_fmlkit(*(str(tmp_path / a) if a == "OUT" else a for a in args))
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
     assert "Error:" in out.stderr
@@ -93,7 +83,7 @@ def test_bad_options_exit_2_without_traceback(tmp_path: Path, args: tuple[str, .
 
 def test_existing_output_exits_1_with_one_error_line(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
-    out = _run("synth", str(tmp_path / "data"), "-n", "1", "-m", "1")
+    out = run_fmlkit("synth", str(tmp_path / "data"), "-n", "1", "-m", "1")
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
@@ -103,14 +93,14 @@ def test_existing_output_exits_1_with_one_error_line(tmp_path: Path) -> None:
 def test_unwritable_output_exits_1_without_traceback(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    out = _run("synth", str(blocker / "data"), "-n", "1", "-m", "1")
+    out = run_fmlkit("synth", str(blocker / "data"), "-n", "1", "-m", "1")
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert out.stderr.startswith("Error:")
 
 
 def test_synth_command_writes_tree_and_reports(tmp_path: Path) -> None:
-    out = _run("synth", str(tmp_path / "d"), "-n", "3", "-m", "2", "--seed", "5")
+    out = run_fmlkit("synth", str(tmp_path / "d"), "-n", "3", "-m", "2", "--seed", "5")
     assert out.returncode == 0, out.stderr
     assert "Wrote 6 clean images of 3 identities" in out.stdout
     assert (tmp_path / "d.truth.csv").is_file()
@@ -118,14 +108,14 @@ def test_synth_command_writes_tree_and_reports(tmp_path: Path) -> None:
 
 
 def test_verbose_logs_to_stderr_not_stdout(tmp_path: Path) -> None:
-    out = _run("-v", "synth", str(tmp_path / "d"), "-n", "1", "-m", "2", "--no-defects")
+    out = run_fmlkit("-v", "synth", str(tmp_path / "d"), "-n", "1", "-m", "2", "--no-defects")
     assert out.returncode == 0, out.stderr
     assert "INFO: synth:" in out.stderr
     assert "INFO" not in out.stdout
 
 
 def test_quiet_prints_nothing_on_success(tmp_path: Path) -> None:
-    out = _run("-q", "synth", str(tmp_path / "d"), "-n", "2", "-m", "2")
+    out = run_fmlkit("-q", "synth", str(tmp_path / "d"), "-n", "2", "-m", "2")
     assert out.returncode == 0
     assert out.stdout == "" and out.stderr == ""
     assert (tmp_path / "d.truth.csv").is_file()
@@ -133,14 +123,16 @@ def test_quiet_prints_nothing_on_success(tmp_path: Path) -> None:
 
 def test_prepare_command_writes_table_and_summary(synth_tree: SynthTree, tmp_path: Path) -> None:
     info = tmp_path / "info.parquet"
-    out = _run("prepare", str(synth_tree.root), "-o", str(info), "--hash", "phash,dhash", "-j", "2")
+    out = run_fmlkit(
+        "prepare", str(synth_tree.root), "-o", str(info), "--hash", "phash,dhash", "-j", "2"
+    )
     assert out.returncode == 0, out.stderr
     n = len(synth_tree.truth)
     assert f"{n} images" in out.stdout and "20 labels" in out.stdout
     assert "errors: empty 1, not_image 1, truncated 2" in out.stdout
     assert f"Wrote {info}" in out.stdout
     assert out.stderr == ""  # no progress bar when stderr is not a terminal
-    again = _run("prepare", str(synth_tree.root), "-o", str(info), "--previous", str(info))
+    again = run_fmlkit("prepare", str(synth_tree.root), "-o", str(info), "--previous", str(info))
     assert again.returncode == 0, again.stderr
     assert (
         f"read 4 files, reused 175 rows from {info}" in again.stdout
@@ -148,14 +140,14 @@ def test_prepare_command_writes_table_and_summary(synth_tree: SynthTree, tmp_pat
 
 
 def test_prepare_missing_dataset_dir_exits_1_with_one_error_line(tmp_path: Path) -> None:
-    out = _run("prepare", str(tmp_path / "nope"), "-o", str(tmp_path / "i.csv"))
+    out = run_fmlkit("prepare", str(tmp_path / "nope"), "-o", str(tmp_path / "i.csv"))
     assert out.returncode == 1
     assert out.stderr.strip() == f"Error: dataset folder {tmp_path / 'nope'} does not exist"
     assert not (tmp_path / "i.csv").exists()
 
 
 def test_prepare_quiet_prints_nothing(synth_tree: SynthTree, tmp_path: Path) -> None:
-    out = _run("-q", "prepare", str(synth_tree.root), "-o", str(tmp_path / "i.csv"))
+    out = run_fmlkit("-q", "prepare", str(synth_tree.root), "-o", str(tmp_path / "i.csv"))
     assert out.returncode == 0
     assert out.stdout == "" and out.stderr == ""
     assert (tmp_path / "i.csv").is_file()
@@ -165,10 +157,10 @@ def test_filter_command_writes_kept_removed_and_report(
     synth_tree: SynthTree, tmp_path: Path
 ) -> None:
     info = tmp_path / "info.csv"
-    assert _run("-q", "prepare", str(synth_tree.root), "-o", str(info)).returncode == 0
+    assert run_fmlkit("-q", "prepare", str(synth_tree.root), "-o", str(info)).returncode == 0
     args = ["filter", str(info), "-o", str(tmp_path / "kept.csv"), "--removed"]
     args += [str(tmp_path / "removed.parquet"), "--dedup", "--scope", "global"]
-    out = _run(*args, "--report", str(tmp_path / "rep"), "--root", str(synth_tree.root))
+    out = run_fmlkit(*args, "--report", str(tmp_path / "rep"), "--root", str(synth_tree.root))
     assert out.returncode == 0, out.stderr
     assert "cross_label_duplicate 3" in out.stdout and "kept 160" in out.stdout
     assert (tmp_path / "rep" / "index.html").is_file()
@@ -179,13 +171,13 @@ def test_filter_command_writes_kept_removed_and_report(
 )
 def test_filter_bad_options_exit_2(tmp_path: Path, extra: list[str]) -> None:
     (tmp_path / "info.csv").write_text("file_name,label,phash\na/1.jpg,a,0000000000000000\n")
-    out = _run("filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"), *extra)
+    out = run_fmlkit("filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"), *extra)
     assert out.returncode == 2 and "Traceback" not in out.stderr
 
 
 def test_filter_missing_column_exits_1_naming_it(tmp_path: Path) -> None:
     (tmp_path / "info.csv").write_text("file_name,label\na/1.jpg,a\n")
-    out = _run("filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"), "--dedup")
+    out = run_fmlkit("filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"), "--dedup")
     assert out.returncode == 1
     assert out.stderr.startswith("Error:") and "phash" in out.stderr
     assert not (tmp_path / "k.csv").exists()

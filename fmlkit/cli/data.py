@@ -1,76 +1,15 @@
-"""The ``fmlkit`` command line: thin click commands over the library's stage functions.
-
-Commands import their stage lazily, so ``fmlkit --help`` loads neither numpy, Pillow nor torch.
-Errors a user can cause (`FmlkitError`, `OSError`) become one ``Error: …`` line and exit 1;
-bad options exit 2 (click's usage errors).
-"""
+"""Commands that make and clean a dataset_info table: synth, prepare, filter."""
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from fmlkit import __version__
-from fmlkit.errors import FmlkitError
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from fmlkit.cli._common import CONTEXT_SETTINGS, comma_list, echo_report, hash_list, table_path
 
 
-class FmlkitGroup(click.Group):
-    """A group that reports library and OS errors as one ``Error:`` line (exit 1)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except FmlkitError as e:
-            raise click.ClickException(str(e)) from e
-        except OSError as e:
-            where = f": {e.filename}" if e.filename else ""
-            raise click.ClickException(f"{e.strerror or e}{where}") from e
-
-
-def echo_report(text: str) -> None:
-    """Print a command's result on stdout, unless the user asked for --quiet."""
-    ctx = click.get_current_context()
-    if not (ctx.find_root().params.get("quiet")):
-        click.echo(text)
-
-
-def configure_logging(verbose: int, quiet: bool) -> None:
-    """Send library logs to stderr: warnings by default, -v info, -vv debug, -q errors only."""
-    level = (
-        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    )
-    fmt = "%(levelname)s %(name)s: %(message)s" if verbose >= 2 else "%(levelname)s: %(message)s"
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
-
-
-@click.group(cls=FmlkitGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, "-V", "--version", prog_name="fmlkit")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option(
-    "-q", "--quiet", is_flag=True, help="Print only errors: no summary, no progress bars."
-)
-def main(verbose: int, quiet: bool) -> None:
-    """fmlkit: from a raw identity-labelled image collection to a trained, evaluated
-    embedding model.
-
-    Stages chain through files: synth → prepare → filter → split → convert → train → evaluate.
-    Run `fmlkit COMMAND --help` for each.
-    """
-    if verbose and quiet:
-        raise click.UsageError("--verbose and --quiet exclude each other")
-    configure_logging(verbose, quiet)
-    from fmlkit.progress import set_progress
-
-    set_progress(False if quiet else None)
-
-
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "-n",
@@ -156,42 +95,14 @@ def synth(
     echo_report(report.summary())
 
 
-def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    """Split a comma-separated option value ("jpg,png") into its items."""
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _hash_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    from fmlkit.data.hashing import parse_hash_names
-
-    try:
-        return parse_hash_names(value.split(","))
-    except FmlkitError as e:
-        raise click.BadParameter(str(e)) from e
-
-
-def _table_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """A .csv or .parquet path (the table format follows the suffix)."""
-    from fmlkit.data.info import info_format
-
-    if value is not None:
-        try:
-            info_format(value)
-        except FmlkitError as e:
-            raise click.BadParameter(str(e)) from e
-    return value
-
-
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("dataset_dir", type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    callback=_table_path,
+    callback=table_path,
     help="dataset_info file to write: .csv or .parquet.",
 )
 @click.option(
@@ -205,7 +116,7 @@ def _table_path(ctx: click.Context, param: click.Parameter, value: Path | None) 
     "hash_names",
     default="phash",
     show_default=True,
-    callback=_hash_list,
+    callback=hash_list,
     help="Perceptual hashes to compute, comma-separated: phash, dhash, ahash, whash.",
 )
 @click.option(
@@ -219,7 +130,7 @@ def _table_path(ctx: click.Context, param: click.Parameter, value: Path | None) 
     "--previous",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    callback=_table_path,
+    callback=table_path,
     help="An earlier dataset_info of this folder: unchanged files (same name, size and "
     "mtime) are not read again. May be the same file as --output.",
 )
@@ -227,7 +138,7 @@ def _table_path(ctx: click.Context, param: click.Parameter, value: Path | None) 
     "--extensions",
     default="jpg,jpeg,png,bmp,webp,tif,tiff",
     show_default=True,
-    callback=_comma_list,
+    callback=comma_list,
     help="File extensions counted as images (case-insensitive); other files are listed "
     "in the summary as skipped.",
 )
@@ -261,22 +172,22 @@ def prepare(
     echo_report(report.summary())
 
 
-@main.command("filter", context_settings=CONTEXT_SETTINGS)
+@click.command("filter", context_settings=CONTEXT_SETTINGS)
 @click.argument(
-    "dataset_info", type=click.Path(dir_okay=False, path_type=Path), callback=_table_path
+    "dataset_info", type=click.Path(dir_okay=False, path_type=Path), callback=table_path
 )
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    callback=_table_path,
+    callback=table_path,
     help="Kept rows (input columns, input order): .csv or .parquet.",
 )
 @click.option(
     "--removed",
     type=click.Path(dir_okay=False, path_type=Path),
-    callback=_table_path,
+    callback=table_path,
     help="Removed rows, with reason, duplicate_of and distance: .csv or .parquet.",
 )
 @click.option("--dedup", is_flag=True, help="Remove exact (md5) and near (pHash) duplicates.")

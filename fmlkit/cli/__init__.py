@@ -1,0 +1,42 @@
+"""The ``fmlkit`` command line: thin click commands over the library's stage functions.
+
+Commands import their stage lazily, so ``fmlkit --help`` loads neither numpy, Pillow nor torch.
+Errors a user can cause (`FmlkitError`, `OSError`) become one ``Error: …`` line and exit 1;
+bad options exit 2 (click's usage errors).
+"""
+
+from __future__ import annotations
+
+import click
+
+from fmlkit import __version__
+from fmlkit.cli._common import CONTEXT_SETTINGS, FmlkitGroup, configure_logging
+from fmlkit.cli.data import filter_, prepare, synth
+from fmlkit.cli.split import pairs, split
+
+__all__ = ["main"]
+
+
+@click.group(cls=FmlkitGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="fmlkit")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Print only errors: no summary, no progress bars."
+)
+def main(verbose: int, quiet: bool) -> None:
+    """fmlkit: from a raw identity-labelled image collection to a trained, evaluated
+    embedding model.
+
+    Stages chain through files: synth → prepare → filter → split → convert → train → evaluate.
+    Run `fmlkit COMMAND --help` for each.
+    """
+    if verbose and quiet:
+        raise click.UsageError("--verbose and --quiet exclude each other")
+    configure_logging(verbose, quiet)
+    from fmlkit.progress import set_progress
+
+    set_progress(False if quiet else None)
+
+
+for _command in (synth, prepare, filter_, split, pairs):
+    main.add_command(_command)

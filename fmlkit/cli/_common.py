@@ -1,0 +1,72 @@
+"""What every fmlkit command shares: the error-reporting group, report printing, logging and
+option callbacks."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fmlkit.errors import FmlkitError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class FmlkitGroup(click.Group):
+    """A group that reports library and OS errors as one ``Error:`` line (exit 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FmlkitError as e:
+            raise click.ClickException(str(e)) from e
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            raise click.ClickException(f"{e.strerror or e}{where}") from e
+
+
+def echo_report(text: str) -> None:
+    """Print a command's result on stdout, unless the user asked for --quiet."""
+    ctx = click.get_current_context()
+    if not (ctx.find_root().params.get("quiet")):
+        click.echo(text)
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Send library logs to stderr: warnings by default, -v info, -vv debug, -q errors only."""
+    level = (
+        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    )
+    fmt = "%(levelname)s %(name)s: %(message)s" if verbose >= 2 else "%(levelname)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+def comma_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    """Split a comma-separated option value ("jpg,png") into its items."""
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def hash_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from fmlkit.data.hashing import parse_hash_names
+
+    try:
+        return parse_hash_names(value.split(","))
+    except FmlkitError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+def table_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A .csv or .parquet path (the table format follows the suffix)."""
+    from fmlkit.data.info import info_format
+
+    if value is not None:
+        try:
+            info_format(value)
+        except FmlkitError as e:
+            raise click.BadParameter(str(e)) from e
+    return value

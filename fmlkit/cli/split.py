@@ -1,0 +1,191 @@
+"""Commands that split a dataset_info table and draw verification pairs: split, pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report, table_path
+
+_FOLD_OPTIONS = ("k", "by")
+_CLASS_OPTIONS = ("min_samples", "max_samples", "test_fraction")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument(
+    "dataset_info", type=click.Path(dir_okay=False, path_type=Path), callback=table_path
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    callback=table_path,
+    help="Table to write (.csv or .parquet): the input rows, order and columns, plus fold or "
+    "split. May be DATASET_INFO itself.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["folds", "classes"]),
+    default="folds",
+    show_default=True,
+    help="folds: add `fold` (--k, --by); classes: add `split` = train/test by label.",
+)
+@click.option("--k", type=click.IntRange(min=2), default=5, show_default=True, help="Folds.")
+@click.option(
+    "--by",
+    type=click.Choice(["image", "label"]),
+    default="image",
+    show_default=True,
+    help="image: stratified by label (labels with fewer than k images get fold -1, always "
+    "train); label: identity-disjoint folds balanced by image count.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Integer seed: the same input and seed give byte-identical output.",
+)
+@click.option(
+    "--min-samples",
+    type=click.IntRange(min=1),
+    help="classes: labels with at least this many images (and at most --max-samples) are "
+    "train, the others test.",
+)
+@click.option("--max-samples", type=click.IntRange(min=1), help="classes: see --min-samples.")
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="classes: hold out this fraction of the labels, chosen at random, as test.",
+)
+@click.pass_context
+def split(
+    ctx: click.Context,
+    dataset_info: Path,
+    output: Path,
+    mode: str,
+    k: int,
+    by: str,
+    seed: int,
+    min_samples: int | None,
+    max_samples: int | None,
+    test_fraction: float | None,
+) -> None:
+    """Add a fold or train/test column to DATASET_INFO (any dataset_info, filtered or not).
+
+    --mode folds (default): --by image deals each label's images round-robin over k folds
+    (scikit-learn StratifiedKFold: per label, fold sizes differ by at most one); --by label puts
+    every label in one fold, largest first into the emptiest fold. --mode classes: a label-size
+    range (--min-samples, --max-samples: easy_metric_learning's rule) or --test-fraction
+    (random labels held out).
+    Rows with an error are not assigned (empty fold/split).
+    """
+    from fmlkit.data.split import split_dataset
+
+    wrong = _FOLD_OPTIONS if mode == "classes" else _CLASS_OPTIONS
+    for name in wrong:
+        if _given(ctx, name):
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} does not apply to --mode {mode}")
+    if mode == "classes" and test_fraction is not None and (min_samples or max_samples):
+        raise click.UsageError("give --test-fraction or --min-samples/--max-samples, not both")
+    if mode == "classes" and test_fraction is None and not (min_samples or max_samples):
+        raise click.UsageError(
+            "--mode classes needs --min-samples/--max-samples or --test-fraction"
+        )
+    report = split_dataset(
+        dataset_info,
+        output,
+        mode=mode,  # type: ignore[arg-type]
+        k=k,
+        by=by,  # type: ignore[arg-type]
+        seed=seed,
+        min_samples=min_samples,
+        max_samples=max_samples,
+        test_fraction=test_fraction,
+    )
+    echo_report(report.summary())
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("split_info", type=click.Path(dir_okay=False, path_type=Path), callback=table_path)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Pair list to write.",
+)
+@click.option("--fold", type=int, help="Draw among the rows of this fold.")
+@click.option(
+    "--split", "split_value", type=click.Choice(["train", "test"]), help="…or of this split."
+)
+@click.option("--positives", type=click.IntRange(min=0), required=True, help="Same-label pairs.")
+@click.option("--negatives", type=click.IntRange(min=0), required=True, help="Cross-label pairs.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Integer seed: the same input and seed give byte-identical output.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "lfw"]),
+    default="csv",
+    show_default=True,
+    help="csv: `1,a.jpg,b.jpg` lines; lfw: LFW pairs.txt with 10 folds (equal counts, "
+    "a multiple of 10).",
+)
+@click.option(
+    "--max-per-label",
+    type=click.IntRange(min=1),
+    help="A label takes part in at most this many positive pairs, and this many negative "
+    "pairs.  [default: no cap beyond the even spread]",
+)
+def pairs(
+    split_info: Path,
+    output: Path,
+    fold: int | None,
+    split_value: str | None,
+    positives: int,
+    negatives: int,
+    seed: int,
+    fmt: str,
+    max_per_label: int | None,
+) -> None:
+    """Draw verification pairs among the rows of one fold or split of SPLIT_INFO.
+
+    Positives share a label, negatives do not; no self-pairs, no pair twice in either order;
+    pairs are spread as evenly as the labels allow. The list comes in 10 blocks with a tenth
+    of each kind, for the 10-fold protocol. Rows with an error are never used.
+    """
+    from fmlkit.data.pair_lists import make_pairs
+
+    if (fold is None) == (split_value is None):
+        raise click.UsageError("select the rows with exactly one of --fold F or --split test")
+    if positives + negatives == 0:
+        raise click.UsageError("ask for some --positives or --negatives")
+    if fmt == "lfw" and (positives != negatives or positives % 10):
+        raise click.UsageError(
+            "--format lfw needs --positives equal to --negatives and a multiple of 10"
+        )
+    report = make_pairs(
+        split_info,
+        output,
+        positives=positives,
+        negatives=negatives,
+        fold=fold,
+        split=split_value,
+        seed=seed,
+        fmt=fmt,  # type: ignore[arg-type]
+        max_per_label=max_per_label,
+    )
+    echo_report(report.summary())

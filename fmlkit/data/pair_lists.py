@@ -1,0 +1,272 @@
+"""`fmlkit pairs`: verification pair lists on disk, written from a split table and read back.
+
+Two formats:
+
+- ``csv``: one pair per line, no header: ``1,a/x.jpg,a/y.jpg`` (same label) or
+  ``0,a/x.jpg,b/z.jpg``, file names as in dataset_info (quoted by the CSV rules where they hold
+  a comma or quote). The pairs come in 10 blocks, each with a tenth of the positives then a
+  tenth of the negatives, so the 10-fold protocol (folds in file order) sees both in each fold.
+- ``lfw``: LFW's ``pairs.txt``: a first line ``10<TAB>n``, then per fold n matched lines
+  ``name<TAB>n1<TAB>n2`` and n mismatched lines ``name1<TAB>n1<TAB>name2<TAB>n2``. The numbers
+  are those in LFW-style names ``name/name_0001.jpg`` when every file is named so; otherwise
+  each file's 1-based position among its label's rows of the table, in file_name order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from fmlkit.columns import ERROR, FILE_NAME, FOLD, LABEL, SPLIT, SPLIT_VALUES
+from fmlkit.data.info import read_table
+from fmlkit.data.pairs import FIRST, ISSAME, PAIR_FOLDS, SECOND, draw_pairs
+from fmlkit.errors import FormatError, InputError
+from fmlkit.io import atomic_write_text
+
+PairFormat = Literal["csv", "lfw"]
+LFW_COLUMNS = (ISSAME, "first_label", "first_number", "second_label", "second_number", FOLD)
+
+
+@dataclass(frozen=True)
+class PairsReport:
+    """What `make_pairs` selected and wrote."""
+
+    output: Path
+    selection: str  # e.g. "fold 0" or "split test"
+    rows: int  # selected usable rows
+    labels: int
+    positives: int
+    negatives: int
+    max_label_positives: int  # the most positive pairs any one label takes part in
+    max_label_negatives: int
+    numbering: str  # lfw: "names" or "positions"; csv: ""
+    seconds: float
+
+    def summary(self) -> str:
+        lines = [
+            f"Drew {self.positives:,} positive and {self.negatives:,} negative pairs from "
+            f"{self.selection}: {self.rows:,} rows, {self.labels:,} labels "
+            f"in {self.seconds:.2f} s; the most per label: {self.max_label_positives:,} "
+            f"positive, {self.max_label_negatives:,} negative"
+        ]
+        if self.numbering == "positions":
+            lines.append(
+                "File names are not LFW's name/name_NNNN.jpg: numbers are 1-based positions "
+                "in each label's rows, in file_name order"
+            )
+        lines.append(f"Wrote {self.output}")
+        return "\n".join(lines)
+
+
+def make_pairs(
+    info: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    positives: int,
+    negatives: int,
+    fold: int | None = None,
+    split: str | None = None,
+    seed: int = 0,
+    fmt: PairFormat = "csv",
+    max_per_label: int | None = None,
+) -> PairsReport:
+    """Draw verification pairs among the rows of ``info`` in one ``fold`` or ``split`` and
+    write them to ``output`` (atomically).
+
+    Rows with an ``error`` are never used. See `fmlkit.data.pairs` for the draw and the module
+    docstring for the formats.
+
+    Raises:
+        InputError: not exactly one of fold/split, nothing selected, too many pairs asked for,
+            or an LFW list that cannot be written (unequal counts, labels with whitespace).
+        SchemaError: no ``fold``/``split`` column to select by.
+    """
+    start = time.perf_counter()
+    _check_options(positives, negatives, fold, split, seed, fmt, max_per_label)
+    column, value = (FOLD, fold) if fold is not None else (SPLIT, split)
+    how = f"Add it with `fmlkit split --mode {'folds' if column == FOLD else 'classes'}`."
+    df = read_table(info, required=[FILE_NAME, LABEL, column], what="split table", fix=how)
+    chosen = (df[column] == value).fillna(False).to_numpy(dtype=bool, copy=True)
+    if ERROR in df:
+        chosen &= (df[ERROR] == "").to_numpy(dtype=bool)
+    selection = f"{column} {value}"
+    if chosen.sum() < 2:
+        found = ", ".join(str(v) for v in sorted(df[column].dropna().unique())) or "none"
+        raise InputError(
+            f"{selection} has {int(chosen.sum())} usable rows; pairs need two. "
+            f"Values of {column} in {info}: {found}"
+        )
+    rows = df.loc[chosen]
+    codes, names = pd.factorize(rows[LABEL], sort=True)
+    pairs = draw_pairs(
+        codes, positives=positives, negatives=negatives, seed=seed, max_per_label=max_per_label
+    )
+    first, second = pairs[FIRST].to_numpy(), pairs[SECOND].to_numpy()
+    if fmt == "csv":
+        files = rows[FILE_NAME].to_numpy()
+        text = format_csv_pairs(pairs[ISSAME].to_numpy(), files[first], files[second])
+        numbering = ""
+    else:
+        numbers, numbering = lfw_numbers(df[FILE_NAME], df[LABEL])
+        labels, numbers = rows[LABEL].to_numpy(), numbers[chosen]
+        text = format_lfw_pairs(
+            pairs[ISSAME].to_numpy(), labels[first], numbers[first], labels[second], numbers[second]
+        )
+    atomic_write_text(output, text)
+    same = pairs[ISSAME].to_numpy() == 1
+    negative_use = np.bincount(codes[np.concatenate([first[~same], second[~same]])])
+    return PairsReport(
+        output=Path(output),
+        selection=selection,
+        rows=len(rows),
+        labels=len(names),
+        positives=positives,
+        negatives=negatives,
+        max_label_positives=int(np.bincount(codes[first[same]]).max(initial=0)),
+        max_label_negatives=int(negative_use.max(initial=0)),
+        numbering=numbering,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _check_options(
+    positives: int,
+    negatives: int,
+    fold: int | None,
+    split: str | None,
+    seed: int,
+    fmt: str,
+    max_per_label: int | None,
+) -> None:
+    if (fold is None) == (split is None):
+        raise InputError("select the rows with exactly one of fold or split")
+    if split is not None and split not in SPLIT_VALUES:
+        raise InputError(f"split must be one of {', '.join(SPLIT_VALUES)}, not {split!r}")
+    if positives < 0 or negatives < 0 or positives + negatives == 0:
+        raise InputError(
+            f"ask for ≥ 0 positives and negatives, not both 0: {positives}, {negatives}"
+        )
+    if seed < 0 or (max_per_label is not None and max_per_label < 1):
+        raise InputError(f"need seed ≥ 0 and max_per_label ≥ 1: {seed}, {max_per_label}")
+    if fmt not in ("csv", "lfw"):
+        raise InputError(f"format must be csv or lfw, not {fmt!r}")
+    if fmt == "lfw" and (positives != negatives or positives % PAIR_FOLDS):
+        raise InputError(
+            f"an LFW pairs.txt holds the same number of positives and negatives in each of "
+            f"{PAIR_FOLDS} folds: ask for equal counts, a multiple of {PAIR_FOLDS} "
+            f"(got {positives} and {negatives})"
+        )
+
+
+def format_csv_pairs(is_same: np.ndarray, first: np.ndarray, second: np.ndarray) -> str:
+    """CSV text, one ``is_same,first,second`` line per pair, no header."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerows(zip(is_same.tolist(), first.tolist(), second.tolist(), strict=True))
+    return out.getvalue()
+
+
+def read_csv_pairs(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a CSV pair list (``is_same,first,second``, no header) into ``is_same`` (0/1),
+    ``first``, ``second``.
+
+    Raises:
+        FormatError: a line without three fields or with ``is_same`` not 0 or 1.
+    """
+    with Path(path).open(encoding="utf-8", newline="") as f:
+        records = list(csv.reader(f))
+    for number, record in enumerate(records, 1):
+        if len(record) != 3 or record[0] not in ("0", "1"):
+            raise FormatError(
+                f"{path}, line {number}: expected is_same,first,second with is_same 0 or 1, "
+                f"found {record!r}"
+            )
+    table = pd.DataFrame(records, columns=[ISSAME, FIRST, SECOND])
+    return table.astype({ISSAME: np.int64})
+
+
+def lfw_numbers(file_names: pd.Series, labels: pd.Series) -> tuple[np.ndarray, str]:
+    """The number LFW's pairs.txt gives each row: from ``name/name_0001.ext`` names
+    ("names"), else the 1-based position among the label's rows in file_name order
+    ("positions")."""
+    names = file_names.astype(str).to_numpy()
+    label = labels.astype(str).to_numpy()
+    numbers = np.zeros(len(names), dtype=np.int64)
+    for at, (name, lab) in enumerate(zip(names.tolist(), label.tolist(), strict=True)):
+        match = re.fullmatch(re.escape(lab) + "/" + re.escape(lab) + r"_(\d+)\.\w+", name)
+        if match is None:
+            break
+        numbers[at] = int(match.group(1))
+    else:
+        return numbers, "names"
+    order = np.lexsort((names, label))
+    ranks = pd.Series(label[order]).groupby(label[order]).cumcount().to_numpy() + 1
+    numbers[order] = ranks
+    return numbers, "positions"
+
+
+def format_lfw_pairs(
+    is_same: np.ndarray,
+    first_label: np.ndarray,
+    first_number: np.ndarray,
+    second_label: np.ndarray,
+    second_number: np.ndarray,
+) -> str:
+    """LFW pairs.txt text for pairs laid out as `draw_pairs` does (10 blocks of n positives
+    then n negatives)."""
+    for name in set(first_label.tolist()) | set(second_label.tolist()):
+        if not name or re.search(r"\s", name):
+            raise InputError(
+                f"label {name!r} is empty or holds whitespace, which LFW's tab-separated "
+                "pairs.txt cannot carry; use --format csv"
+            )
+    per_fold = int(is_same.sum()) // PAIR_FOLDS
+    lines = [f"{PAIR_FOLDS}\t{per_fold}"]
+    for same, a, m, b, n in zip(
+        is_same.tolist(),
+        first_label.tolist(),
+        first_number.tolist(),
+        second_label.tolist(),
+        second_number.tolist(),
+        strict=True,
+    ):
+        lines.append(f"{a}\t{m}\t{n}" if same else f"{a}\t{m}\t{b}\t{n}")
+    return "\n".join(lines) + "\n"
+
+
+def read_lfw_pairs(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read LFW's pairs.txt into `LFW_COLUMNS` (``fold`` 0..folds-1 from the line order).
+
+    Raises:
+        FormatError: a bad header, a line of the wrong shape, or too few lines.
+    """
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    head = lines[0].split() if lines else []
+    if len(head) != 2 or not all(h.isdigit() for h in head):
+        raise FormatError(f"{path}: the first line must be '<folds> <pairs per fold>', not {head}")
+    folds, per_fold = int(head[0]), int(head[1])
+    body = [line.split() for line in lines[1:] if line.strip()]
+    if len(body) != 2 * folds * per_fold:
+        raise FormatError(
+            f"{path}: the header promises {folds} folds of {per_fold} matched and "
+            f"{per_fold} mismatched pairs ({2 * folds * per_fold} lines); found {len(body)}"
+        )
+    records = []
+    for at, fields in enumerate(body):
+        fold, same = at // (2 * per_fold), at % (2 * per_fold) < per_fold
+        shape = 3 if same else 4
+        if len(fields) != shape or not (fields[1].isdigit() and fields[-1].isdigit()):
+            kind = "matched: name n1 n2" if same else "mismatched: name1 n1 name2 n2"
+            raise FormatError(f"{path}, line {at + 2}: expected {kind}, found {fields}")
+        a, m, b, n = (fields[0], fields[1], fields[0], fields[2]) if same else fields
+        records.append((int(same), a, int(m), b, int(n), fold))
+    return pd.DataFrame(records, columns=list(LFW_COLUMNS))
