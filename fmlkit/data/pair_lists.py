@@ -8,8 +8,9 @@ Two formats:
   tenth of the negatives, so the 10-fold protocol (folds in file order) sees both in each fold.
 - ``lfw``: LFW's ``pairs.txt``: a first line ``10<TAB>n``, then per fold n matched lines
   ``name<TAB>n1<TAB>n2`` and n mismatched lines ``name1<TAB>n1<TAB>name2<TAB>n2``. The numbers
-  are those in LFW-style names ``name/name_0001.jpg`` when every file is named so; otherwise
-  each file's 1-based position among its label's rows of the table, in file_name order.
+  are those in LFW-style names ``name/name_0001.jpg`` when every file is named so (four or
+  more digits, zero-padded to four, one file per number); otherwise each file's 1-based
+  position among its label's rows of the table, in file_name order.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def make_pairs(
         chosen &= (df[ERROR] == "").to_numpy(dtype=bool)
     selection = f"{column} {value}"
     if chosen.sum() < 2:
-        found = ", ".join(str(v) for v in sorted(df[column].dropna().unique())) or "none"
+        values = sorted(v for v in df[column].dropna().unique() if v != "")
+        found = ", ".join(str(v) for v in values) or "none"
         raise InputError(
             f"{selection} has {int(chosen.sum())} usable rows; pairs need two. "
             f"Values of {column} in {info}: {found}"
@@ -202,12 +204,13 @@ def lfw_numbers(file_names: pd.Series, labels: pd.Series) -> tuple[np.ndarray, s
     label = labels.astype(str).to_numpy()
     numbers = np.zeros(len(names), dtype=np.int64)
     for at, (name, lab) in enumerate(zip(names.tolist(), label.tolist(), strict=True)):
-        match = re.fullmatch(re.escape(lab) + "/" + re.escape(lab) + r"_(\d+)\.\w+", name)
-        if match is None:
-            break
+        match = re.fullmatch(re.escape(lab) + "/" + re.escape(lab) + r"_(\d{4,})\.\w+", name)
+        if match is None or f"{int(match.group(1)):04d}" != match.group(1):
+            break  # LFW readers build name_%04d: other spellings would not map back
         numbers[at] = int(match.group(1))
     else:
-        return numbers, "names"
+        if not pd.DataFrame({"l": label, "n": numbers}).duplicated().any():
+            return numbers, "names"  # (A_0001.jpg and A_0001.png would be ambiguous)
     order = np.lexsort((names, label))
     ranks = pd.Series(label[order]).groupby(label[order]).cumcount().to_numpy() + 1
     numbers[order] = ranks

@@ -9,9 +9,12 @@ The draw (`draw_pairs`), for a fixed seed:
 2. Negatives: each label's number of appearances is spread the same way (2 per pair), the
    appearances are paired at random, and pairs of one label, or more pairs of two labels than
    they have images for, are rewired by random swaps. Each label pair then gets distinct random
-   image pairs. Where labels with very few rows make the even spread impossible (e.g. two
-   one-image labels cannot meet twice), the rest are drawn uniformly from the unused
-   cross-label pairs within the cap.
+   image pairs. If swaps reach a dead end, the appearances are paired afresh (up to 8 times).
+   Where that still falls short, the rest are drawn uniformly from the unused cross-label
+   pairs within the cap. This happens when the request nears all the cross-label pairs of
+   small labels, where the even spread is often impossible (labels of 2, 5, 5 and 9 images
+   cannot each appear in 64 of 115 pairs: the two 5-image labels would need 31 pairs between
+   them, and they have 25); the spread is then uneven by a few appearances.
 3. Positives and negatives are shuffled and laid out in ``folds`` blocks, each holding its share
    of both (the 10-fold verification protocol takes folds in file order).
 
@@ -33,6 +36,7 @@ from fmlkit.errors import InputError
 ISSAME, FIRST, SECOND = "is_same", "first", "second"  # columns of a pairs table
 PAIR_FOLDS = 10
 _REWIRE_TRIES = 500  # random swaps tried per bad negative pair before a full scan
+_PAIRING_ATTEMPTS = 8  # fresh random pairings before topping up
 _ENUMERATE_PAIRS = 4_000_000  # a top-up lists every row pair up to this many, else samples
 
 
@@ -169,7 +173,14 @@ def _negative_pairs(
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     sizes = np.diff(starts)
+    need = int(appearances.sum()) // 2
     a, b = _pair_labels(appearances, sizes, rng)
+    for _ in range(_PAIRING_ATTEMPTS - 1):  # a rare dead end of the rewiring: pair afresh
+        if len(a) == need:
+            break
+        again = _pair_labels(appearances, sizes, rng)
+        if len(again[0]) > len(a):
+            a, b = again
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     order = np.lexsort((hi, lo))
     lo, hi = lo[order], hi[order]
@@ -184,7 +195,7 @@ def _negative_pairs(
             index[s:e] = rng.choice(int(cells[s]), e - s, replace=False)
     x = rows[starts[lo] + index // sizes[hi]]
     y = rows[starts[hi] + index % sizes[hi]]
-    missing = int(appearances.sum()) // 2 - len(x)
+    missing = need - len(x)
     if missing:
         x, y = _top_up(codes, np.minimum(x, y), np.maximum(x, y), missing, cap, rng)
     return x, y
