@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: install test demo lint format bench clean
+.PHONY: install test demo lint format bench mxnet-env clean
 
 install: $(STAMP)
 
@@ -49,9 +49,18 @@ format: install
 	$(BIN)/ruff format fmlkit tests bench
 	$(BIN)/ruff check --fix fmlkit tests bench
 
+# MXNet 1.9.1 (needs numpy < 1.24) in its own venv, for the RecordIO compatibility tests
+# (tests/data/test_recordio_mxnet.py, skipped without it) and the convert benchmark only.
+MXNET_VENV := bench/.mxnet-venv
+mxnet-env: $(MXNET_VENV)/.installed
+$(MXNET_VENV)/.installed:
+	$(PYTHON) -m venv $(MXNET_VENV)
+	$(MXNET_VENV)/bin/python -m pip install --quiet "numpy<1.24" "mxnet==1.9.1"
+	touch $@
+
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache bench/out
+	rm -rf $(VENV) $(MXNET_VENV) $(DEMO) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache bench/out
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

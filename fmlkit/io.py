@@ -17,7 +17,8 @@ from pathlib import Path
 from fmlkit.errors import InputError
 
 
-def _temp_sibling(path: Path) -> Path:
+def temp_sibling(path: Path) -> Path:
+    """A hidden, unique temporary name beside ``path`` (same folder, so a rename is atomic)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
@@ -44,7 +45,7 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
     if final.exists() and not overwrite:
         raise InputError(f"{final} already exists; choose another path or pass --overwrite")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(final)
+    tmp = temp_sibling(final)
     try:
         yield tmp
         if not tmp.exists():
@@ -58,7 +59,7 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
 def _replace(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` onto ``final``; a directory target is moved aside first, then deleted."""
     if final.is_dir() and not final.is_symlink():
-        aside = _temp_sibling(final)
+        aside = temp_sibling(final)
         final.rename(aside)
         try:
             tmp.rename(final)
