@@ -302,6 +302,9 @@ class RecordReader:
     def __len__(self) -> int:
         return len(self._offsets)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._offsets
+
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         """(key, payload) for every indexed record, in key order of the index file."""
         for key, offset in self._offsets.items():
