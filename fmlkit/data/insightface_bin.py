@@ -199,7 +199,9 @@ def _check_opcodes(data: bytes, where: str) -> None:
         raise FormatError(f"{where}: not a readable pickle ({exc}); expected {_EXPECTED}") from exc
 
 
-def _validate(obj: object, *, where: str, error: type[FmlkitError], text_ok: bool) -> VerificationBin:
+def _validate(
+    obj: object, *, where: str, error: type[FmlkitError], text_ok: bool
+) -> VerificationBin:
     """Check ``obj`` is ``(images, issame)`` and return it as a `VerificationBin`.
 
     Args:
