@@ -35,10 +35,13 @@ demo: install
 		--mode classes --test-fraction 0.25 --seed 0
 	$(BIN)/fmlkit pairs $(DEMO)/split.csv -o $(DEMO)/test_pairs.csv --split test \
 		--positives 100 --negatives 100 --seed 0
+	$(BIN)/fmlkit convert $(DEMO)/folds.csv $(DEMO)/parquet --root $(DEMO)/data --overwrite
+	$(BIN)/fmlkit convert $(DEMO)/parquet $(DEMO)/rec/train.rec --overwrite
 	@echo "Demo: $(DEMO)/data, truth $(DEMO)/data.truth.csv, scan $(DEMO)/dataset_info.csv,"
 	@echo "      filtered $(DEMO)/filtered.csv, report $(DEMO)/filter_report/index.html,"
 	@echo "      5 folds $(DEMO)/folds.csv, held-out labels $(DEMO)/split.csv,"
-	@echo "      verification pairs $(DEMO)/test_pairs.csv"
+	@echo "      verification pairs $(DEMO)/test_pairs.csv, Parquet $(DEMO)/parquet,"
+	@echo "      InsightFace RecordIO $(DEMO)/rec/train.rec"
 
 lint: install
 	$(BIN)/ruff check fmlkit tests bench

@@ -1,4 +1,4 @@
-"""`fmlkit convert`: RecordIO → Parquet (more directions follow, issue #6).
+"""`fmlkit convert`: RecordIO ↔ Parquet, Parquet → image folders.
 
 A .rec becomes a Parquet image dataset (`fmlkit.data.parquet_dataset`): one row per image
 record in index order; InsightFace flavour A's header and identity records are not rows. The
@@ -13,8 +13,8 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from fmlkit.data.parquet_dataset import (
     IMAGE,
@@ -23,14 +23,21 @@ from fmlkit.data.parquet_dataset import (
     ROW_GROUP_ROWS,
     SHARD_BYTES,
     ParquetDatasetWriter,
+    iter_batches,
+    read_manifest,
 )
 from fmlkit.data.recordio import (
     Flavour,
+    IRHeader,
     RecordIOError,
     RecordReader,
+    RecordWriter,
     detect_flavour,
+    pack,
     unpack,
 )
+from fmlkit.errors import InputError
+from fmlkit.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 FLOAT32_EXACT = 2**24  # float32 holds every integer up to here
@@ -38,8 +45,10 @@ FLOAT32_EXACT = 2**24  # float32 holds every integer up to here
 
 @dataclass(frozen=True)
 class BadRecord:
+    """A record or file that was skipped: its key, where it is (byte offset or file), why."""
+
     key: int
-    offset: int
+    where: str
     reason: str
 
 
@@ -56,23 +65,26 @@ class ConvertReport:
     bad: tuple[BadRecord, ...] = ()
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
-    shards: int = field(default=1)
+    shards: int | None = None  # Parquet outputs
 
     def summary(self) -> str:
+        flavour = f", flavour {self.flavour}" if self.flavour else ""
+        shards = f", {self.shards} shard(s)" if self.shards is not None else ""
         lines = [
-            f"Converted {self.source} ({self.kind}, flavour {self.flavour}): {self.rows:,} rows, "
-            f"{self.classes:,} classes, {self.shards} shard(s) in {self.seconds:.1f} s",
+            f"Converted {self.source} ({self.kind}{flavour}): {self.rows:,} rows, "
+            f"{self.classes:,} classes{shards} in {self.seconds:.1f} s",
         ]
         if self.bad:
             reasons = Counter(b.reason.split(":")[0] for b in self.bad)
             lines.append(f"Skipped {len(self.bad):,} bad records: {dict(reasons)}")
-            lines += [f"  key {b.key} at byte {b.offset:,}: {b.reason}" for b in self.bad[:5]]
+            lines += [f"  key {b.key} ({b.where}): {b.reason}" for b in self.bad[:5]]
         lines += [f"Warning: {w}" for w in self.warnings]
         lines.append(f"Wrote {self.output}")
         return "\n".join(lines)
 
 
-def _image_suffix(image: bytes) -> str:
+def image_suffix(image: bytes) -> str:
+    """A file suffix for encoded image bytes, from their signature."""
     if image.startswith(b"\xff\xd8"):
         return "jpg"
     if image.startswith(b"\x89PNG"):
@@ -101,7 +113,8 @@ def _scan_labels(
         except RecordIOError as e:
             if not skip_bad:
                 raise
-            bad.append(BadRecord(key, reader.offset(key), str(e).removeprefix(where + ": ")))
+            reason = str(e).removeprefix(where + ": ")
+            bad.append(BadRecord(key, f"byte {reader.offset(key):,}", reason))
     return labels, bad
 
 
@@ -169,7 +182,7 @@ def rec_to_parquet(
         ) as writer:
             for key, label in labels.items():
                 _, image = unpack(reader.read(key))
-                path = f"{label}/{key}.{_image_suffix(image)}"
+                path = f"{label}/{key}.{image_suffix(image)}"
                 writer.write({IMAGE: {"bytes": image, "path": path}, LABEL_ID: label, KEY: key})
         shards = len(list(Path(out_dir).glob("part-*.parquet")))
     for w in warnings:
@@ -188,3 +201,140 @@ def rec_to_parquet(
         seconds=time.perf_counter() - start,
         shards=shards,
     )
+
+
+def _dataset_labels(dataset: Path) -> tuple[list[int], list[str]]:
+    """Every row's label id (one column read) and the class names from the schema."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    labels: list[int] = []
+    for batch in iter_batches(dataset, columns=[LABEL_ID]):
+        labels += batch.column(0).to_pylist()
+    first = pq.ParquetFile(dataset / read_manifest(dataset).shards[0]["file"]).schema_arrow
+    features = json.loads((first.metadata or {}).get(b"huggingface", b"{}") or b"{}")
+    names = features.get("info", {}).get("features", {}).get(LABEL_ID, {}).get("names")
+    classes = max(labels, default=-1) + 1
+    return labels, list(names) if names else [str(c) for c in range(classes)]
+
+
+def _grouped(labels: list[int]) -> bool:
+    """True when each label's rows are contiguous (identity records can name their range)."""
+    seen: set[int] = set()
+    previous = None
+    for label in labels:
+        if label != previous:
+            if label in seen:
+                return False
+            seen.add(label)
+            previous = label
+    return True
+
+
+def parquet_to_rec(
+    dataset: str | os.PathLike[str],
+    rec: str | os.PathLike[str],
+    *,
+    insightface: bool = True,
+    overwrite: bool = False,
+) -> ConvertReport:
+    """Write a Parquet image dataset as ``rec`` + ``.idx`` (+ ``property``), rows in order.
+
+    With ``insightface`` and each label's rows contiguous, the layout is InsightFace's flavour A
+    (header record 0, images 1..N, one identity record per class, a ``property`` file
+    ``classes,height,width``); otherwise flavour C (keys 0..N-1, scalar labels).
+    """
+    start = time.perf_counter()
+    source, rec_path = Path(dataset), Path(rec)
+    if rec_path.exists() and not overwrite:
+        raise InputError(f"{rec_path} already exists; choose another path or --overwrite")
+    labels, names = _dataset_labels(source)
+    flavour_a = insightface and bool(labels) and _grouped(labels)
+    n, k = len(labels), len(names)
+    size = None
+    with RecordWriter(rec_path, rec_path.with_suffix(".idx")) as writer:
+        if flavour_a:
+            writer.write(0, pack(IRHeader(2, (float(n + 1), float(n + 1 + k)))))
+        key = 1 if flavour_a else 0
+        for batch in iter_batches(source, columns=[IMAGE, LABEL_ID]):
+            for image, label in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                size = size or _image_size(image["bytes"])
+                writer.write(key, pack(IRHeader(0, float(label), id=key), image["bytes"]))
+                key += 1
+        if flavour_a:
+            counts = Counter(labels)
+            firsts: dict[int, int] = {}
+            for row, label in enumerate(labels, 1):
+                firsts.setdefault(label, row)
+            for c in range(k):  # [first key, end key) of class c; empty for a class unused
+                begin = firsts.get(c, n + 1)
+                writer.write(n + 1 + c, pack(IRHeader(2, (float(begin), float(begin + counts[c])))))
+    if flavour_a:
+        height, width = size or (0, 0)
+        atomic_write_text(rec_path.with_name("property"), f"{k},{height},{width}\n")
+    return ConvertReport(
+        source=source,
+        output=rec_path,
+        kind="parquet → rec",
+        rows=n,
+        classes=k,
+        flavour="A" if flavour_a else "C",
+        warnings=()
+        if flavour_a or not insightface
+        else ("rows of a label are not contiguous: no InsightFace header or identity records",),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of encoded image bytes, or None if Pillow cannot tell."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.height, img.width
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def parquet_to_folder(
+    dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False
+) -> ConvertReport:
+    """Write every row's image bytes to ``out_dir/<label name>/<file>`` (the file from
+    ``image.path``, else ``<key>.<ext>``), unchanged."""
+    start = time.perf_counter()
+    source = Path(dataset)
+    _, names = _dataset_labels(source)
+    rows = 0
+    with atomic_path(out_dir, overwrite=overwrite) as tmp:
+        tmp.mkdir()
+        for batch in iter_batches(source, columns=[IMAGE, LABEL_ID, KEY]):
+            for image, label, key in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                name = (
+                    PurePosixPath(image["path"] or "").name
+                    or f"{key}.{image_suffix(image['bytes'])}"
+                )
+                target = tmp / _safe_part(names[label]) / _safe_part(name)
+                if target.exists():
+                    target = target.with_name(f"{key}_{target.name}")
+                target.parent.mkdir(exist_ok=True)
+                target.write_bytes(image["bytes"])
+                rows += 1
+    return ConvertReport(
+        source=source,
+        output=Path(out_dir),
+        kind="parquet → folder",
+        rows=rows,
+        classes=len(names),
+        flavour="",
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _safe_part(name: str) -> str:
+    """A single path component: no separators, not '.', '..' or empty."""
+    cleaned = name.replace("/", "_").replace("\\", "_").replace("\0", "_")
+    return cleaned if cleaned not in ("", ".", "..") else f"_{cleaned}_"

@@ -168,6 +168,13 @@ class ParquetDatasetWriter:
         self._shard_rows = 0
         self._shard_payload = 0
 
+    def add_file(self, name: str, text: str) -> None:
+        """Write a small text file into the dataset directory; its name must start with "_"
+        so that Parquet readers skip it (e.g. ``_pairs.csv``)."""
+        if "/" in name or name == MANIFEST or not name.startswith("_"):
+            raise InputError(f"cannot add a file named {name!r} to a Parquet dataset")
+        (self._tmp / name).write_text(text, encoding="utf-8")
+
     def close(self) -> Manifest:
         """Write the last shard and the manifest, then move the directory into place."""
         self._flush()

@@ -129,6 +129,7 @@ class RecordWriter:
 
     def __init__(self, rec: str | os.PathLike[str], idx: str | os.PathLike[str] | None) -> None:
         self.rec_path, self.idx_path = Path(rec), None if idx is None else Path(idx)
+        self.rec_path.parent.mkdir(parents=True, exist_ok=True)
         self._rec_tmp = temp_sibling(self.rec_path)
         self._rec = self._rec_tmp.open("wb")
         self._idx_tmp = None

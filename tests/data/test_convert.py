@@ -9,9 +9,27 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from fmlkit.data.convert import rec_to_parquet
+from fmlkit.columns import FILE_NAME, FOLD, LABEL
+from fmlkit.data.conversion import infer_conversion
+from fmlkit.data.convert import parquet_to_folder, parquet_to_rec, rec_to_parquet
+from fmlkit.data.convert_images import bin_to_parquet, table_to_parquet
+from fmlkit.data.info import read_table
+from fmlkit.data.insightface_bin import write_bin
+from fmlkit.data.pair_lists import read_csv_pairs
 from fmlkit.data.parquet_dataset import MANIFEST, iter_batches, read_manifest
-from fmlkit.data.recordio import MAGIC_BYTES, IRHeader, RecordIOError, RecordWriter, pack
+from fmlkit.data.recordio import (
+    MAGIC_BYTES,
+    IRHeader,
+    RecordIOError,
+    RecordReader,
+    RecordWriter,
+    pack,
+    unpack,
+)
+from fmlkit.data.split import split_dataset
+from fmlkit.errors import InputError
+from tests.conftest import SynthTree
+from tests.processes import kill_fmlkit_when, run_fmlkit
 
 
 def _jpeg(seed: int) -> bytes:
@@ -114,3 +132,134 @@ def test_rec_to_parquet_refuses_an_existing_output(tmp_path: Path) -> None:
         rec_to_parquet(rec, tmp_path / "ds")
     rec_to_parquet(rec, tmp_path / "ds", overwrite=True)
     assert (tmp_path / "ds" / MANIFEST).is_file()
+
+
+def test_rec_parquet_rec_round_trip_is_byte_identical(tmp_path: Path) -> None:
+    rec = _flavour_a(tmp_path, [0, 0, 1, 1, 1, 2])
+    rec_to_parquet(rec, tmp_path / "ds")
+    out = tmp_path / "back" / "train.rec"
+    out.parent.mkdir()
+    report = parquet_to_rec(tmp_path / "ds", out)
+    assert (report.flavour, report.rows, report.classes) == ("A", 6, 3)
+    assert out.read_bytes() == rec.read_bytes()
+    assert out.with_suffix(".idx").read_text() == rec.with_suffix(".idx").read_text()
+    assert (out.parent / "property").read_text() == "3,16,16\n"
+
+
+def test_parquet_to_rec_ungrouped_labels_is_flavour_c(tmp_path: Path) -> None:
+    rec = tmp_path / "c.rec"
+    with RecordWriter(rec, None) as writer:
+        for key, label in enumerate([0, 1, 0, 1]):
+            writer.write(key, pack(IRHeader(0, float(label)), _jpeg(key)))
+    rec_to_parquet(rec, tmp_path / "ds")
+    report = parquet_to_rec(tmp_path / "ds", tmp_path / "out.rec")
+    assert report.flavour == "C" and "not contiguous" in report.warnings[0]
+    with RecordReader(tmp_path / "out.rec") as reader:
+        assert list(reader.keys) == [0, 1, 2, 3]
+        assert [unpack(p)[0].label for _, p in reader] == [0.0, 1.0, 0.0, 1.0]
+    assert not (tmp_path / "property").exists()
+
+
+def test_table_to_parquet_carries_columns_and_folder_round_trip(
+    synth_filtered: Path, synth_tree: SynthTree, tmp_path: Path
+) -> None:
+    folds = tmp_path / "folds.csv"
+    split_dataset(synth_filtered, folds, k=4, seed=1)
+    report = table_to_parquet(folds, tmp_path / "ds", root=synth_tree.root)
+    assert (report.rows, report.classes) == (160, 20)
+    table = pq.read_table(tmp_path / "ds")
+    info = read_table(folds)
+    assert table["fold"].to_pylist() == info[FOLD].tolist()
+    assert table["label_name"].to_pylist() == info[LABEL].tolist()
+    assert table["label"].to_pylist() == [sorted(set(info[LABEL])).index(x) for x in info[LABEL]]
+    first = table["image"][0].as_py()
+    assert first["path"] == info[FILE_NAME][0]
+    assert first["bytes"] == (synth_tree.root / info[FILE_NAME][0]).read_bytes()
+    back = parquet_to_folder(tmp_path / "ds", tmp_path / "folder")
+    assert back.rows == 160
+    for name in info[FILE_NAME][:20]:
+        assert (tmp_path / "folder" / name).read_bytes() == (synth_tree.root / name).read_bytes()
+
+
+def test_table_to_parquet_error_rows_fail_or_are_skipped(
+    synth_scan: Path, synth_tree: SynthTree, tmp_path: Path
+) -> None:
+    with pytest.raises(InputError, match=r"error:\w+; --skip-bad skips it"):
+        table_to_parquet(synth_scan, tmp_path / "ds", root=synth_tree.root)
+    assert not (tmp_path / "ds").exists()
+    report = table_to_parquet(synth_scan, tmp_path / "ds", root=synth_tree.root, skip_bad=True)
+    assert len(report.bad) == 4 and report.rows == len(read_table(synth_scan)) - 4
+    assert all(b.where.startswith("id") for b in report.bad)
+
+
+def test_bin_to_parquet_writes_images_and_pairs(tmp_path: Path) -> None:
+    images = [_jpeg(i) for i in range(8)]
+    write_bin(tmp_path / "lfw.bin", images, [True, False, True, False])
+    report = bin_to_parquet(tmp_path / "lfw.bin", tmp_path / "ds")
+    assert report.rows == 8
+    table = pq.read_table(tmp_path / "ds")
+    paths = [img["path"] for img in table["image"].to_pylist()]
+    assert paths[:2] == ["lfw/00000.jpg", "lfw/00001.jpg"]
+    assert [img["bytes"] for img in table["image"].to_pylist()] == images
+    pairs = read_csv_pairs(tmp_path / "ds" / "_pairs.csv")
+    assert pairs.values.tolist() == [
+        [1, "lfw/00000.jpg", "lfw/00001.jpg"],
+        [0, "lfw/00002.jpg", "lfw/00003.jpg"],
+        [1, "lfw/00004.jpg", "lfw/00005.jpg"],
+        [0, "lfw/00006.jpg", "lfw/00007.jpg"],
+    ]
+
+
+def test_infer_conversion_from_paths(tmp_path: Path) -> None:
+    rec = _flavour_a(tmp_path, [0, 1])
+    rec_to_parquet(rec, tmp_path / "ds.parquet")  # a dataset directory named like a file
+    (tmp_path / "info.csv").write_text("file_name,label\n")
+    (tmp_path / "tree" / "a").mkdir(parents=True)
+    cases = {
+        (rec, tmp_path / "o"): "rec_to_parquet",
+        (tmp_path / "info.csv", tmp_path / "o"): "table_to_parquet",
+        (tmp_path / "tree", tmp_path / "o"): "folder_to_parquet",
+        (tmp_path / "ds.parquet", tmp_path / "y.rec"): "parquet_to_rec",
+        (tmp_path / "ds.parquet", tmp_path / "o"): "parquet_to_folder",
+    }
+    for (source, output), kind in cases.items():
+        assert infer_conversion(source, output) == kind
+    with pytest.raises(InputError, match="does not exist"):
+        infer_conversion(tmp_path / "nope.rec", tmp_path / "o")
+    with pytest.raises(InputError, match="cannot convert"):
+        infer_conversion(rec, tmp_path / "o", "rec")
+    with pytest.raises(InputError, match=r"must end in \.rec"):
+        infer_conversion(tmp_path / "ds.parquet", tmp_path / "o", "rec")
+
+
+def test_convert_command_chains_and_reports(
+    synth_filtered: Path, synth_tree: SynthTree, tmp_path: Path
+) -> None:
+    ds, rec = tmp_path / "ds", tmp_path / "out" / "train.rec"
+    out = run_fmlkit("convert", str(synth_filtered), str(ds), "--root", str(synth_tree.root))
+    assert out.returncode == 0, out.stderr
+    assert "dataset_info → parquet): 160 rows, 20 classes, 1 shard(s)" in out.stdout
+    out = run_fmlkit("convert", str(ds), str(rec))
+    assert out.returncode == 0, out.stderr
+    assert "flavour A" in out.stdout and (tmp_path / "out" / "property").is_file()
+    again = run_fmlkit("convert", str(ds), str(rec))
+    assert again.returncode == 1 and "already exists" in again.stderr
+    bad = run_fmlkit("convert", str(ds), str(rec), "--shard-size", "12XB")
+    assert bad.returncode == 2 and "--shard-size" in bad.stderr
+
+
+def test_convert_killed_half_way_leaves_no_dataset(tmp_path: Path) -> None:
+    rec = tmp_path / "big.rec"
+    filler = bytes(np.random.default_rng(0).integers(0, 255, 2000, dtype=np.uint8))
+    with RecordWriter(rec, tmp_path / "big.idx") as writer:
+        for key in range(40_000):
+            writer.write(key, pack(IRHeader(0, float(key % 100)), b"\xff\xd8" + filler))
+    out = tmp_path / "ds"
+
+    def writing() -> bool:
+        return any(p.glob("part-00001.parquet") for p in tmp_path.glob(".ds.tmp-*"))
+
+    kill_fmlkit_when(["-q", "convert", str(rec), str(out), "--shard-size", "64KB"], writing)
+    assert not out.exists()
+    with pytest.raises(InputError, match=r"no _manifest\.json"):
+        read_manifest(out)

@@ -1,0 +1,88 @@
+"""The convert command: RecordIO, .bin, dataset_info and image folders ↔ Parquet."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report
+
+_UNITS = {None: 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """'512MB', '1GB', '65536' → bytes (binary units: 1 MB = 2**20 bytes)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG])?B?\s*", value.upper())
+    if match is None or int(match.group(1)) == 0:
+        raise click.BadParameter(f"expected a size such as 512MB or 1GB, not {value!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option(
+    "--to",
+    type=click.Choice(["parquet", "rec", "folder"]),
+    help="What to write.  [default: inferred from the paths]",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The dataset folder a dataset_info SOURCE's file names are relative to.",
+)
+@click.option(
+    "--shard-size",
+    default="512MB",
+    show_default=True,
+    callback=size_bytes,
+    help="Parquet shard size (image bytes per part file).",
+)
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Processes scanning an image folder SOURCE.  [default: every CPU]",
+)
+@click.option(
+    "--skip-bad", is_flag=True, help="Skip damaged records or files, count and list them."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+def convert(
+    source: Path,
+    output: Path,
+    to: str | None,
+    root: Path | None,
+    shard_size: int,
+    workers: int | None,
+    skip_bad: bool,
+    overwrite: bool,
+) -> None:
+    """Convert SOURCE to OUTPUT; the kind of conversion follows from the paths.
+
+    \b
+      X.rec (+ X.idx)              → Parquet dataset directory
+      X.bin (InsightFace pairs)    → Parquet dataset (+ _pairs.csv inside)
+      dataset_info + --root        → Parquet dataset (all columns carried)
+      image folder label/…/file    → Parquet dataset
+      Parquet dataset              → Y.rec + Y.idx (+ property), or an image folder
+
+    A Parquet dataset is part-NNNNN.parquet shards (image struct<bytes, path>, label, key, …)
+    and a _manifest.json written last; outputs appear under their final names only when
+    complete. Damaged input is an error naming file and offset, unless --skip-bad.
+    """
+    from fmlkit.data.conversion import convert as run
+
+    report = run(
+        source,
+        output,
+        to=to,  # type: ignore[arg-type]
+        root=root,
+        skip_bad=skip_bad,
+        shard_bytes=shard_size,
+        workers=workers,
+        overwrite=overwrite,
+    )
+    echo_report(report.summary())
