@@ -47,6 +47,15 @@ def size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
     help="Processes scanning an image folder SOURCE.  [default: every CPU]",
 )
 @click.option(
+    "--shuffle",
+    is_flag=True,
+    help="Parquet → .rec: write the rows in a random order (for sequential readers such as "
+    "DALI); memory stays bounded by one shard.",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --shuffle."
+)
+@click.option(
     "--skip-bad", is_flag=True, help="Skip damaged records or files, count and list them."
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
@@ -57,6 +66,8 @@ def convert(
     root: Path | None,
     shard_size: int,
     workers: int | None,
+    shuffle: bool,
+    seed: int,
     skip_bad: bool,
     overwrite: bool,
 ) -> None:
@@ -83,6 +94,8 @@ def convert(
         skip_bad=skip_bad,
         shard_bytes=shard_size,
         workers=workers,
+        shuffle=shuffle,
+        seed=seed,
         overwrite=overwrite,
     )
     echo_report(report.summary())

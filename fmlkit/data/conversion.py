@@ -64,9 +64,15 @@ def convert(
     skip_bad: bool = False,
     shard_bytes: int = SHARD_BYTES,
     workers: int | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
     overwrite: bool = False,
 ) -> ConvertReport:
-    """Run the conversion `infer_conversion` names for ``source`` → ``output``."""
+    """Run the conversion `infer_conversion` names for ``source`` → ``output``.
+
+    ``shuffle``/``seed`` apply to Parquet → rec only (a random row order for sequential
+    readers); ``root`` to a dataset_info source only; ``workers`` to an image folder.
+    """
     from fmlkit.data import convert as rec
     from fmlkit.data import convert_images as images
 
@@ -76,6 +82,8 @@ def convert(
         raise InputError("a dataset_info table names files relative to its folder: give --root")
     if kind != "table_to_parquet" and root is not None:
         raise InputError(f"--root applies to a dataset_info input, not to {src}")
+    if kind != "parquet_to_rec" and shuffle:
+        raise InputError("--shuffle applies to Parquet → .rec only")
     if kind == "rec_to_parquet":
         return rec.rec_to_parquet(
             src, out, skip_bad=skip_bad, shard_bytes=shard_bytes, overwrite=overwrite
@@ -97,5 +105,5 @@ def convert(
             overwrite=overwrite,
         )
     if kind == "parquet_to_rec":
-        return rec.parquet_to_rec(src, out, overwrite=overwrite)
+        return rec.parquet_to_rec(src, out, shuffle=shuffle, seed=seed, overwrite=overwrite)
     return rec.parquet_to_folder(src, out, overwrite=overwrite)

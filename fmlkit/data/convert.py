@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -237,39 +238,40 @@ def parquet_to_rec(
     rec: str | os.PathLike[str],
     *,
     insightface: bool = True,
+    shuffle: bool = False,
+    seed: int = 0,
     overwrite: bool = False,
 ) -> ConvertReport:
     """Write a Parquet image dataset as ``rec`` + ``.idx`` (+ ``property``), rows in order.
 
     With ``insightface`` and each label's rows contiguous, the layout is InsightFace's flavour A
     (header record 0, images 1..N, one identity record per class, a ``property`` file
-    ``classes,height,width``); otherwise flavour C (keys 0..N-1, scalar labels).
+    ``classes,height,width``); otherwise flavour C (keys 0..N-1, scalar labels). ``shuffle``
+    writes the rows in a random order fixed by ``seed`` (for sequential readers such as DALI;
+    flavour C), with memory bounded by one shard (`fmlkit.data.shuffle`).
     """
     start = time.perf_counter()
     source, rec_path = Path(dataset), Path(rec)
     if rec_path.exists() and not overwrite:
         raise InputError(f"{rec_path} already exists; choose another path or --overwrite")
     labels, names = _dataset_labels(source)
-    flavour_a = insightface and bool(labels) and _grouped(labels)
+    flavour_a = insightface and not shuffle and bool(labels) and _grouped(labels)
     n, k = len(labels), len(names)
     size = None
+    rows = _rows(source)
+    if shuffle:
+        from fmlkit.data.shuffle import shuffled
+
+        total = sum(int(s["bytes"]) for s in read_manifest(source).shards)
+        rows = shuffled(rows, total_bytes=total, seed=seed, tmp_dir=rec_path.parent)
     with RecordWriter(rec_path, rec_path.with_suffix(".idx")) as writer:
         if flavour_a:
             writer.write(0, pack(IRHeader(2, (float(n + 1), float(n + 1 + k)))))
-        key = 1 if flavour_a else 0
-        for batch in iter_batches(source, columns=[IMAGE, LABEL_ID]):
-            for image, label in zip(*(c.to_pylist() for c in batch.columns), strict=True):
-                size = size or _image_size(image["bytes"])
-                writer.write(key, pack(IRHeader(0, float(label), id=key), image["bytes"]))
-                key += 1
+        for key, (label, data) in enumerate(rows, 1 if flavour_a else 0):
+            size = size or _image_size(data)
+            writer.write(key, pack(IRHeader(0, float(label), id=key), data))
         if flavour_a:
-            counts = Counter(labels)
-            firsts: dict[int, int] = {}
-            for row, label in enumerate(labels, 1):
-                firsts.setdefault(label, row)
-            for c in range(k):  # [first key, end key) of class c; empty for a class unused
-                begin = firsts.get(c, n + 1)
-                writer.write(n + 1 + c, pack(IRHeader(2, (float(begin), float(begin + counts[c])))))
+            _write_identities(writer, labels, k)
     if flavour_a:
         height, width = size or (0, 0)
         atomic_write_text(rec_path.with_name("property"), f"{k},{height},{width}\n")
@@ -281,10 +283,28 @@ def parquet_to_rec(
         classes=k,
         flavour="A" if flavour_a else "C",
         warnings=()
-        if flavour_a or not insightface
+        if flavour_a or not insightface or shuffle
         else ("rows of a label are not contiguous: no InsightFace header or identity records",),
         seconds=time.perf_counter() - start,
     )
+
+
+def _rows(source: Path) -> Iterator[tuple[int, bytes]]:
+    """(label, image bytes) of every row, in order."""
+    for batch in iter_batches(source, columns=[IMAGE, LABEL_ID]):
+        for image, label in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+            yield label, image["bytes"]
+
+
+def _write_identities(writer: RecordWriter, labels: list[int], classes: int) -> None:
+    """Flavour A's identity records: class c's image keys [first, end), keyed N+1+c."""
+    n, counts = len(labels), Counter(labels)
+    firsts: dict[int, int] = {}
+    for row, label in enumerate(labels, 1):
+        firsts.setdefault(label, row)
+    for c in range(classes):  # an unused class gets an empty range
+        begin = firsts.get(c, n + 1)
+        writer.write(n + 1 + c, pack(IRHeader(2, (float(begin), float(begin + counts[c])))))
 
 
 def _image_size(data: bytes) -> tuple[int, int] | None:

@@ -246,6 +246,10 @@ def test_convert_command_chains_and_reports(
     assert again.returncode == 1 and "already exists" in again.stderr
     bad = run_fmlkit("convert", str(ds), str(rec), "--shard-size", "12XB")
     assert bad.returncode == 2 and "--shard-size" in bad.stderr
+    wrong = run_fmlkit("convert", str(rec), str(tmp_path / "ds2"), "--shuffle")
+    assert wrong.returncode == 1 and "--shuffle applies to Parquet → .rec only" in wrong.stderr
+    shuffled = run_fmlkit("convert", str(ds), str(tmp_path / "s.rec"), "--shuffle", "--seed", "2")
+    assert shuffled.returncode == 0 and "flavour C" in shuffled.stdout
 
 
 def test_convert_killed_half_way_leaves_no_dataset(tmp_path: Path) -> None:
@@ -263,3 +267,23 @@ def test_convert_killed_half_way_leaves_no_dataset(tmp_path: Path) -> None:
     assert not out.exists()
     with pytest.raises(InputError, match=r"no _manifest\.json"):
         read_manifest(out)
+
+
+def test_parquet_to_rec_shuffle_keeps_every_record_in_a_seeded_order(tmp_path: Path) -> None:
+    rec = _flavour_a(tmp_path, [0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    rec_to_parquet(rec, tmp_path / "ds")
+    outs = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        out = tmp_path / name / "shuffled.rec"
+        report = parquet_to_rec(tmp_path / "ds", out, shuffle=True, seed=seed)
+        assert (report.flavour, report.warnings) == ("C", ())
+        with RecordReader(out) as reader:
+            outs.append([unpack(p) for _, p in reader])
+    original = [unpack(p) for k, p in RecordReader(rec) if 1 <= k <= 10]
+    pairs = [sorted((h.label, img) for h, img in out) for out in outs]
+    assert pairs[0] == sorted((h.label, img) for h, img in original)
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+    assert [img for _, img in outs[0]] != [img for _, img in original]
+    assert (tmp_path / "a" / "shuffled.rec").read_bytes() == (
+        tmp_path / "b" / "shuffled.rec"
+    ).read_bytes()
