@@ -11,7 +11,7 @@ import click
 
 from fmlkit import __version__
 from fmlkit.cli._common import CONTEXT_SETTINGS, FmlkitGroup, configure_logging
-from fmlkit.cli.convert import convert
+from fmlkit.cli.convert import convert, inspect
 from fmlkit.cli.data import filter_, prepare, synth
 from fmlkit.cli.split import pairs, split
 
@@ -39,5 +39,5 @@ def main(verbose: int, quiet: bool) -> None:
     set_progress(False if quiet else None)
 
 
-for _command in (synth, prepare, filter_, split, pairs, convert):
+for _command in (synth, prepare, filter_, split, pairs, convert, inspect):
     main.add_command(_command)

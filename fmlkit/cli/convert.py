@@ -1,4 +1,4 @@
-"""The convert command: RecordIO, .bin, dataset_info and image folders ↔ Parquet."""
+"""The convert and inspect commands: RecordIO, .bin, dataset_info and image folders ↔ Parquet."""
 
 from __future__ import annotations
 
@@ -99,3 +99,24 @@ def convert(
         overwrite=overwrite,
     )
     echo_report(report.summary())
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--sample",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Random images whose sizes are read.",
+)
+def inspect(path: Path, sample: int) -> None:
+    """Describe PATH: a .rec, a Parquet dataset directory or a dataset_info table.
+
+    Counts, classes and label range, images per class, the RecordIO flavour, a sample of image
+    sizes, and warnings (identity records that disagree with the images' labels, labels past
+    float32's exact range, rows with errors).
+    """
+    from fmlkit.data.inspect import inspect_path
+
+    echo_report(inspect_path(path, sample=sample).summary())

@@ -93,7 +93,7 @@ def image_suffix(image: bytes) -> str:
     return "bin"
 
 
-def _scan_labels(
+def scan_labels(
     reader: RecordReader, flavour: Flavour, skip_bad: bool
 ) -> tuple[dict[int, int], list[BadRecord]]:
     """Each image record's class from its own header; bad records raise or are listed."""
@@ -119,7 +119,7 @@ def _scan_labels(
     return labels, bad
 
 
-def _cross_check(reader: RecordReader, flavour: Flavour, labels: dict[int, int]) -> list[str]:
+def cross_check(reader: RecordReader, flavour: Flavour, labels: dict[int, int]) -> list[str]:
     """Flavour A: compare identity records' [start, end) key ranges with image labels."""
     warnings = []
     if len(labels) >= FLOAT32_EXACT or max(labels.values(), default=0) >= FLOAT32_EXACT:
@@ -169,8 +169,8 @@ def rec_to_parquet(
     start = time.perf_counter()
     with RecordReader(rec, idx) as reader:
         flavour = detect_flavour(reader)
-        labels, bad = _scan_labels(reader, flavour, skip_bad)
-        warnings = _cross_check(reader, flavour, labels)
+        labels, bad = scan_labels(reader, flavour, skip_bad)
+        warnings = cross_check(reader, flavour, labels)
         classes = max(labels.values(), default=-1) + 1
         source = {"kind": "rec", "path": str(Path(rec).resolve()), "flavour": flavour.kind}
         with ParquetDatasetWriter(
@@ -204,7 +204,7 @@ def rec_to_parquet(
     )
 
 
-def _dataset_labels(dataset: Path) -> tuple[list[int], list[str]]:
+def dataset_labels(dataset: Path) -> tuple[list[int], list[str]]:
     """Every row's label id (one column read) and the class names from the schema."""
     import json
 
@@ -254,7 +254,7 @@ def parquet_to_rec(
     source, rec_path = Path(dataset), Path(rec)
     if rec_path.exists() and not overwrite:
         raise InputError(f"{rec_path} already exists; choose another path or --overwrite")
-    labels, names = _dataset_labels(source)
+    labels, names = dataset_labels(source)
     flavour_a = insightface and not shuffle and bool(labels) and _grouped(labels)
     n, k = len(labels), len(names)
     size = None
@@ -327,7 +327,7 @@ def parquet_to_folder(
     ``image.path``, else ``<key>.<ext>``), unchanged."""
     start = time.perf_counter()
     source = Path(dataset)
-    _, names = _dataset_labels(source)
+    _, names = dataset_labels(source)
     rows = 0
     with atomic_path(out_dir, overwrite=overwrite) as tmp:
         tmp.mkdir()

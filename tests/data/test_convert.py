@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from fmlkit.columns import FILE_NAME, FOLD, LABEL
 from fmlkit.data.conversion import infer_conversion
@@ -29,42 +27,20 @@ from fmlkit.data.recordio import (
 from fmlkit.data.split import split_dataset
 from fmlkit.errors import InputError
 from tests.conftest import SynthTree
+from tests.data.recs import flavour_a_rec, jpeg
 from tests.processes import kill_fmlkit_when, run_fmlkit
-
-
-def _jpeg(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="JPEG")
-    return out.getvalue()
-
-
-def _flavour_a(path: Path, labels: list[int], *, identities: bool = True) -> Path:
-    """An InsightFace-style .rec: header record 0, images 1..N, identity records after."""
-    n, k = len(labels), max(labels) + 1
-    rec = path / "train.rec"
-    with RecordWriter(rec, path / "train.idx") as writer:
-        writer.write(0, pack(IRHeader(2, (float(n + 1), float(n + 1 + k)))))
-        for key, label in enumerate(labels, 1):
-            image = _jpeg(key) + (MAGIC_BYTES if key % 2 else b"")  # some hold the magic
-            writer.write(key, pack(IRHeader(0, float(label), id=key), image))
-        if identities:
-            for c in range(k):
-                keys = [i for i, lab in enumerate(labels, 1) if lab == c]
-                writer.write(n + 1 + c, pack(IRHeader(2, (float(keys[0]), float(keys[-1] + 1)))))
-    return rec
 
 
 def test_rec_to_parquet_rows_are_the_image_records(tmp_path: Path) -> None:
     labels = [0, 0, 0, 1, 1, 2, 2, 2, 2]
-    rec = _flavour_a(tmp_path, labels)
+    rec = flavour_a_rec(tmp_path, labels)
     report = rec_to_parquet(rec, tmp_path / "ds", row_group_rows=4)
     assert (report.rows, report.classes, report.flavour, report.warnings) == (9, 3, "A", ())
     table = pq.read_table(tmp_path / "ds").sort_by("key")
     assert table["key"].to_pylist() == list(range(1, 10))
     assert table["label"].to_pylist() == labels
     images = [img["bytes"] for img in table["image"].to_pylist()]
-    expected = [_jpeg(k) + (MAGIC_BYTES if k % 2 else b"") for k in range(1, 10)]
+    expected = [jpeg(k) + (MAGIC_BYTES if k % 2 else b"") for k in range(1, 10)]
     assert images == expected  # split records joined back, nothing truncated
     assert table["image"].to_pylist()[0]["path"] == "0/1.jpg"
     meta = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
@@ -82,7 +58,7 @@ def test_rec_to_parquet_without_idx_scans(tmp_path: Path) -> None:
     rec = tmp_path / "c.rec"
     with RecordWriter(rec, None) as writer:
         for key in range(5):
-            writer.write(key, pack(IRHeader(0, float(key % 2)), _jpeg(key)))
+            writer.write(key, pack(IRHeader(0, float(key % 2)), jpeg(key)))
     report = rec_to_parquet(rec, tmp_path / "ds")
     assert (report.rows, report.classes, report.flavour) == (5, 2, "C")
 
@@ -93,7 +69,7 @@ def test_rec_to_parquet_warns_when_identity_records_disagree(tmp_path: Path) -> 
     with RecordWriter(rec, tmp_path / "train.idx") as writer:
         writer.write(0, pack(IRHeader(2, (5.0, 7.0))))
         for key, label in enumerate(labels, 1):
-            writer.write(key, pack(IRHeader(0, float(label)), _jpeg(key)))
+            writer.write(key, pack(IRHeader(0, float(label)), jpeg(key)))
         writer.write(5, pack(IRHeader(2, (1.0, 4.0))))  # wrong: claims keys 1..3 for class 0
         writer.write(6, pack(IRHeader(2, (4.0, 5.0))))
     report = rec_to_parquet(rec, tmp_path / "ds")
@@ -102,11 +78,11 @@ def test_rec_to_parquet_warns_when_identity_records_disagree(tmp_path: Path) -> 
 
 
 def test_rec_to_parquet_damaged_record_fails_and_leaves_nothing(tmp_path: Path) -> None:
-    rec = _flavour_a(tmp_path, [0, 1, 1])
+    rec = flavour_a_rec(tmp_path, [0, 1, 1])
     with RecordWriter(tmp_path / "bad.rec", tmp_path / "bad.idx") as writer:
-        writer.write(0, pack(IRHeader(0, 0.0), _jpeg(0)))
+        writer.write(0, pack(IRHeader(0, 0.0), jpeg(0)))
         writer.write(1, pack(IRHeader(0, 1.0), b""))  # zero-length image
-        writer.write(2, pack(IRHeader(0, 1.0), _jpeg(2)))
+        writer.write(2, pack(IRHeader(0, 1.0), jpeg(2)))
     with pytest.raises(RecordIOError, match=r"key 1 at byte \d+: zero-length image"):
         rec_to_parquet(tmp_path / "bad.rec", tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
@@ -118,7 +94,7 @@ def test_rec_to_parquet_damaged_record_fails_and_leaves_nothing(tmp_path: Path) 
 
 
 def test_rec_to_parquet_truncated_file_is_an_error_naming_the_offset(tmp_path: Path) -> None:
-    rec = _flavour_a(tmp_path, [0, 0, 1], identities=False)
+    rec = flavour_a_rec(tmp_path, [0, 0, 1], identities=False)
     rec.write_bytes(rec.read_bytes()[:-10])
     with pytest.raises(RecordIOError, match="truncated"):
         rec_to_parquet(rec, tmp_path / "ds")
@@ -126,7 +102,7 @@ def test_rec_to_parquet_truncated_file_is_an_error_naming_the_offset(tmp_path: P
 
 
 def test_rec_to_parquet_refuses_an_existing_output(tmp_path: Path) -> None:
-    rec = _flavour_a(tmp_path, [0, 1])
+    rec = flavour_a_rec(tmp_path, [0, 1])
     (tmp_path / "ds").mkdir()
     with pytest.raises(Exception, match="already exists"):
         rec_to_parquet(rec, tmp_path / "ds")
@@ -135,7 +111,7 @@ def test_rec_to_parquet_refuses_an_existing_output(tmp_path: Path) -> None:
 
 
 def test_rec_parquet_rec_round_trip_is_byte_identical(tmp_path: Path) -> None:
-    rec = _flavour_a(tmp_path, [0, 0, 1, 1, 1, 2])
+    rec = flavour_a_rec(tmp_path, [0, 0, 1, 1, 1, 2])
     rec_to_parquet(rec, tmp_path / "ds")
     out = tmp_path / "back" / "train.rec"
     out.parent.mkdir()
@@ -150,7 +126,7 @@ def test_parquet_to_rec_ungrouped_labels_is_flavour_c(tmp_path: Path) -> None:
     rec = tmp_path / "c.rec"
     with RecordWriter(rec, None) as writer:
         for key, label in enumerate([0, 1, 0, 1]):
-            writer.write(key, pack(IRHeader(0, float(label)), _jpeg(key)))
+            writer.write(key, pack(IRHeader(0, float(label)), jpeg(key)))
     rec_to_parquet(rec, tmp_path / "ds")
     report = parquet_to_rec(tmp_path / "ds", tmp_path / "out.rec")
     assert report.flavour == "C" and "not contiguous" in report.warnings[0]
@@ -193,7 +169,7 @@ def test_table_to_parquet_error_rows_fail_or_are_skipped(
 
 
 def test_bin_to_parquet_writes_images_and_pairs(tmp_path: Path) -> None:
-    images = [_jpeg(i) for i in range(8)]
+    images = [jpeg(i) for i in range(8)]
     write_bin(tmp_path / "lfw.bin", images, [True, False, True, False])
     report = bin_to_parquet(tmp_path / "lfw.bin", tmp_path / "ds")
     assert report.rows == 8
@@ -211,7 +187,7 @@ def test_bin_to_parquet_writes_images_and_pairs(tmp_path: Path) -> None:
 
 
 def test_infer_conversion_from_paths(tmp_path: Path) -> None:
-    rec = _flavour_a(tmp_path, [0, 1])
+    rec = flavour_a_rec(tmp_path, [0, 1])
     rec_to_parquet(rec, tmp_path / "ds.parquet")  # a dataset directory named like a file
     (tmp_path / "info.csv").write_text("file_name,label\n")
     (tmp_path / "tree" / "a").mkdir(parents=True)
@@ -270,7 +246,7 @@ def test_convert_killed_half_way_leaves_no_dataset(tmp_path: Path) -> None:
 
 
 def test_parquet_to_rec_shuffle_keeps_every_record_in_a_seeded_order(tmp_path: Path) -> None:
-    rec = _flavour_a(tmp_path, [0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    rec = flavour_a_rec(tmp_path, [0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
     rec_to_parquet(rec, tmp_path / "ds")
     outs = []
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
