@@ -28,6 +28,7 @@ from fmlkit.data.parquet_dataset import (
     read_manifest,
 )
 from fmlkit.data.recordio import (
+    IR_HEADER,
     Flavour,
     IRHeader,
     RecordIOError,
@@ -96,27 +97,48 @@ def image_suffix(image: bytes) -> str:
 def scan_labels(
     reader: RecordReader, flavour: Flavour, skip_bad: bool
 ) -> tuple[dict[int, int], list[BadRecord]]:
-    """Each image record's class from its own header; bad records raise or are listed."""
+    """Each image record's class from its own header (only the header bytes are read); bad
+    headers raise or, with ``skip_bad``, are listed."""
     labels: dict[int, int] = {}
     bad: list[BadRecord] = []
     for key in reader.keys:
         if not flavour.is_image(key):
             continue
-        where = f"{reader.path}, key {key} at byte {reader.offset(key):,}"
         try:
-            header, image = unpack(reader.read(key), where=where)
-            label = header.labels[0] if header.labels else -1.0
-            if not image:
-                raise RecordIOError(f"{where}: zero-length image")
-            if label < 0 or label != int(label):
-                raise RecordIOError(f"{where}: label {label} is not a class id (integer ≥ 0)")
-            labels[key] = int(label)
+            labels[key] = _header_label(reader, key)
         except RecordIOError as e:
             if not skip_bad:
                 raise
-            reason = str(e).removeprefix(where + ": ")
-            bad.append(BadRecord(key, f"byte {reader.offset(key):,}", reason))
+            bad.append(_bad(reader, key, e))
     return labels, bad
+
+
+def _where(reader: RecordReader, key: int) -> str:
+    return f"{reader.path}, key {key} at byte {reader.offset(key):,}"
+
+
+def _bad(reader: RecordReader, key: int, error: Exception) -> BadRecord:
+    reason = str(error).removeprefix(_where(reader, key) + ": ")
+    return BadRecord(key, f"byte {reader.offset(key):,}", reason)
+
+
+def _header_label(reader: RecordReader, key: int) -> int:
+    """The class in ``key``'s IRHeader; `RecordIOError` for a short record, a zero-length
+    image or a label that is not an integer ≥ 0."""
+    head, length = reader.head(key, IR_HEADER.size)
+    flag = IR_HEADER.unpack_from(head)[0] if len(head) >= 4 else 0
+    if flag:
+        head, length = reader.head(key, IR_HEADER.size + 4 * flag)
+    try:
+        header, _ = unpack(head)
+    except RecordIOError as e:
+        raise RecordIOError(f"{_where(reader, key)}: {e}") from None
+    if length is not None and length <= IR_HEADER.size + 4 * header.flag:
+        raise RecordIOError(f"{_where(reader, key)}: zero-length image")
+    label = header.labels[0] if header.labels else -1.0
+    if label < 0 or label != int(label):
+        raise RecordIOError(f"{_where(reader, key)}: label {label} is not a class id (integer ≥ 0)")
+    return int(label)
 
 
 def cross_check(reader: RecordReader, flavour: Flavour, labels: dict[int, int]) -> list[str]:
@@ -182,7 +204,15 @@ def rec_to_parquet(
             overwrite=overwrite,
         ) as writer:
             for key, label in labels.items():
-                _, image = unpack(reader.read(key))
+                try:  # the whole record: a damaged later part shows only now
+                    _, image = unpack(reader.read(key))
+                    if not image:
+                        raise RecordIOError(f"{_where(reader, key)}: zero-length image")
+                except RecordIOError as e:
+                    if not skip_bad:
+                        raise
+                    bad.append(_bad(reader, key, e))
+                    continue
                 path = f"{label}/{key}.{image_suffix(image)}"
                 writer.write({IMAGE: {"bytes": image, "path": path}, LABEL_ID: label, KEY: key})
         shards = len(list(Path(out_dir).glob("part-*.parquet")))
@@ -194,7 +224,7 @@ def rec_to_parquet(
         source=Path(rec),
         output=Path(out_dir),
         kind="rec → parquet",
-        rows=len(labels),
+        rows=writer.rows,
         classes=classes,
         flavour=flavour.kind,
         bad=tuple(bad),

@@ -113,6 +113,7 @@ class ParquetDatasetWriter:
         self._tmp.mkdir(parents=True)
         self._rows: list[dict[str, Any]] = []
         self._writer: pq.ParquetWriter | None = None
+        self._file: _HashingFile | None = None
         self._shard_payload = 0
         self._shards: list[dict[str, Any]] = []
         self._shard_rows = 0
@@ -135,9 +136,9 @@ class ParquetDatasetWriter:
         if not self._rows:
             return
         if self._writer is None:
-            path = self._tmp / shard_name(len(self._shards))
+            self._file = _HashingFile(self._tmp / shard_name(len(self._shards)))
             self._writer = pq.ParquetWriter(
-                path,
+                self._file,
                 self.schema,
                 compression=dict.fromkeys(self.schema.names, "zstd") | {IMAGE: "none"},
                 use_dictionary=[c for c in self.schema.names if c != IMAGE],
@@ -156,15 +157,18 @@ class ParquetDatasetWriter:
             return
         self._writer.close()
         self._writer = None
+        assert self._file is not None
+        self._file.close()
         path = self._tmp / shard_name(len(self._shards))
         self._shards.append(
             {
                 "file": path.name,
                 "rows": self._shard_rows,
                 "bytes": path.stat().st_size,
-                "sha256": _sha256(path),
+                "sha256": self._file.sha256.hexdigest(),
             }
         )
+        self._file = None
         self._shard_rows = 0
         self._shard_payload = 0
 
@@ -211,6 +215,8 @@ class ParquetDatasetWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._file is not None:
+            self._file.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> ParquetDatasetWriter:
@@ -226,6 +232,38 @@ class ParquetDatasetWriter:
             self.close()
         else:
             self.abort()
+
+
+class _HashingFile:
+    """A binary file that hashes what is written to it (sha256), so a shard's digest costs
+    no second read."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = path.open("wb")
+        self.sha256 = hashlib.sha256()
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self._f.write(data)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
 
 
 def _sha256(path: Path) -> str:

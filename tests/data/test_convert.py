@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def test_rec_to_parquet_rows_are_the_image_records(tmp_path: Path) -> None:
     assert meta["label"] == {"names": ["0", "1", "2"], "_type": "ClassLabel"}
     manifest = read_manifest(tmp_path / "ds")
     assert manifest.rows == 9 and manifest.classes == 3 and manifest.source["flavour"] == "A"
+    for shard in manifest.shards:  # digests are taken while writing: check them against the files
+        data = (tmp_path / "ds" / shard["file"]).read_bytes()
+        assert shard["sha256"] == hashlib.sha256(data).hexdigest() and shard["bytes"] == len(data)
     parquet = pq.ParquetFile(tmp_path / "ds" / "part-00000.parquet")
     assert parquet.num_row_groups == 3  # 4 + 4 + 1 rows
     assert parquet.metadata.row_group(0).column(0).compression == "UNCOMPRESSED"

@@ -256,3 +256,11 @@ def test_empty_rec_reads_as_no_records(tmp_path: Path) -> None:
 def test_missing_rec_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         RecordReader(tmp_path / "none.rec")
+
+
+def test_head_reads_the_first_bytes_of_whole_and_split_records(tmp_path: Path) -> None:
+    rec = _write(tmp_path, [(0, b"abcdefgh"), (1, b"abcd" + M + b"xyz"), (2, b"ab")])
+    with RecordReader(rec) as reader:
+        assert reader.head(0, 5) == (b"abcde", 8)
+        assert reader.head(1, 6) == (b"abcd" + M[:2], None)  # split: read whole, then cut
+        assert reader.head(2, 5) == (b"ab", 2)  # shorter than asked
