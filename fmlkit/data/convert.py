@@ -17,8 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+import pyarrow as pa
+
 from fmlkit.data.parquet_dataset import (
     IMAGE,
+    IMAGE_TYPE,
     KEY,
     LABEL_ID,
     ROW_GROUP_ROWS,
@@ -141,6 +145,65 @@ def _header_label(reader: RecordReader, key: int) -> int:
     return int(label)
 
 
+def _record_batch(
+    reader: RecordReader,
+    chunk: list[tuple[int, int]],
+    schema: pa.Schema,
+    skip_bad: bool,
+    bad: list[BadRecord],
+) -> pa.RecordBatch:
+    """One row group from (key, label) pairs. Image bytes go from the memory map into one
+    Arrow buffer (a single copy); records in several parts are read and joined instead."""
+    parts: list[bytes] = []
+    spans: list[tuple[int, int]] = []
+    rows: list[tuple[int, int]] = []
+    for key, label in chunk:
+        span = reader.image_span(key)
+        if span is None:  # several parts, or damaged: the slow, checked path
+            try:
+                _, image = unpack(reader.read(key))
+            except RecordIOError as e:
+                if not skip_bad:
+                    raise
+                bad.append(_bad(reader, key, e))
+                continue
+            span = (-1 - len(parts), len(image))
+            parts.append(image)
+        spans.append(span)
+        rows.append((key, label))
+    values = _join(reader, spans, parts)
+    lengths = np.fromiter((length for _, length in spans), dtype=np.int64, count=len(spans))
+    if lengths.sum() >= 2**31:
+        raise InputError(
+            f"{reader.path}: the images of keys {rows[0][0]}..{rows[-1][0]} exceed 2 GiB, more "
+            "than one Parquet row group can hold"
+        )
+    offsets = np.zeros(len(spans) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    data = pa.Array.from_buffers(
+        pa.binary(), len(spans), [None, pa.py_buffer(offsets), pa.py_buffer(values)]
+    )
+    heads = [values[int(o) : int(o) + 4] for o in offsets[:-1]]
+    paths = pa.array(
+        [f"{label}/{key}.{image_suffix(h)}" for (key, label), h in zip(rows, heads, strict=True)],
+        pa.string(),
+    )
+    image = pa.StructArray.from_arrays([data, paths], fields=list(IMAGE_TYPE))
+    keys = pa.array([k for k, _ in rows], pa.int64())
+    labels = pa.array([lab for _, lab in rows], pa.int64())
+    return pa.RecordBatch.from_arrays([image, labels, keys], schema=schema)
+
+
+def _join(reader: RecordReader, spans: list[tuple[int, int]], parts: list[bytes]) -> bytes:
+    """The image bytes of ``spans`` in order: file spans, or (-1 - i, n) for ``parts[i]``."""
+    if not parts:
+        return reader.join_spans(spans)
+    out = []
+    for start, length in spans:
+        out.append(parts[-1 - start] if start < 0 else reader.join_spans([(start, length)]))
+    return b"".join(out)
+
+
 def cross_check(reader: RecordReader, flavour: Flavour, labels: dict[int, int]) -> list[str]:
     """Flavour A: compare identity records' [start, end) key ranges with image labels."""
     warnings = []
@@ -203,18 +266,11 @@ def rec_to_parquet(
             row_group_rows=row_group_rows,
             overwrite=overwrite,
         ) as writer:
-            for key, label in labels.items():
-                try:  # the whole record: a damaged later part shows only now
-                    _, image = unpack(reader.read(key))
-                    if not image:
-                        raise RecordIOError(f"{_where(reader, key)}: zero-length image")
-                except RecordIOError as e:
-                    if not skip_bad:
-                        raise
-                    bad.append(_bad(reader, key, e))
-                    continue
-                path = f"{label}/{key}.{image_suffix(image)}"
-                writer.write({IMAGE: {"bytes": image, "path": path}, LABEL_ID: label, KEY: key})
+            items = list(labels.items())
+            for begin in range(0, len(items), row_group_rows):
+                chunk = items[begin : begin + row_group_rows]
+                batch = _record_batch(reader, chunk, writer.schema, skip_bad, bad)
+                writer.write_batch(batch)
         shards = len(list(Path(out_dir).glob("part-*.parquet")))
     for w in warnings:
         log.warning(w)

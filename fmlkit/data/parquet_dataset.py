@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fmlkit import __version__
@@ -132,9 +133,25 @@ class ParquetDatasetWriter:
         if len(self._rows) >= self.row_group_rows:
             self._flush()
 
-    def _flush(self) -> None:
-        if not self._rows:
-            return
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Append rows already in Arrow form (this writer's schema, labels in range): the
+        fast path for large conversions; they follow any rows given to `write`."""
+        self._flush()
+        labels = batch.column(LABEL_ID)
+        if len(batch) and not (
+            0 <= pc.min(labels).as_py() <= pc.max(labels).as_py() < len(self.class_names)
+        ):
+            raise InputError(f"labels outside the {len(self.class_names)} classes")
+        self._open_shard()
+        assert self._writer is not None
+        self._writer.write_batch(batch.cast(self.schema), row_group_size=self.row_group_rows)
+        self._shard_rows += len(batch)
+        self.rows += len(batch)
+        self._shard_payload += batch.column(IMAGE).field("bytes").nbytes
+        if self._shard_payload >= self.shard_bytes:
+            self._close_shard()
+
+    def _open_shard(self) -> None:
         if self._writer is None:
             self._file = _HashingFile(self._tmp / shard_name(len(self._shards)))
             self._writer = pq.ParquetWriter(
@@ -144,6 +161,12 @@ class ParquetDatasetWriter:
                 use_dictionary=[c for c in self.schema.names if c != IMAGE],
                 write_statistics=[c for c in self.schema.names if c != IMAGE],
             )
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        self._open_shard()
+        assert self._writer is not None
         batch = pa.RecordBatch.from_pylist(self._rows, schema=self.schema)
         self._writer.write_batch(batch, row_group_size=self.row_group_rows)
         self._shard_rows += len(self._rows)

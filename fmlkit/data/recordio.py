@@ -301,6 +301,26 @@ class RecordReader:
                 return self._map[offset + 8 : offset + 8 + min(size, length)], length
         return self.read_at(offset)[0][:size], None
 
+    def image_span(self, key: int) -> tuple[int, int] | None:
+        """(start, length) in the file of the image bytes of ``key``'s image record, when the
+        record is one intact part; None otherwise (read it with `read` and `unpack`)."""
+        offset = self._offsets[key]
+        if self._map is None or offset + 8 + IR_HEADER.size > self.size:
+            return None
+        magic, lrecord = _PART.unpack_from(self._map, offset)
+        length = lrecord & LENGTH_MASK
+        if magic != MAGIC or lrecord >> 29 != FULL or offset + 8 + length > self.size:
+            return None
+        flag = IR_HEADER.unpack_from(self._map, offset + 8)[0]
+        start, end = offset + 8 + IR_HEADER.size + 4 * flag, offset + 8 + length
+        return (start, end - start) if start <= end else None
+
+    def join_spans(self, spans: Sequence[tuple[int, int]]) -> bytes:
+        """The bytes of ``spans`` of the file, concatenated with a single copy."""
+        assert self._map is not None, "reader is closed or the file is empty"
+        with memoryview(self._map) as view:
+            return b"".join([view[start : start + length] for start, length in spans])
+
     def read(self, key: int) -> bytes:
         """The payload of the record with ``key``.
 
