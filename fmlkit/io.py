@@ -13,6 +13,8 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from fmlkit.errors import InputError
 
@@ -30,6 +32,12 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def check_overwrite(path: Path, overwrite: bool) -> None:
+    """Raise `InputError` if ``path`` exists and may not be replaced."""
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists; choose another path or pass --overwrite")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
@@ -42,21 +50,20 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
         overwrite: replace an existing ``path``; if False, raise `InputError` when it exists.
     """
     final = Path(path)
-    if final.exists() and not overwrite:
-        raise InputError(f"{final} already exists; choose another path or pass --overwrite")
+    check_overwrite(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(final)
     try:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"atomic_path: nothing was written at {tmp}")
-        _replace(tmp, final)
+        commit(tmp, final)
     except BaseException:
         _remove(tmp)
         raise
 
 
-def _replace(tmp: Path, final: Path) -> None:
+def commit(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` onto ``final``; a directory target is moved aside first, then deleted."""
     if final.is_dir() and not final.is_symlink():
         aside = temp_sibling(final)
@@ -69,6 +76,32 @@ def _replace(tmp: Path, final: Path) -> None:
         _remove(aside)
     else:
         tmp.replace(final)
+
+
+class StagedOutput:
+    """Base of writers that build their output under temporary names: used as a context
+    manager, a clean exit calls ``close`` (which moves the output into place) and an exception
+    calls ``abort`` (which deletes what was staged)."""
+
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from fmlkit.errors import FmlkitError
 
+F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -70,3 +72,31 @@ def table_path(ctx: click.Context, param: click.Parameter, value: Path | None) -
         except FmlkitError as e:
             raise click.BadParameter(str(e)) from e
     return value
+
+
+def table_output_option(help: str) -> Callable[[F], F]:
+    """``-o/--output``: a required .csv or .parquet table to write."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        callback=table_path,
+        help=help,
+    )
+
+
+def table_argument(name: str) -> Callable[[F], F]:
+    """A .csv or .parquet table to read, as a positional argument."""
+    return click.argument(
+        name, type=click.Path(dir_okay=False, path_type=Path), callback=table_path
+    )
+
+
+def seed_option(
+    help: str = "Integer seed: the same input and seed give byte-identical output.",
+) -> Callable[[F], F]:
+    """``--seed``: an integer ≥ 0, default 0 (anything else is a usage error)."""
+    return click.option(
+        "--seed", type=click.IntRange(min=0), default=0, show_default=True, help=help
+    )

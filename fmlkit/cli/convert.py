@@ -7,7 +7,11 @@ from pathlib import Path
 
 import click
 
-from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report
+from fmlkit.cli._common import (
+    CONTEXT_SETTINGS,
+    echo_report,
+    seed_option,
+)
 
 _UNITS = {None: 1, "K": 2**10, "M": 2**20, "G": 2**30}
 
@@ -52,9 +56,7 @@ def size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
     help="Parquet → .rec: write the rows in a random order (for sequential readers such as "
     "DALI); memory stays bounded by one shard.",
 )
-@click.option(
-    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --shuffle."
-)
+@seed_option("Seed of --shuffle.")
 @click.option(
     "--skip-bad", is_flag=True, help="Skip damaged records or files, count and list them."
 )

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from fmlkit.cli._common import CONTEXT_SETTINGS, comma_list, echo_report, hash_list, table_path
+from fmlkit.cli._common import (
+    CONTEXT_SETTINGS,
+    comma_list,
+    echo_report,
+    hash_list,
+    seed_option,
+    table_argument,
+    table_output_option,
+    table_path,
+)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -25,13 +34,7 @@ from fmlkit.cli._common import CONTEXT_SETTINGS, comma_list, echo_report, hash_l
     required=True,
     help="Clean images per identity (M ≥ 1).",
 )
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Same arguments and seed give a byte-identical tree and truth file.",
-)
+@seed_option("Same arguments and seed give a byte-identical tree and truth file.")
 @click.option(
     "--size",
     type=click.IntRange(64, 1024),
@@ -97,14 +100,7 @@ def synth(
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("dataset_dir", type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    callback=table_path,
-    help="dataset_info file to write: .csv or .parquet.",
-)
+@table_output_option("dataset_info file to write: .csv or .parquet.")
 @click.option(
     "--hashes/--no-hashes",
     default=True,
@@ -173,17 +169,8 @@ def prepare(
 
 
 @click.command("filter", context_settings=CONTEXT_SETTINGS)
-@click.argument(
-    "dataset_info", type=click.Path(dir_okay=False, path_type=Path), callback=table_path
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    callback=table_path,
-    help="Kept rows (input columns, input order): .csv or .parquet.",
-)
+@table_argument("dataset_info")
+@table_output_option("Kept rows (input columns, input order): .csv or .parquet.")
 @click.option(
     "--removed",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report, table_path
+from fmlkit.cli._common import (
+    CONTEXT_SETTINGS,
+    echo_report,
+    seed_option,
+    table_argument,
+    table_output_option,
+)
 
 _FOLD_OPTIONS = ("k", "by")
 _CLASS_OPTIONS = ("min_samples", "max_samples", "test_fraction")
@@ -17,17 +23,10 @@ def _given(ctx: click.Context, name: str) -> bool:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument(
-    "dataset_info", type=click.Path(dir_okay=False, path_type=Path), callback=table_path
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    callback=table_path,
-    help="Table to write (.csv or .parquet): the input rows, order and columns, plus fold or "
-    "split. May be DATASET_INFO itself.",
+@table_argument("dataset_info")
+@table_output_option(
+    "Table to write (.csv or .parquet): the input rows, order and columns, plus fold or "
+    "split. May be DATASET_INFO itself."
 )
 @click.option(
     "--mode",
@@ -45,13 +44,7 @@ def _given(ctx: click.Context, name: str) -> bool:
     help="image: stratified by label (labels with fewer than k images get fold -1, always "
     "train); label: identity-disjoint folds balanced by image count.",
 )
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Integer seed: the same input and seed give byte-identical output.",
-)
+@seed_option()
 @click.option(
     "--min-samples",
     type=click.IntRange(min=1),
@@ -114,7 +107,7 @@ def split(
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("split_info", type=click.Path(dir_okay=False, path_type=Path), callback=table_path)
+@table_argument("split_info")
 @click.option(
     "-o",
     "--output",
@@ -128,13 +121,7 @@ def split(
 )
 @click.option("--positives", type=click.IntRange(min=0), required=True, help="Same-label pairs.")
 @click.option("--negatives", type=click.IntRange(min=0), required=True, help="Cross-label pairs.")
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Integer seed: the same input and seed give byte-identical output.",
-)
+@seed_option()
 @click.option(
     "--format",
     "fmt",

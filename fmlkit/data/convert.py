@@ -9,6 +9,7 @@ cross-checked, with a warning when they disagree.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -31,6 +32,7 @@ from fmlkit.data.parquet_dataset import (
     iter_batches,
     read_manifest,
 )
+from fmlkit.data.probe import peek_image
 from fmlkit.data.recordio import (
     IR_HEADER,
     Flavour,
@@ -43,7 +45,7 @@ from fmlkit.data.recordio import (
     unpack,
 )
 from fmlkit.errors import InputError
-from fmlkit.io import atomic_path, atomic_write_text
+from fmlkit.io import atomic_path, atomic_write_text, check_overwrite
 
 log = logging.getLogger(__name__)
 FLOAT32_EXACT = 2**24  # float32 holds every integer up to here
@@ -87,6 +89,11 @@ class ConvertReport:
         lines += [f"Warning: {w}" for w in self.warnings]
         lines.append(f"Wrote {self.output}")
         return "\n".join(lines)
+
+
+def shard_count(writer: ParquetDatasetWriter) -> int:
+    assert writer.manifest is not None, "the writer was not closed"
+    return len(writer.manifest.shards)
 
 
 def image_suffix(image: bytes) -> str:
@@ -266,12 +273,9 @@ def rec_to_parquet(
             row_group_rows=row_group_rows,
             overwrite=overwrite,
         ) as writer:
-            items = list(labels.items())
-            for begin in range(0, len(items), row_group_rows):
-                chunk = items[begin : begin + row_group_rows]
-                batch = _record_batch(reader, chunk, writer.schema, skip_bad, bad)
-                writer.write_batch(batch)
-        shards = len(list(Path(out_dir).glob("part-*.parquet")))
+            items = iter(labels.items())
+            while chunk := list(itertools.islice(items, row_group_rows)):
+                writer.write_batch(_record_batch(reader, chunk, writer.schema, skip_bad, bad))
     for w in warnings:
         log.warning(w)
     if not labels and not bad:
@@ -286,7 +290,7 @@ def rec_to_parquet(
         bad=tuple(bad),
         warnings=tuple(warnings),
         seconds=time.perf_counter() - start,
-        shards=shards,
+        shards=shard_count(writer),
     )
 
 
@@ -338,8 +342,7 @@ def parquet_to_rec(
     """
     start = time.perf_counter()
     source, rec_path = Path(dataset), Path(rec)
-    if rec_path.exists() and not overwrite:
-        raise InputError(f"{rec_path} already exists; choose another path or --overwrite")
+    check_overwrite(rec_path, overwrite)
     labels, names = dataset_labels(source)
     flavour_a = insightface and not shuffle and bool(labels) and _grouped(labels)
     n, k = len(labels), len(names)
@@ -395,15 +398,8 @@ def _write_identities(writer: RecordWriter, labels: list[int], classes: int) -> 
 
 def _image_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) of encoded image bytes, or None if Pillow cannot tell."""
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.height, img.width
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
+    peek = peek_image(data)
+    return None if peek is None else (peek[1], peek[0])
 
 
 def parquet_to_folder(

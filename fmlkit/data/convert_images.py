@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from fmlkit.columns import ERROR, FILE_NAME, INTEGER_COLUMNS, LABEL
-from fmlkit.data.convert import BadRecord, ConvertReport, image_suffix
+from fmlkit.data.convert import BadRecord, ConvertReport, image_suffix, shard_count
 from fmlkit.data.info import read_table
 from fmlkit.data.parquet_dataset import (
     IMAGE,
@@ -51,7 +52,7 @@ def folder_to_parquet(
             shard_bytes=shard_bytes,
             overwrite=overwrite,
         )
-    return ConvertReport(**{**report.__dict__, "source": Path(root), "kind": "folder → parquet"})
+    return dataclasses.replace(report, source=Path(root), kind="folder → parquet")
 
 
 def table_to_parquet(
@@ -114,7 +115,7 @@ def table_to_parquet(
         flavour="",
         bad=tuple(bad),
         seconds=time.perf_counter() - start,
-        shards=len(list(Path(out_dir).glob("part-*.parquet"))),
+        shards=shard_count(writer),
     )
 
 
@@ -173,5 +174,5 @@ def bin_to_parquet(
         classes=1,
         flavour="",
         seconds=time.perf_counter() - start,
-        shards=len(list(Path(out_dir).glob("part-*.parquet"))),
+        shards=shard_count(writer),
     )

@@ -7,7 +7,6 @@ labels, labels past float32's exact range, classes with no images, rows with err
 
 from __future__ import annotations
 
-import io
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -72,15 +71,12 @@ def _spread(values: np.ndarray) -> str:
 
 
 def _size_facts(images: list[bytes]) -> list[tuple[str, str]]:
-    from PIL import Image
+    from fmlkit.data.probe import peek_image
 
     sizes: Counter[str] = Counter()
     for data in images:
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                sizes[f"{img.width}x{img.height} {img.format}"] += 1
-        except (OSError, ValueError, Image.DecompressionBombError):
-            sizes["undecodable"] += 1
+        peek = peek_image(data)
+        sizes["undecodable" if peek is None else f"{peek[0]}x{peek[1]} {peek[2]}"] += 1
     common = ", ".join(f"{k} ({v})" for k, v in sizes.most_common(4))
     return [("image sizes", f"{common or 'none'} in a sample of {len(images):,}")]
 

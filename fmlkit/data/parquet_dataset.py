@@ -25,7 +25,6 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 
 from fmlkit import __version__
 from fmlkit.errors import FormatError, InputError
-from fmlkit.io import temp_sibling
+from fmlkit.io import StagedOutput, check_overwrite, commit, temp_sibling
 
 IMAGE, LABEL_ID, LABEL_NAME, KEY = "image", "label", "label_name", "key"
 MANIFEST = "_manifest.json"
@@ -70,7 +69,7 @@ def _hf_features(schema: pa.Schema, class_names: Sequence[str]) -> dict[str, Any
     return features
 
 
-class ParquetDatasetWriter:
+class ParquetDatasetWriter(StagedOutput):
     """Stream rows into a sharded Parquet dataset directory (see the module docstring).
 
     Args:
@@ -94,8 +93,7 @@ class ParquetDatasetWriter:
         overwrite: bool = False,
     ) -> None:
         self.out_dir = Path(out_dir)
-        if self.out_dir.exists() and not overwrite:
-            raise InputError(f"{self.out_dir} already exists; choose another path or --overwrite")
+        check_overwrite(self.out_dir, overwrite)
         fields = [pa.field(IMAGE, IMAGE_TYPE), pa.field(LABEL_ID, pa.int64(), nullable=False)]
         if with_label_name:
             fields.append(pa.field(LABEL_NAME, pa.string()))
@@ -119,6 +117,7 @@ class ParquetDatasetWriter:
         self._shards: list[dict[str, Any]] = []
         self._shard_rows = 0
         self.rows = 0
+        self.manifest: Manifest | None = None  # set by close
 
     def write(self, row: Mapping[str, Any]) -> None:
         """Append one row: ``image`` (dict with ``bytes`` and ``path``), ``label``, ``key``,
@@ -207,16 +206,8 @@ class ParquetDatasetWriter:
         self._flush()
         self._close_shard()
         if not self._shards:  # no rows: one empty shard keeps the schema readable
-            pq.write_table(self.schema.empty_table(), self._tmp / shard_name(0))
-            path = self._tmp / shard_name(0)
-            self._shards.append(
-                {
-                    "file": path.name,
-                    "rows": 0,
-                    "bytes": path.stat().st_size,
-                    "sha256": _sha256(path),
-                }
-            )
+            self._open_shard()
+            self._close_shard()
         manifest = Manifest(self.rows, len(self.class_names), tuple(self._shards), self.source)
         body = {
             "format": "fmlkit-images",
@@ -228,9 +219,8 @@ class ParquetDatasetWriter:
             "shards": list(manifest.shards),
         }
         (self._tmp / MANIFEST).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
-        if self.out_dir.exists():
-            shutil.rmtree(self.out_dir)
-        self._tmp.replace(self.out_dir)
+        commit(self._tmp, self.out_dir)
+        self.manifest = manifest
         return manifest
 
     def abort(self) -> None:
@@ -241,20 +231,6 @@ class ParquetDatasetWriter:
         if self._file is not None:
             self._file.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> ParquetDatasetWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class _HashingFile:
@@ -287,14 +263,6 @@ class _HashingFile:
 
     def seekable(self) -> bool:
         return False
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_manifest(out_dir: str | os.PathLike[str]) -> Manifest:

@@ -158,3 +158,15 @@ def _looks_like_image(source: str | IO[bytes]) -> bool:
         source.seek(0)
         head = source.read(16)
     return head.startswith(_IMAGE_MAGIC)
+
+
+def peek_image(data: bytes) -> tuple[int, int, str] | None:
+    """(width, height, format) from the header of encoded image bytes, decoding no pixels and
+    ignoring EXIF orientation; None when Pillow cannot identify them."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.width, img.height, img.format or ""
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None

@@ -19,13 +19,13 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, KeysView, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from fmlkit.errors import FormatError, InputError
-from fmlkit.io import temp_sibling
+from fmlkit.io import StagedOutput, commit, temp_sibling
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -120,7 +120,7 @@ def _part(cflag: int, data: bytes) -> bytes:
     return _PART.pack(MAGIC, (cflag << 29) | len(data)) + data + b"\0" * (-len(data) % 4)
 
 
-class RecordWriter:
+class RecordWriter(StagedOutput):
     """Write records to ``rec`` and their ``key<TAB>offset`` lines to ``idx``.
 
     Both files are written under temporary names and renamed by `close` (a writer that is
@@ -138,7 +138,6 @@ class RecordWriter:
             self._idx_tmp = temp_sibling(self.idx_path)
             self._idx = self._idx_tmp.open("w", encoding="ascii", newline="\n")
         self.offset = 0
-        self.records = 0
         self._keys: set[int] = set()
 
     def write(self, key: int, payload: bytes) -> int:
@@ -152,7 +151,6 @@ class RecordWriter:
         if self._idx is not None:
             self._idx.write(f"{key}\t{offset}\n")
         self.offset += len(data)
-        self.records += 1
         return offset
 
     def close(self) -> None:
@@ -162,8 +160,8 @@ class RecordWriter:
         self._rec.close()
         if self._idx is not None and self._idx_tmp is not None and self.idx_path is not None:
             self._idx.close()
-            self._idx_tmp.replace(self.idx_path)
-        self._rec_tmp.replace(self.rec_path)
+            commit(self._idx_tmp, self.idx_path)
+        commit(self._rec_tmp, self.rec_path)
 
     def abort(self) -> None:
         """Close and delete the temporary files."""
@@ -171,20 +169,6 @@ class RecordWriter:
             if f is not None and tmp is not None:
                 f.close()
                 tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> RecordWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class RecordReader:
@@ -213,7 +197,11 @@ class RecordReader:
         with self.path.open("rb") as f:
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
         self._offsets = self._read_index() if self.idx_path else self.scan()
-        self.keys: Sequence[int] = list(self._offsets)
+
+    @property
+    def keys(self) -> KeysView[int]:
+        """The record keys, in the order of the index (or of the file, without one)."""
+        return self._offsets.keys()
 
     def _read_index(self) -> dict[int, int]:
         assert self.idx_path is not None
@@ -390,7 +378,7 @@ def detect_flavour(reader: RecordReader) -> Flavour:
     [N+1, N+1+K)); C when the keys are 0..N-1 and the first label is a scalar; else B."""
     if not len(reader):
         return Flavour("C")
-    first = reader.keys[0]
+    first = next(iter(reader.keys))
     header, image = unpack(reader.read(first), where=f"{reader.path}, key {first}")
     if header.flag > 0 and not image:
         if len(header.labels) < 2:
