@@ -108,18 +108,17 @@ def _inspect_rec(path: Path, sample: int, seed: int) -> InspectReport:
 
 def _inspect_parquet(path: Path, sample: int, seed: int) -> InspectReport:
     from fmlkit.data.convert import dataset_labels
-    from fmlkit.data.parquet_dataset import IMAGE, iter_batches, read_manifest
+    from fmlkit.data.parquet_dataset import IMAGE, read_manifest, take_rows
 
     manifest = read_manifest(path)
     labels, names = dataset_labels(path)
     rng = np.random.default_rng(seed)
-    wanted = set(rng.choice(len(labels), min(sample, len(labels)), replace=False).tolist())
-    images, row = [], 0
-    for batch in iter_batches(path, columns=[IMAGE]):
-        for image in batch.column(0).to_pylist():
-            if row in wanted:
-                images.append(image["bytes"])
-            row += 1
+    wanted = rng.choice(len(labels), min(sample, len(labels)), replace=False).tolist()
+    images = [
+        image["bytes"]
+        for part in take_rows(path, wanted, [IMAGE])
+        for image in part[IMAGE].to_pylist()
+    ]
     facts = [
         ("rows", f"{manifest.rows:,}"),
         (
@@ -130,8 +129,8 @@ def _inspect_parquet(path: Path, sample: int, seed: int) -> InspectReport:
     ]
     warnings = (
         []
-        if row == manifest.rows
-        else [f"the manifest says {manifest.rows:,} rows, the shards hold {row:,}"]
+        if len(labels) == manifest.rows
+        else [f"the manifest says {manifest.rows:,} rows, the shards hold {len(labels):,}"]
     )
     facts += _label_facts(labels, len(names)) + _size_facts(images)
     return InspectReport(path, "Parquet image dataset", tuple(facts), tuple(warnings))

@@ -18,11 +18,12 @@ leaves no ``_manifest.json`` and no shard under the final name.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -300,3 +301,22 @@ def iter_batches(
         parquet = pq.ParquetFile(root / shard["file"])
         for group in range(parquet.num_row_groups):
             yield from parquet.read_row_group(group, columns=columns).to_batches()
+
+
+def take_rows(
+    out_dir: str | os.PathLike[str], rows: Iterable[int], columns: Sequence[str] | None = None
+) -> Iterator[pa.Table]:
+    """The given rows (0-based, over the whole dataset), in ascending order, one table per row
+    group that holds any of them; other row groups are not read."""
+    wanted = sorted(set(rows))
+    root = Path(out_dir)
+    start = 0
+    for shard in read_manifest(root).shards:
+        parquet = pq.ParquetFile(root / shard["file"])
+        for group in range(parquet.num_row_groups):
+            end = start + parquet.metadata.row_group(group).num_rows
+            local = wanted[bisect.bisect_left(wanted, start) : bisect.bisect_left(wanted, end)]
+            if local:
+                table = parquet.read_row_group(group, columns=columns)
+                yield table.take([r - start for r in local])
+            start = end
