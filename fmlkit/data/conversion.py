@@ -75,6 +75,7 @@ def convert(
     """
     from fmlkit.data import convert as rec
     from fmlkit.data import convert_images as images
+    from fmlkit.data import convert_parquet as parquet
 
     src, out = Path(source), Path(output)
     kind = infer_conversion(src, out, to)
@@ -105,5 +106,5 @@ def convert(
             overwrite=overwrite,
         )
     if kind == "parquet_to_rec":
-        return rec.parquet_to_rec(src, out, shuffle=shuffle, seed=seed, overwrite=overwrite)
-    return rec.parquet_to_folder(src, out, overwrite=overwrite)
+        return parquet.parquet_to_rec(src, out, shuffle=shuffle, seed=seed, overwrite=overwrite)
+    return parquet.parquet_to_folder(src, out, overwrite=overwrite)

@@ -107,7 +107,7 @@ def _inspect_rec(path: Path, sample: int, seed: int) -> InspectReport:
 
 
 def _inspect_parquet(path: Path, sample: int, seed: int) -> InspectReport:
-    from fmlkit.data.convert import dataset_labels
+    from fmlkit.data.convert_parquet import dataset_labels
     from fmlkit.data.parquet_dataset import IMAGE, read_manifest, take_rows
 
     manifest = read_manifest(path)

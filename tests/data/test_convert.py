@@ -10,8 +10,9 @@ import pytest
 
 from fmlkit.columns import FILE_NAME, FOLD, LABEL
 from fmlkit.data.conversion import infer_conversion
-from fmlkit.data.convert import parquet_to_folder, parquet_to_rec, rec_to_parquet
+from fmlkit.data.convert import rec_to_parquet
 from fmlkit.data.convert_images import bin_to_parquet, table_to_parquet
+from fmlkit.data.convert_parquet import parquet_to_folder, parquet_to_rec
 from fmlkit.data.info import read_table
 from fmlkit.data.insightface_bin import write_bin
 from fmlkit.data.pair_lists import read_csv_pairs
