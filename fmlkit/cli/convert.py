@@ -48,7 +48,8 @@ def size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
     "-j",
     "--workers",
     type=click.IntRange(min=1),
-    help="Processes scanning an image folder SOURCE.  [default: every CPU]",
+    help="Processes scanning an image folder SOURCE, or writing the Parquet shards of a .rec "
+    "SOURCE.  [default: every CPU]",
 )
 @click.option(
     "--shuffle",

@@ -71,7 +71,8 @@ def convert(
     """Run the conversion `infer_conversion` names for ``source`` → ``output``.
 
     ``shuffle``/``seed`` apply to Parquet → rec only (a random row order for sequential
-    readers); ``root`` to a dataset_info source only; ``workers`` to an image folder.
+    readers); ``root`` to a dataset_info source only; ``workers`` to an image folder
+    (scanning) and to a .rec (writing shards).
     """
     from fmlkit.data import convert as rec
     from fmlkit.data import convert_images as images
@@ -87,7 +88,12 @@ def convert(
         raise InputError("--shuffle applies to Parquet → .rec only")
     if kind == "rec_to_parquet":
         return rec.rec_to_parquet(
-            src, out, skip_bad=skip_bad, shard_bytes=shard_bytes, overwrite=overwrite
+            src,
+            out,
+            skip_bad=skip_bad,
+            shard_bytes=shard_bytes,
+            workers=workers,
+            overwrite=overwrite,
         )
     if kind == "bin_to_parquet":
         return images.bin_to_parquet(src, out, overwrite=overwrite)

@@ -9,25 +9,26 @@ cross-checked, with a warning when they disagree.
 
 from __future__ import annotations
 
-import itertools
 import logging
+import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fmlkit.data.parquet_dataset import (
     IMAGE_TYPE,
     ROW_GROUP_ROWS,
     SHARD_BYTES,
     ParquetDatasetWriter,
+    write_shard,
 )
 from fmlkit.data.recordio import (
-    IR_HEADER,
     Flavour,
     RecordIOError,
     RecordReader,
@@ -35,6 +36,7 @@ from fmlkit.data.recordio import (
     unpack,
 )
 from fmlkit.errors import InputError
+from fmlkit.parallel import run_tasks
 
 log = logging.getLogger(__name__)
 FLOAT32_EXACT = 2**24  # float32 holds every integer up to here
@@ -85,6 +87,9 @@ def shard_count(writer: ParquetDatasetWriter) -> int:
     return len(writer.manifest.shards)
 
 
+SUFFIXES = np.array(["bin", "jpg", "png"], dtype=object)
+
+
 def image_suffix(image: bytes) -> str:
     """A file suffix for encoded image bytes, from their signature."""
     if image.startswith(b"\xff\xd8"):
@@ -94,23 +99,85 @@ def image_suffix(image: bytes) -> str:
     return "bin"
 
 
-def scan_labels(
-    reader: RecordReader, flavour: Flavour, skip_bad: bool
-) -> tuple[dict[int, int], list[BadRecord]]:
-    """Each image record's class from its own header (only the header bytes are read); bad
-    headers raise or, with ``skip_bad``, are listed."""
-    labels: dict[int, int] = {}
-    bad: list[BadRecord] = []
-    for key in reader.keys:
-        if not flavour.is_image(key):
-            continue
+def _suffix_codes(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """`image_suffix` of many images at once: indices into `SUFFIXES`, for images at
+    ``starts`` (``lengths`` bytes) of the uint8 array ``values``."""
+
+    def byte(i: int) -> np.ndarray:
+        return np.where(lengths > i, values[np.minimum(starts + i, len(values) - 1)], -1)
+
+    first, second = byte(0), byte(1)
+    jpg = (first == 0xFF) & (second == 0xD8)
+    png = (first == 0x89) & (second == ord("P")) & (byte(2) == ord("N")) & (byte(3) == ord("G"))
+    return np.where(jpg, 1, np.where(png, 2, 0))
+
+
+@dataclass(frozen=True)
+class ImageRecords:
+    """Image records of a .rec, in index order, as parallel arrays.
+
+    Attributes:
+        keys, labels: record key and class id.
+        positions: where each record is in the reader's index.
+        image_start, image_length: where the image bytes are in the file; ``image_start`` is
+            -1 for a record in several parts (its bytes are read and joined instead).
+    """
+
+    keys: np.ndarray
+    labels: np.ndarray
+    positions: np.ndarray
+    image_start: np.ndarray
+    image_length: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self, start: int, stop: int) -> ImageRecords:
+        return ImageRecords(*(getattr(self, f.name)[start:stop] for f in fields(self)))
+
+
+HEADER_BLOCK = 1 << 18  # index entries whose headers are parsed in one go
+
+
+def scan_records(
+    reader: RecordReader,
+    flavour: Flavour,
+    *,
+    skip_bad: bool,
+    bad: list[BadRecord] | None = None,
+    begin: int = 0,
+    end: int | None = None,
+) -> ImageRecords:
+    """The image records among index positions [``begin``, ``end``): each one's class from its
+    own header, and where its image bytes are.
+
+    Only the header bytes are read, parsed for all the records at once; records that are in
+    several parts or look wrong are read whole and checked one by one. A bad record raises
+    `RecordIOError` or, with ``skip_bad``, is left out (and added to ``bad``).
+    """
+    positions = begin + np.flatnonzero(flavour.image_mask(reader.key_array[begin:end]))
+    heads = reader.headers(positions)
+    label, start, length = heads.label, heads.image_start.copy(), heads.image_length.copy()
+    fine = heads.intact & (length > 0) & np.isfinite(label) & (label >= 0)
+    fine &= label == np.floor(label)
+    keep = fine.copy()
+    labels = np.where(fine, label, 0).astype(np.int64)
+    for i in np.flatnonzero(~fine).tolist():  # the slow, checked path
+        key = int(reader.key_array[positions[i]])
         try:
-            labels[key] = _header_label(reader, key)
+            labels[i], length[i] = _checked_record(reader, key)
         except RecordIOError as e:
             if not skip_bad:
                 raise
-            bad.append(_bad(reader, key, e))
-    return labels, bad
+            if bad is not None:
+                bad.append(_bad(reader, key, e))
+            continue
+        start[i] = -1
+        keep[i] = True
+    positions = positions[keep]
+    return ImageRecords(
+        reader.key_array[positions], labels[keep], positions, start[keep], length[keep]
+    )
 
 
 def _where(reader: RecordReader, key: int) -> str:
@@ -122,113 +189,233 @@ def _bad(reader: RecordReader, key: int, error: Exception) -> BadRecord:
     return BadRecord(key, f"byte {reader.offset(key):,}", reason)
 
 
-def _header_label(reader: RecordReader, key: int) -> int:
-    """The class in ``key``'s IRHeader; `RecordIOError` for a short record, a zero-length
-    image or a label that is not an integer ≥ 0."""
-    head, length = reader.head(key, IR_HEADER.size)
-    flag = IR_HEADER.unpack_from(head)[0] if len(head) >= 4 else 0
-    if flag:
-        head, length = reader.head(key, IR_HEADER.size + 4 * flag)
+def _checked_record(reader: RecordReader, key: int) -> tuple[int, int]:
+    """``key``'s class and image length, from the whole record; `RecordIOError` for a damaged
+    or short record, a zero-length image or a label that is not an integer ≥ 0."""
     try:
-        header, _ = unpack(head)
+        header, image = unpack(reader.read(key))
     except RecordIOError as e:
+        if str(e).startswith(str(reader.path)):  # from the record layer: already placed
+            raise
         raise RecordIOError(f"{_where(reader, key)}: {e}") from None
-    if length is not None and length <= IR_HEADER.size + 4 * header.flag:
+    if not image:
         raise RecordIOError(f"{_where(reader, key)}: zero-length image")
     label = header.labels[0] if header.labels else -1.0
-    if label < 0 or label != int(label):
+    if not (math.isfinite(label) and label >= 0 and label == int(label)):
         raise RecordIOError(f"{_where(reader, key)}: label {label} is not a class id (integer ≥ 0)")
-    return int(label)
+    return int(label), len(image)
 
 
-def _record_batch(
-    reader: RecordReader,
-    chunk: list[tuple[int, int]],
-    schema: pa.Schema,
-    skip_bad: bool,
-    bad: list[BadRecord],
-) -> pa.RecordBatch:
-    """One row group from (key, label) pairs. Image bytes go from the memory map into one
-    Arrow buffer (a single copy); records in several parts are read and joined instead."""
-    parts: list[bytes] = []
-    spans: list[tuple[int, int]] = []
-    rows: list[tuple[int, int]] = []
-    for key, label in chunk:
-        span = reader.image_span(key)
-        if span is None:  # several parts, or damaged: the slow, checked path
-            try:
-                _, image = unpack(reader.read(key))
-            except RecordIOError as e:
-                if not skip_bad:
-                    raise
-                bad.append(_bad(reader, key, e))
-                continue
-            span = (-1 - len(parts), len(image))
-            parts.append(image)
-        spans.append(span)
-        rows.append((key, label))
-    values = _join(reader, spans, parts)
-    lengths = np.fromiter((length for _, length in spans), dtype=np.int64, count=len(spans))
-    if lengths.sum() >= 2**31:
-        raise InputError(
-            f"{reader.path}: the images of keys {rows[0][0]}..{rows[-1][0]} exceed 2 GiB, more "
-            "than one Parquet row group can hold"
-        )
-    offsets = np.zeros(len(spans) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    data = pa.Array.from_buffers(
-        pa.binary(), len(spans), [None, pa.py_buffer(offsets), pa.py_buffer(values)]
-    )
-    heads = [values[int(o) : int(o) + 4] for o in offsets[:-1]]
-    paths = pa.array(
-        [f"{label}/{key}.{image_suffix(h)}" for (key, label), h in zip(rows, heads, strict=True)],
-        pa.string(),
-    )
-    image = pa.StructArray.from_arrays([data, paths], fields=list(IMAGE_TYPE))
-    keys = pa.array([k for k, _ in rows], pa.int64())
-    labels = pa.array([lab for _, lab in rows], pa.int64())
-    return pa.RecordBatch.from_arrays([image, labels, keys], schema=schema)
+class ShardPlanner:
+    """Cuts the image rows of a .rec into shards as they stream past, holding no per-row state.
+
+    Rows go in row groups of ``row_group_rows``; a shard ends after the row group that brings
+    its image bytes to ``shard_bytes`` (the rule `ParquetDatasetWriter` follows). A shard is a
+    range of index positions; the index entries in it that are not image rows (flavour A's
+    identity records, skipped bad records) are not rows of it.
+    """
+
+    def __init__(self, shard_bytes: int, row_group_rows: int) -> None:
+        self.shard_bytes, self.row_group_rows = shard_bytes, row_group_rows
+        self._ends: list[tuple[int, int]] = []  # (end position, rows) of each closed shard
+        self._group_rows = self._group_bytes = self._shard_rows = self._shard_bytes = 0
+        self.rows = 0
+
+    def add(self, positions: np.ndarray, lengths: np.ndarray) -> None:
+        """The next image rows: their index positions and image byte counts."""
+        sums = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).tolist()
+        i, n = 0, len(lengths)
+        while i < n:
+            take = min(self.row_group_rows - self._group_rows, n - i)
+            self._group_bytes += sums[i + take] - sums[i]
+            self._group_rows += take
+            i += take
+            if self._group_rows == self.row_group_rows:
+                self._end_group(int(positions[i - 1]) + 1)
+
+    def _end_group(self, after: int) -> None:
+        if self._group_bytes >= 2**31:
+            raise InputError(
+                f"the images of rows {self.rows:,}..{self.rows + self._group_rows - 1:,} exceed "
+                "2 GiB, more than one Parquet row group can hold"
+            )
+        self.rows += self._group_rows
+        self._shard_rows += self._group_rows
+        self._shard_bytes += self._group_bytes
+        self._group_rows = self._group_bytes = 0
+        if self._shard_bytes >= self.shard_bytes:
+            self._ends.append((after, self._shard_rows))
+            self._shard_rows = self._shard_bytes = 0
+
+    def finish(self, end: int) -> list[tuple[int, int, int]]:
+        """The shards, as (first position, end position, rows); the last one runs to ``end``
+        (the index length)."""
+        if self._group_rows:
+            self._end_group(end)
+        if self._shard_rows:
+            self._ends.append((end, self._shard_rows))
+        elif self._ends:
+            self._ends[-1] = (end, self._ends[-1][1])
+        starts = [0, *(e for e, _ in self._ends)][: len(self._ends)]
+        return [(s, e, rows) for s, (e, rows) in zip(starts, self._ends, strict=True)]
 
 
-def _join(reader: RecordReader, spans: list[tuple[int, int]], parts: list[bytes]) -> bytes:
-    """The image bytes of ``spans`` in order: file spans, or (-1 - i, n) for ``parts[i]``."""
-    if not parts:
-        return reader.join_spans(spans)
-    out = []
-    for start, length in spans:
-        out.append(parts[-1 - start] if start < 0 else reader.join_spans([(start, length)]))
-    return b"".join(out)
+class IdentityCheck:
+    """Flavour A: compares the identity records' [first, end) key ranges with the labels of
+    the images as they stream past, holding only per-class state."""
 
+    def __init__(self, reader: RecordReader, flavour: Flavour) -> None:
+        self.checked = 0
+        self._first = self._end = self._class = np.zeros(0, dtype=np.int64)
+        self.overlap = False
+        if flavour.identity_keys is None:
+            return
+        start, end = flavour.identity_keys
+        ids = np.arange(start, end, dtype=np.int64)
+        at = reader.positions(ids)
+        ids, at = ids[at >= 0], at[at >= 0]
+        heads = reader.headers(at)
+        first, last = heads.label.copy(), heads.second.copy()
+        for i in np.flatnonzero(~heads.intact | (heads.flag < 2)).tolist():
+            labels = unpack(reader.read(int(ids[i])), where=_where(reader, int(ids[i])))[0]
+            first[i], last[i] = (*labels.labels, math.nan, math.nan)[:2]
+        usable = np.isfinite(first) & np.isfinite(last)
+        order = np.argsort(first[usable], kind="stable")
+        self._first = first[usable][order].astype(np.int64)
+        self._end = last[usable][order].astype(np.int64)
+        self._class = (ids[usable] - start)[order]
+        self.checked = len(ids)
+        self.overlap = bool((self._first[1:] < self._end[:-1]).any())
+        self._disagree = np.zeros(len(self._first), dtype=bool)
 
-def cross_check(reader: RecordReader, flavour: Flavour, labels: dict[int, int]) -> list[str]:
-    """Flavour A: compare identity records' [start, end) key ranges with image labels."""
-    warnings = []
-    if len(labels) >= FLOAT32_EXACT or max(labels.values(), default=0) >= FLOAT32_EXACT:
-        warnings.append(
-            f"{len(labels):,} images / classes reach 2**24: float32 identity ranges are "
-            "inexact here; classes come from each image's own header"
-        )
-    if flavour.identity_keys is None:
+    def add(self, keys: np.ndarray, labels: np.ndarray) -> None:
+        if not len(self._first):
+            return
+        j = np.searchsorted(self._first, keys, side="right") - 1
+        inside = j >= 0
+        inside[inside] = keys[inside] < self._end[j[inside]]
+        wrong = inside & (labels != self._class[np.maximum(j, 0)])
+        self._disagree[j[wrong]] = True
+
+    def warnings(self, classes_seen: int) -> list[str]:
+        warnings = []
+        if disagree := int(self._disagree.sum()) if len(self._first) else 0:
+            warnings.append(
+                f"{disagree:,} of {self.checked:,} identity records disagree with the labels in "
+                "the images' own headers (the images' labels were used)"
+            )
+        if self.overlap:
+            warnings.append("identity records' key ranges overlap (each image was compared "
+                            "with the range that starts nearest below its key)")  # fmt: skip
+        if self.checked != classes_seen:
+            warnings.append(
+                f"{self.checked:,} identity records for {classes_seen:,} classes in the images"
+            )
         return warnings
-    start, end = flavour.identity_keys
-    disagree, checked = 0, 0
-    for class_id, key in enumerate(range(start, end)):
-        if key not in reader:
-            continue
-        header, _ = unpack(reader.read(key))
-        first, last = (int(v) for v in header.labels[:2])
-        checked += 1
-        disagree += any(labels.get(k, class_id) != class_id for k in range(first, last))
-    if disagree:
-        warnings.append(
-            f"{disagree:,} of {checked:,} identity records disagree with the labels in the "
-            "images' own headers (the images' labels were used)"
+
+
+@dataclass(frozen=True)
+class RecSummary:
+    """What a pass over all the headers of a .rec found (`summarise`)."""
+
+    flavour: Flavour
+    rows: int
+    counts: np.ndarray  # images per class id
+    bad: tuple[BadRecord, ...]
+    warnings: tuple[str, ...]
+    shards: tuple[tuple[int, int, int], ...]  # (first, end) index positions, rows
+
+    @property
+    def classes(self) -> int:
+        return len(self.counts)
+
+
+def summarise(
+    reader: RecordReader,
+    *,
+    skip_bad: bool,
+    shard_bytes: int = SHARD_BYTES,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> RecSummary:
+    """One pass over every header, in blocks (memory: the index and per-class counts, not
+    per-record state): flavour, classes, checks, bad records and the shard plan."""
+    flavour = detect_flavour(reader)
+    counts = np.zeros(0, dtype=np.int64)
+    bad: list[BadRecord] = []
+    planner = ShardPlanner(shard_bytes, row_group_rows)
+    identities = IdentityCheck(reader, flavour)
+    for begin in range(0, len(reader), HEADER_BLOCK):
+        records = scan_records(
+            reader, flavour, skip_bad=skip_bad, bad=bad, begin=begin, end=begin + HEADER_BLOCK
         )
-    if checked != len(set(labels.values())):
-        warnings.append(
-            f"{checked:,} identity records for {len(set(labels.values())):,} classes in the images"
+        if len(records):
+            block = np.bincount(records.labels)
+            counts = np.pad(counts, (0, max(0, len(block) - len(counts))))
+            counts[: len(block)] += block
+        planner.add(records.positions, records.image_length)
+        identities.add(records.keys, records.labels)
+    shards = tuple(planner.finish(len(reader)))
+    warnings = identities.warnings(int(np.count_nonzero(counts)))
+    if planner.rows >= FLOAT32_EXACT or len(counts) > FLOAT32_EXACT:
+        warnings.insert(
+            0,
+            f"{planner.rows:,} images / {len(counts):,} classes reach 2**24: float32 identity "
+            "ranges are inexact here; classes come from each image's own header",
         )
-    return warnings
+    return RecSummary(flavour, planner.rows, counts, tuple(bad), tuple(warnings), shards)
+
+
+@dataclass(frozen=True)
+class _ShardTask:
+    """One shard of a .rec → Parquet conversion, as a worker process gets it."""
+
+    rec: Path
+    keys: np.ndarray  # the shard's part of the index
+    offsets: np.ndarray
+    flavour: Flavour
+    rows: int
+    path: Path
+    schema: pa.Schema
+    row_group_rows: int
+
+
+def _write_rec_shard(task: _ShardTask) -> dict[str, object]:
+    """Write one shard (in a worker process, or in this one); its manifest entry."""
+    with RecordReader.from_index(task.rec, task.keys, task.offsets) as reader:
+        records = scan_records(reader, task.flavour, skip_bad=True)  # bad ones already listed
+        if len(records) != task.rows:
+            raise InputError(f"{task.rec} changed while it was being converted")
+        step = task.row_group_rows
+        batches = (
+            _record_batch(reader, records.rows(at, at + step), task.schema)
+            for at in range(0, len(records), step)
+        )
+        return write_shard(task.path, task.schema, batches, step)
+
+
+def _record_batch(reader: RecordReader, rows: ImageRecords, schema: pa.Schema) -> pa.RecordBatch:
+    """One row group: image bytes go from the memory map into one Arrow buffer (a single
+    copy); records in several parts are read and joined."""
+    spans = list(zip(rows.image_start.tolist(), rows.image_length.tolist(), strict=True))
+    if (rows.image_start >= 0).all():
+        values = reader.join_spans(spans)
+    else:
+        offsets = reader.offset_array[rows.positions].tolist()
+        values = b"".join(
+            reader.join_spans([span]) if span[0] >= 0 else unpack(reader.read_at(offset)[0])[1]
+            for span, offset in zip(spans, offsets, strict=True)
+        )
+    ends = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(rows.image_length, out=ends[1:])
+    data = pa.Array.from_buffers(
+        pa.binary(), len(rows), [None, pa.py_buffer(ends.astype(np.int32)), pa.py_buffer(values)]
+    )
+    codes = _suffix_codes(np.frombuffer(values, dtype=np.uint8), ends[:-1], rows.image_length)
+    keys, labels = pa.array(rows.keys), pa.array(rows.labels)
+    names = pc.binary_join_element_wise(pc.cast(keys, pa.string()), pa.array(SUFFIXES[codes]), ".")
+    paths = pc.binary_join_element_wise(pc.cast(labels, pa.string()), names, "/")
+    image = pa.StructArray.from_arrays([data, paths], fields=list(IMAGE_TYPE))
+    return pa.RecordBatch.from_arrays([image, labels, keys], schema=schema)
 
 
 def rec_to_parquet(
@@ -239,9 +426,14 @@ def rec_to_parquet(
     skip_bad: bool = False,
     shard_bytes: int = SHARD_BYTES,
     row_group_rows: int = ROW_GROUP_ROWS,
+    workers: int | None = None,
     overwrite: bool = False,
 ) -> ConvertReport:
     """Convert ``rec`` (with its .idx, or scanned without) into a Parquet dataset ``out_dir``.
+
+    A first pass reads every header (classes, checks, bad records, where shards end); then
+    the shards are written, by up to ``workers`` processes (default: every CPU) when there are
+    several. Memory: the index (16 bytes a record) and one row group per process.
 
     Raises:
         RecordIOError: a damaged record (unless ``skip_bad``: then it is skipped and listed).
@@ -249,35 +441,45 @@ def rec_to_parquet(
     """
     start = time.perf_counter()
     with RecordReader(rec, idx) as reader:
-        flavour = detect_flavour(reader)
-        labels, bad = scan_labels(reader, flavour, skip_bad)
-        warnings = cross_check(reader, flavour, labels)
-        classes = max(labels.values(), default=-1) + 1
-        source = {"kind": "rec", "path": str(Path(rec).resolve()), "flavour": flavour.kind}
+        summary = summarise(
+            reader, skip_bad=skip_bad, shard_bytes=shard_bytes, row_group_rows=row_group_rows
+        )
+        source = {"kind": "rec", "path": str(Path(rec).resolve()), "flavour": summary.flavour.kind}
         with ParquetDatasetWriter(
             out_dir,
-            class_names=[str(c) for c in range(classes)],
+            class_names=[str(c) for c in range(summary.classes)],
             source=source,
             shard_bytes=shard_bytes,
             row_group_rows=row_group_rows,
             overwrite=overwrite,
         ) as writer:
-            items = iter(labels.items())
-            while chunk := list(itertools.islice(items, row_group_rows)):
-                writer.write_batch(_record_batch(reader, chunk, writer.schema, skip_bad, bad))
-    for w in warnings:
+            tasks = [
+                _ShardTask(
+                    Path(rec),
+                    reader.key_array[first:end],
+                    reader.offset_array[first:end],
+                    summary.flavour,
+                    rows,
+                    writer.next_shard_path(n),
+                    writer.schema,
+                    row_group_rows,
+                )
+                for n, (first, end, rows) in enumerate(summary.shards)
+            ]
+            writer.adopt_shards(run_tasks(_write_rec_shard, tasks, workers))
+    for w in summary.warnings:
         log.warning(w)
-    if not labels and not bad:
+    if not summary.rows and not summary.bad:
         log.warning("%s holds no image records", rec)
     return ConvertReport(
         source=Path(rec),
         output=Path(out_dir),
         kind="rec → parquet",
         rows=writer.rows,
-        classes=classes,
-        flavour=flavour.kind,
-        bad=tuple(bad),
-        warnings=tuple(warnings),
+        classes=summary.classes,
+        flavour=summary.flavour.kind,
+        bad=summary.bad,
+        warnings=summary.warnings,
         seconds=time.perf_counter() - start,
         shards=shard_count(writer),
     )

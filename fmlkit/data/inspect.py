@@ -55,12 +55,13 @@ def inspect_path(
     )
 
 
-def _label_facts(labels: list[int], classes: int) -> list[tuple[str, str]]:
-    counts = Counter(labels)
-    per_class = np.array(list(counts.values()) or [0])
-    low, high = (min(counts), max(counts)) if counts else (0, -1)
+def _label_facts(counts: np.ndarray, classes: int) -> list[tuple[str, str]]:
+    """Facts about labels from the number of images of each class id."""
+    present = np.flatnonzero(counts)
+    per_class = counts[present] if len(present) else np.zeros(1, dtype=np.int64)
+    low, high = (int(present[0]), int(present[-1])) if len(present) else (0, -1)
     return [
-        ("classes", f"{classes:,} ({len(counts):,} with images)"),
+        ("classes", f"{classes:,} ({len(present):,} with images)"),
         ("label range", f"{low}..{high}"),
         ("images per class", _spread(per_class)),
     ]
@@ -82,27 +83,25 @@ def _size_facts(images: list[bytes]) -> list[tuple[str, str]]:
 
 
 def _inspect_rec(path: Path, sample: int, seed: int) -> InspectReport:
-    from fmlkit.data.convert import FLOAT32_EXACT, cross_check, scan_labels
-    from fmlkit.data.recordio import RecordReader, detect_flavour, unpack
+    from fmlkit.data.convert import FLOAT32_EXACT, summarise
+    from fmlkit.data.recordio import RecordReader, unpack
 
     with RecordReader(path) as reader:
-        flavour = detect_flavour(reader)
-        labels, _ = scan_labels(reader, flavour, skip_bad=False)
-        warnings = cross_check(reader, flavour, labels)
-        keys = list(labels)
+        summary = summarise(reader, skip_bad=False)
+        warnings = list(summary.warnings)
+        images_at = np.flatnonzero(summary.flavour.image_mask(reader.key_array))
         rng = np.random.default_rng(seed)
-        picked = rng.choice(len(keys), min(sample, len(keys)), replace=False).tolist()
-        images = [unpack(reader.read(keys[i]))[1] for i in sorted(picked)]
+        picked = np.sort(rng.choice(images_at, min(sample, len(images_at)), replace=False))
+        images = [unpack(reader.read(int(reader.key_array[i])))[1] for i in picked.tolist()]
         facts = [
-            ("records", f"{len(reader):,} ({len(labels):,} images)"),
+            ("records", f"{len(reader):,} ({summary.rows:,} images)"),
             ("index", str(reader.idx_path) if reader.idx_path else "none (scanned)"),
-            ("flavour", flavour.kind),
+            ("flavour", summary.flavour.kind),
             ("bytes", f"{reader.size:,}"),
         ]
-    classes = max(labels.values(), default=-1) + 1
-    if classes > FLOAT32_EXACT:
+    if summary.classes > FLOAT32_EXACT:
         warnings.append("class ids exceed 2**24: float32 labels are inexact")
-    facts += _label_facts(list(labels.values()), classes) + _size_facts(images)
+    facts += _label_facts(summary.counts, summary.classes) + _size_facts(images)
     return InspectReport(path, "MXNet RecordIO", tuple(facts), tuple(warnings))
 
 
@@ -132,7 +131,8 @@ def _inspect_parquet(path: Path, sample: int, seed: int) -> InspectReport:
         if len(labels) == manifest.rows
         else [f"the manifest says {manifest.rows:,} rows, the shards hold {len(labels):,}"]
     )
-    facts += _label_facts(labels, len(names)) + _size_facts(images)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
+    facts += _label_facts(counts, len(names)) + _size_facts(images)
     return InspectReport(path, "Parquet image dataset", tuple(facts), tuple(warnings))
 
 

@@ -22,7 +22,9 @@ import bisect
 import hashlib
 import json
 import os
+import queue
 import shutil
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +115,7 @@ class ParquetDatasetWriter(StagedOutput):
         self._tmp.mkdir(parents=True)
         self._rows: list[dict[str, Any]] = []
         self._writer: pq.ParquetWriter | None = None
-        self._file: _HashingFile | None = None
+        self._file: ShardFile | None = None
         self._shard_payload = 0
         self._shards: list[dict[str, Any]] = []
         self._shard_rows = 0
@@ -145,6 +147,7 @@ class ParquetDatasetWriter(StagedOutput):
         self._open_shard()
         assert self._writer is not None
         self._writer.write_batch(batch.cast(self.schema), row_group_size=self.row_group_rows)
+        self._file.written()  # type: ignore[union-attr]
         self._shard_rows += len(batch)
         self.rows += len(batch)
         self._shard_payload += batch.column(IMAGE).field("bytes").nbytes
@@ -153,14 +156,8 @@ class ParquetDatasetWriter(StagedOutput):
 
     def _open_shard(self) -> None:
         if self._writer is None:
-            self._file = _HashingFile(self._tmp / shard_name(len(self._shards)))
-            self._writer = pq.ParquetWriter(
-                self._file,
-                self.schema,
-                compression=dict.fromkeys(self.schema.names, "zstd") | {IMAGE: "none"},
-                use_dictionary=[c for c in self.schema.names if c != IMAGE],
-                write_statistics=[c for c in self.schema.names if c != IMAGE],
-            )
+            self._file = ShardFile(self._tmp / shard_name(len(self._shards)))
+            self._writer = open_parquet(self._file.sink, self.schema)
 
     def _flush(self) -> None:
         if not self._rows:
@@ -169,6 +166,8 @@ class ParquetDatasetWriter(StagedOutput):
         assert self._writer is not None
         batch = pa.RecordBatch.from_pylist(self._rows, schema=self.schema)
         self._writer.write_batch(batch, row_group_size=self.row_group_rows)
+        assert self._file is not None
+        self._file.written()
         self._shard_rows += len(self._rows)
         self.rows += len(self._rows)
         self._rows = []
@@ -181,19 +180,30 @@ class ParquetDatasetWriter(StagedOutput):
         self._writer.close()
         self._writer = None
         assert self._file is not None
-        self._file.close()
-        path = self._tmp / shard_name(len(self._shards))
-        self._shards.append(
-            {
-                "file": path.name,
-                "rows": self._shard_rows,
-                "bytes": path.stat().st_size,
-                "sha256": self._file.sha256.hexdigest(),
-            }
-        )
+        self._shards.append(self._file.close(self._shard_rows))
         self._file = None
         self._shard_rows = 0
         self._shard_payload = 0
+
+    @property
+    def staging_dir(self) -> Path:
+        """The temporary directory the dataset is built in (renamed by `close`)."""
+        return self._tmp
+
+    def next_shard_path(self, offset: int = 0) -> Path:
+        """Where shard number ``len(shards) + offset`` goes, for shards written elsewhere
+        (e.g. by worker processes, with `write_shard`) and then given to `adopt_shards`."""
+        return self._tmp / shard_name(len(self._shards) + offset)
+
+    def adopt_shards(self, shards: Sequence[Mapping[str, Any]]) -> None:
+        """Add shards already written (by `write_shard`) to `next_shard_path`, in order."""
+        self._flush()
+        self._close_shard()
+        for shard in shards:
+            if shard["file"] != shard_name(len(self._shards)):
+                raise ValueError(f"shard {shard['file']} adopted out of order")
+            self._shards.append(dict(shard))
+            self.rows += int(shard["rows"])
 
     def add_file(self, name: str, text: str) -> None:
         """Write a small text file into the dataset directory; its name must start with "_"
@@ -230,40 +240,96 @@ class ParquetDatasetWriter(StagedOutput):
             self._writer.close()
             self._writer = None
         if self._file is not None:
-            self._file.close()
+            self._file.abort()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-class _HashingFile:
-    """A binary file that hashes what is written to it (sha256), so a shard's digest costs
-    no second read."""
+def open_parquet(sink: pa.NativeFile, schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer with the dataset's settings: image bytes stored as they are (they are
+    JPEG/PNG already; no dictionary, no statistics), other columns zstd with dictionaries."""
+    return pq.ParquetWriter(
+        sink,
+        schema,
+        compression=dict.fromkeys(schema.names, "zstd") | {IMAGE: "none"},
+        use_dictionary=[c for c in schema.names if c != IMAGE],
+        write_statistics=[c for c in schema.names if c != IMAGE],
+    )
+
+
+def write_shard(
+    path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch], row_group_rows: int
+) -> dict[str, Any]:
+    """Write ``batches`` (each at most ``row_group_rows`` rows) as one shard file; its
+    manifest entry. For shards written outside a `ParquetDatasetWriter` (worker processes)."""
+    file = ShardFile(path)
+    try:
+        writer = open_parquet(file.sink, schema)
+        rows = 0
+        for batch in batches:
+            writer.write_batch(batch, row_group_size=row_group_rows)
+            file.written()
+            rows += len(batch)
+        writer.close()
+    except BaseException:
+        file.abort()
+        raise
+    return file.close(rows)
+
+
+class ShardFile:
+    """A shard being written: an Arrow file, and a thread that hashes (sha256) what has been
+    written so far, read back from the page cache, while the next row groups are built.
+
+    Call `written` after each row group; `close` returns the manifest entry.
+    """
 
     def __init__(self, path: Path) -> None:
-        self._f = path.open("wb")
-        self.sha256 = hashlib.sha256()
+        self.path = path
+        self.sink = pa.OSFile(str(path), "wb")
+        self._sha256 = hashlib.sha256()
+        self._hashed = 0
+        self._ends: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._hash, name=f"sha256 {path.name}", daemon=True)
+        self._thread.start()
 
-    @property
-    def closed(self) -> bool:
-        return self._f.closed
+    def written(self) -> None:
+        """Let the hashing thread catch up with what has been written."""
+        self._ends.put(self.sink.tell())
 
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        return self._f.write(data)
+    def _hash(self) -> None:
+        try:
+            with self.path.open("rb", buffering=0) as f:
+                while (end := self._ends.get()) is not None:
+                    while self._hashed < end:
+                        chunk = os.pread(f.fileno(), min(end - self._hashed, 8 << 20), self._hashed)
+                        if not chunk:
+                            raise OSError(f"{self.path} is shorter than written")
+                        self._sha256.update(chunk)
+                        self._hashed += len(chunk)
+        except BaseException as e:  # reported by close
+            self._error = e
+            while self._ends.get() is not None:
+                pass
 
-    def tell(self) -> int:
-        return self._f.tell()
+    def close(self, rows: int) -> dict[str, Any]:
+        """Close the file, wait for its digest; its manifest entry."""
+        self.sink.close()
+        size = self.path.stat().st_size
+        self._ends.put(size)
+        self._ends.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return {"file": self.path.name, "rows": rows, "bytes": size,
+                "sha256": self._sha256.hexdigest()}  # fmt: skip
 
-    def flush(self) -> None:
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
+    def abort(self) -> None:
+        """Close without a digest (the file is left for the caller to delete)."""
+        if not self.sink.closed:
+            self.sink.close()
+        self._ends.put(None)
+        self._thread.join()
 
 
 def read_manifest(out_dir: str | os.PathLike[str]) -> Manifest:

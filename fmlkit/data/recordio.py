@@ -19,10 +19,13 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Iterator, KeysView, Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+import numpy as np
 
 from fmlkit.errors import FormatError, InputError
 from fmlkit.io import StagedOutput, commit, temp_sibling
@@ -174,6 +177,9 @@ class RecordWriter(StagedOutput):
 class RecordReader:
     """Memory-mapped reader of a .rec, with random access by key through the .idx.
 
+    The index is held as two int64 arrays (keys, offsets): 16 bytes a record, so an index of
+    millions of records costs tens of MB, not a dict of Python ints.
+
     Args:
         rec: the .rec file.
         idx: its index; default: the .idx beside ``rec`` if there is one. Without an index the
@@ -193,48 +199,104 @@ class RecordReader:
         if idx is None and self.path.with_suffix(".idx").is_file():
             idx = self.path.with_suffix(".idx")
         self.idx_path = None if idx is None else Path(idx)
+        self._open()
+        self._set_index(*(self._read_index() if self.idx_path else self._scan()))
+
+    @classmethod
+    def from_index(
+        cls, rec: str | os.PathLike[str], keys: np.ndarray, offsets: np.ndarray
+    ) -> RecordReader:
+        """A reader of ``rec`` over the given part of its index (keys and their offsets, as
+        read by another reader: not checked again). Worker processes use it for their share."""
+        reader = cls.__new__(cls)
+        reader.path, reader.idx_path = Path(rec), None
+        reader._open()
+        reader._set_index(keys, offsets)
+        return reader
+
+    def _open(self) -> None:
         self.size = self.path.stat().st_size
         with self.path.open("rb") as f:
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
-        self._offsets = self._read_index() if self.idx_path else self.scan()
+
+    def _set_index(self, keys: np.ndarray, offsets: np.ndarray) -> None:
+        keys, offsets = keys.view(), offsets.view()
+        keys.flags.writeable = offsets.flags.writeable = False
+        self.key_array, self.offset_array = keys, offsets
+        increasing = bool(len(keys) < 2 or (keys[1:] > keys[:-1]).all())
+        self._order = None if increasing else np.argsort(keys, kind="stable")
+        self._sorted_keys = keys if increasing else keys[self._order]
 
     @property
-    def keys(self) -> KeysView[int]:
+    def keys(self) -> Sequence[int]:
         """The record keys, in the order of the index (or of the file, without one)."""
-        return self._offsets.keys()
+        return _IntView(self.key_array)
 
-    def _read_index(self) -> dict[int, int]:
+    def _read_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised parse of the ``key<TAB>offset`` lines; anything unusual is re-read line
+        by line by `_read_index_lines`, whose errors name the line."""
         assert self.idx_path is not None
-        offsets: dict[int, int] = {}
-        with self.idx_path.open(encoding="utf-8", errors="replace") as f:
-            for line_no, line in enumerate(f, 1):
-                fields = line.split()
-                if not fields:
-                    continue
-                where = f"{self.idx_path}, line {line_no}"
-                try:
-                    key, offset = int(fields[0]), int(fields[1])
-                except (ValueError, IndexError):
-                    raise RecordIOError(
-                        f"{where}: expected 'key<TAB>offset', found {line.rstrip()!r}"
-                    ) from None
-                if not 0 <= offset < self.size or offset % 4:
-                    raise RecordIOError(
-                        f"{where}: offset {offset} of key {key} is outside {self.path} "
-                        f"({self.size:,} bytes) or not on a 4-byte boundary"
-                    )
-                if key in offsets:
-                    raise RecordIOError(f"{where}: key {key} appears twice")
-                offsets[key] = offset
-        return offsets
+        data = self.idx_path.read_bytes()
+        fields = _fields_if_two_a_line(data)
+        if fields is not None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # numpy warns, not raises, on junk
+                    tokens = np.fromstring(data, dtype=np.int64, sep=" ")  # text mode
+            except (ValueError, DeprecationWarning):
+                tokens = None
+            if tokens is not None and len(tokens) == fields:
+                keys, offsets = tokens[0::2], tokens[1::2]
+                fits = (np.abs(tokens) < 2**63 - 1).all()  # numpy saturates on overflow
+                in_file = (offsets >= 0) & (offsets < self.size) & (offsets % 4 == 0)
+                if fits and in_file.all() and _distinct(keys):
+                    return keys, offsets
+        return self._read_index_lines(data)
 
-    def scan(self) -> dict[int, int]:
-        """Walk the file record by record: offsets keyed 0, 1, 2, … (rebuilds a lost .idx)."""
-        offsets: dict[int, int] = {}
+    def _read_index_lines(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        keys: list[int] = []
+        offsets: list[int] = []
+        seen: set[int] = set()
+        text = data.decode("utf-8", errors="replace")
+        for line_no, line in enumerate(text.splitlines(), 1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f"{self.idx_path}, line {line_no}"
+            try:
+                if len(fields) != 2:
+                    raise ValueError
+                key, offset = int(fields[0]), int(fields[1])
+            except ValueError:
+                raise RecordIOError(
+                    f"{where}: expected 'key<TAB>offset', found {line.rstrip()!r}"
+                ) from None
+            if not 0 <= offset < self.size or offset % 4:
+                raise RecordIOError(
+                    f"{where}: offset {offset} of key {key} is outside {self.path} "
+                    f"({self.size:,} bytes) or not on a 4-byte boundary"
+                )
+            if not -(2**63) <= key < 2**63:
+                raise RecordIOError(f"{where}: key {key} does not fit in 64 bits")
+            if key in seen:
+                raise RecordIOError(f"{where}: key {key} appears twice")
+            seen.add(key)
+            keys.append(key)
+            offsets.append(offset)
+        return np.array(keys, dtype=np.int64), np.array(offsets, dtype=np.int64)
+
+    def _scan(self) -> tuple[np.ndarray, np.ndarray]:
+        offsets = self.scan()
+        return np.arange(len(offsets), dtype=np.int64), np.array(offsets, dtype=np.int64)
+
+    def scan(self) -> list[int]:
+        """Walk the file record by record: the offset of every record (rebuilds a lost .idx,
+        whose keys are then 0, 1, 2, …)."""
+        offsets: list[int] = []
         pos = 0
         while pos < self.size:
             _, end = self.read_at(pos)
-            offsets[len(offsets)] = pos
+            offsets.append(pos)
             pos = end
         return offsets
 
@@ -245,43 +307,34 @@ class RecordReader:
             RecordIOError: a wrong magic, a bad part sequence, or a record running past the
                 end of the file (message names the file and the byte offset).
         """
-        pieces: list[bytes] = []
-        pos, expect_more = offset, False
-        while True:
-            if pos + 8 > self.size or self._map is None:
-                raise RecordIOError(
-                    f"{self.path}: record at byte {offset} is truncated: the file ends at "
-                    f"byte {self.size:,}, inside the part header at byte {pos:,}"
-                )
-            magic, lrecord = _PART.unpack_from(self._map, pos)
-            if magic != MAGIC:
-                raise RecordIOError(
-                    f"{self.path}: wrong magic 0x{magic:08X} at byte {pos:,} (expected "
-                    f"0x{MAGIC:08X}); the file is damaged or not RecordIO"
-                )
-            cflag, length = lrecord >> 29, lrecord & LENGTH_MASK
-            if pos + 8 + length > self.size:
-                raise RecordIOError(
-                    f"{self.path}: record at byte {offset:,} is truncated: a part of "
-                    f"{length:,} bytes at byte {pos:,} runs past the end ({self.size:,} bytes)"
-                )
-            if cflag not in (FULL, FIRST, MIDDLE, LAST) or (cflag in (FULL, FIRST)) == expect_more:
-                raise RecordIOError(
-                    f"{self.path}: part with cflag {cflag} at byte {pos:,} breaks the record "
-                    f"that starts at byte {offset:,}"
-                )
-            pieces.append(self._map[pos + 8 : pos + 8 + length])
-            pos += 8 + length + (-length % 4)
-            if cflag in (FULL, LAST):
-                return MAGIC_BYTES.join(pieces), pos
-            expect_more = True
+        return read_record(self._map, offset, self.size, self.path)
+
+    def position(self, key: int) -> int:
+        """Where ``key`` is in the index (its row in `key_array`/`offset_array`).
+
+        Raises:
+            KeyError: no such key.
+        """
+        at = int(np.searchsorted(self._sorted_keys, key))
+        if at == len(self._sorted_keys) or self._sorted_keys[at] != key:
+            raise KeyError(key)
+        return at if self._order is None else int(self._order[at])
+
+    def positions(self, keys: np.ndarray) -> np.ndarray:
+        """`position` of each of ``keys`` at once; -1 for a key not in the index."""
+        keys = np.asarray(keys, dtype=np.int64)
+        at = np.searchsorted(self._sorted_keys, keys)
+        found = at < len(self._sorted_keys)
+        found[found] = self._sorted_keys[at[found]] == keys[found]
+        if self._order is not None:
+            at = self._order[np.minimum(at, len(self._order) - 1)] if len(self._order) else at
+        return np.where(found, at, -1)
 
     def head(self, key: int, size: int) -> tuple[bytes, int | None]:
         """The first ``size`` bytes of ``key``'s payload (fewer if it is shorter), and the
-        payload's length when the record is one part. Reads only those bytes when it can:
-        a cheap pass over the IRHeaders of a large file.
+        payload's length when the record is one part. Reads only those bytes when it can.
         """
-        offset = self._offsets[key]
+        offset = self.offset(key)
         if self._map is not None and offset + 8 <= self.size:
             magic, lrecord = _PART.unpack_from(self._map, offset)
             length = lrecord & LENGTH_MASK
@@ -289,19 +342,10 @@ class RecordReader:
                 return self._map[offset + 8 : offset + 8 + min(size, length)], length
         return self.read_at(offset)[0][:size], None
 
-    def image_span(self, key: int) -> tuple[int, int] | None:
-        """(start, length) in the file of the image bytes of ``key``'s image record, when the
-        record is one intact part; None otherwise (read it with `read` and `unpack`)."""
-        offset = self._offsets[key]
-        if self._map is None or offset + 8 + IR_HEADER.size > self.size:
-            return None
-        magic, lrecord = _PART.unpack_from(self._map, offset)
-        length = lrecord & LENGTH_MASK
-        if magic != MAGIC or lrecord >> 29 != FULL or offset + 8 + length > self.size:
-            return None
-        flag = IR_HEADER.unpack_from(self._map, offset + 8)[0]
-        start, end = offset + 8 + IR_HEADER.size + 4 * flag, offset + 8 + length
-        return (start, end - start) if start <= end else None
+    def headers(self, positions: np.ndarray) -> HeaderBlock:
+        """The IRHeaders of the records at index ``positions``, parsed all at once from the map
+        (see `HeaderBlock`); records it cannot vouch for are marked not ``intact``."""
+        return header_block(self._map, self.size, self.offset_array[positions])
 
     def join_spans(self, spans: Sequence[tuple[int, int]]) -> bytes:
         """The bytes of ``spans`` of the file, concatenated with a single copy."""
@@ -315,21 +359,27 @@ class RecordReader:
         Raises:
             KeyError: no such key in the index.
         """
-        return self.read_at(self._offsets[key])[0]
+        return self.read_at(self.offset(key))[0]
 
     def offset(self, key: int) -> int:
         """Byte offset of ``key``'s record."""
-        return self._offsets[key]
+        return int(self.offset_array[self.position(key)])
 
     def __len__(self) -> int:
-        return len(self._offsets)
+        return len(self.key_array)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._offsets
+        if not isinstance(key, int | np.integer):
+            return False
+        try:
+            self.position(int(key))
+        except (KeyError, OverflowError):
+            return False
+        return True
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         """(key, payload) for every indexed record, in key order of the index file."""
-        for key, offset in self._offsets.items():
+        for key, offset in zip(self.keys, _IntView(self.offset_array), strict=True):
             yield key, self.read_at(offset)[0]
 
     def close(self) -> None:
@@ -349,6 +399,138 @@ class RecordReader:
         self.close()
 
 
+class _IntView(Sequence[int]):
+    """A read-only int64 array seen as a sequence of Python ints (no list of them is built)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self._array = array
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        if isinstance(i, slice):
+            return self._array[i].tolist()
+        return int(self._array[i])
+
+    def __iter__(self) -> Iterator[int]:
+        for start in range(0, len(self._array), 65536):
+            yield from self._array[start : start + 65536].tolist()
+
+
+def _distinct(keys: np.ndarray) -> bool:
+    """No key appears twice (cheap for the usual increasing keys)."""
+    if (keys[1:] > keys[:-1]).all():
+        return True
+    ordered = np.sort(keys)
+    return not (ordered[1:] == ordered[:-1]).any()
+
+
+def _fields_if_two_a_line(data: bytes) -> int | None:
+    """The number of whitespace-separated fields in ``data`` when every non-blank line holds
+    exactly two; None otherwise."""
+    text = np.frombuffer(data, dtype=np.uint8)
+    newline = text == 10
+    space = newline | (text == 32) | ((text >= 9) & (text <= 13))
+    starts = ~space
+    starts[1:] &= space[:-1]  # first byte of each field
+    per_line = np.bincount(np.cumsum(newline)[starts])
+    return int(starts.sum()) if ((per_line == 0) | (per_line == 2)).all() else None
+
+
+def read_record(buffer: mmap.mmap | None, offset: int, size: int, path: Path) -> tuple[bytes, int]:
+    """The record whose first part starts at ``offset`` of ``buffer`` (``size`` bytes, from
+    ``path``), its parts joined, and the offset after it; see `RecordReader.read_at`."""
+    pieces: list[bytes] = []
+    pos, expect_more = offset, False
+    while True:
+        if pos + 8 > size or buffer is None:
+            raise RecordIOError(
+                f"{path}: record at byte {offset} is truncated: the file ends at "
+                f"byte {size:,}, inside the part header at byte {pos:,}"
+            )
+        magic, lrecord = _PART.unpack_from(buffer, pos)
+        if magic != MAGIC:
+            raise RecordIOError(
+                f"{path}: wrong magic 0x{magic:08X} at byte {pos:,} (expected "
+                f"0x{MAGIC:08X}); the file is damaged or not RecordIO"
+            )
+        cflag, length = lrecord >> 29, lrecord & LENGTH_MASK
+        if pos + 8 + length > size:
+            raise RecordIOError(
+                f"{path}: record at byte {offset:,} is truncated: a part of "
+                f"{length:,} bytes at byte {pos:,} runs past the end ({size:,} bytes)"
+            )
+        if cflag not in (FULL, FIRST, MIDDLE, LAST) or (cflag in (FULL, FIRST)) == expect_more:
+            raise RecordIOError(
+                f"{path}: part with cflag {cflag} at byte {pos:,} breaks the record "
+                f"that starts at byte {offset:,}"
+            )
+        pieces.append(buffer[pos + 8 : pos + 8 + length])
+        pos += 8 + length + (-length % 4)
+        if cflag in (FULL, LAST):
+            return MAGIC_BYTES.join(pieces), pos
+        expect_more = True
+
+
+@dataclass(frozen=True)
+class HeaderBlock:
+    """IRHeaders of many records, parsed at once (`header_block`); arrays of equal length.
+
+    Attributes:
+        intact: the record is one part (cflag 0) with the right magic, inside the file, long
+            enough for its IRHeader and label array. Only these rows of the other arrays mean
+            anything; read the rest with `RecordReader.read` (they may be records in several
+            parts, which are fine, or damaged ones).
+        flag: the IRHeader flag (number of float32 labels; 0 for a scalar label).
+        label: the scalar label, or the first of the label array (float32 as float64).
+        second: the second label of an array (NaN when flag < 2).
+        image_start, image_length: where the bytes after the header and labels are.
+    """
+
+    intact: np.ndarray
+    flag: np.ndarray
+    label: np.ndarray
+    second: np.ndarray
+    image_start: np.ndarray
+    image_length: np.ndarray
+
+
+def header_block(buffer: mmap.mmap | None, size: int, offsets: np.ndarray) -> HeaderBlock:
+    """The `HeaderBlock` of the records at ``offsets`` (4-byte aligned) of ``buffer``."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    n = len(offsets)
+    if buffer is None or size < 8 + IR_HEADER.size + 8:
+        words = np.zeros(16, dtype="<u4")
+        fits = np.zeros(n, dtype=bool)
+    else:
+        words = np.frombuffer(buffer, dtype="<u4", count=size // 4)
+        # the part header, the IRHeader and two labels: 48 bytes from the offset
+        fits = (offsets >= 0) & (offsets % 4 == 0) & (offsets + 48 <= size)
+    at = np.where(fits, offsets // 4, 0)
+    magic, lrecord, flag = words[at], words[at + 1], words[at + 2].astype(np.int64)
+    length = (lrecord & LENGTH_MASK).astype(np.int64)
+    header_end = IR_HEADER.size + 4 * flag
+    intact = (
+        fits
+        & (magic == MAGIC)
+        & (lrecord >> 29 == FULL)
+        & (offsets + 8 + length <= size)
+        & (header_end <= length)
+    )
+    scalar = words[at + 3].view("<f4")
+    first, second = words[at + 8].view("<f4"), words[at + 9].view("<f4")
+    label = np.where(flag > 0, first, scalar).astype(np.float64)
+    return HeaderBlock(
+        intact=intact,
+        flag=flag,
+        label=label,
+        second=np.where(flag > 1, second, np.nan).astype(np.float64),
+        image_start=offsets + 8 + header_end,
+        image_length=length - header_end,
+    )
+
+
 @dataclass(frozen=True)
 class Flavour:
     """Which InsightFace layout a .rec has (REFERENCE §1).
@@ -363,6 +545,15 @@ class Flavour:
     kind: str
     header_key: int | None = None
     identity_keys: tuple[int, int] | None = None
+
+    def image_mask(self, keys: np.ndarray) -> np.ndarray:
+        """`is_image` for each of ``keys``."""
+        mask = np.ones(len(keys), dtype=bool)
+        if self.header_key is not None:
+            mask &= keys != self.header_key
+        if self.identity_keys is not None:
+            mask &= (keys < self.identity_keys[0]) | (keys >= self.identity_keys[1])
+        return mask
 
     def is_image(self, key: int) -> bool:
         """False for flavour A's header and identity records."""
@@ -393,5 +584,6 @@ def detect_flavour(reader: RecordReader) -> Flavour:
                 f"[{start}, {end})"
             )
         return Flavour("A", header_key=first, identity_keys=(start, end))
-    sequential = header.flag == 0 and all(k == i for i, k in enumerate(reader.keys))
+    keys = reader.key_array
+    sequential = header.flag == 0 and bool((keys == np.arange(len(keys))).all())
     return Flavour("C" if sequential else "B")

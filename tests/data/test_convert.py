@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fmlkit.columns import FILE_NAME, FOLD, LABEL
 from fmlkit.data.conversion import infer_conversion
-from fmlkit.data.convert import rec_to_parquet
+from fmlkit.data.convert import ShardPlanner, rec_to_parquet
 from fmlkit.data.convert_images import bin_to_parquet, table_to_parquet
 from fmlkit.data.convert_parquet import parquet_to_folder, parquet_to_rec
 from fmlkit.data.info import read_table
@@ -96,6 +98,73 @@ def test_rec_to_parquet_damaged_record_fails_and_leaves_nothing(tmp_path: Path) 
     assert report.rows == 2 and [b.key for b in report.bad] == [1]
     assert "Skipped 1 bad records" in report.summary()
     assert rec.exists()
+
+
+def test_rec_to_parquet_bad_labels_fail_or_are_skipped(tmp_path: Path) -> None:
+    rec = tmp_path / "labels.rec"
+    bad_labels = {2: -1.0, 3: 1.5, 4: float("nan"), 5: float("inf")}
+    with RecordWriter(rec, tmp_path / "labels.idx") as writer:
+        for key in range(7):
+            writer.write(key, pack(IRHeader(0, bad_labels.get(key, 1.0)), jpeg(key)))
+    with pytest.raises(RecordIOError, match=r"key 2 at byte [\d,]+: label -1.0 is not a class id"):
+        rec_to_parquet(rec, tmp_path / "ds")
+    report = rec_to_parquet(rec, tmp_path / "ds", skip_bad=True)
+    assert sorted(b.key for b in report.bad) == [2, 3, 4, 5]
+    assert pq.read_table(tmp_path / "ds")["key"].to_pylist() == [0, 1, 6]
+
+
+def test_rec_to_parquet_workers_write_the_same_shards(tmp_path: Path) -> None:
+    labels = [c for c in range(12) for _ in range(c % 4 + 1)]  # 30 images
+    rec = flavour_a_rec(tmp_path, labels)
+    one = rec_to_parquet(rec, tmp_path / "one", shard_bytes=2000, row_group_rows=3, workers=1)
+    two = rec_to_parquet(rec, tmp_path / "two", shard_bytes=2000, row_group_rows=3, workers=2)
+    assert one.shards == two.shards and one.shards is not None and one.shards > 3
+    shards = read_manifest(tmp_path / "one").shards
+    assert shards == read_manifest(tmp_path / "two").shards  # same files, same sha256
+    for shard in shards:
+        data = (tmp_path / "two" / shard["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == shard["sha256"]
+    table = pq.read_table(tmp_path / "two")
+    assert table["key"].to_pylist() == list(range(1, 31)) and table["label"].to_pylist() == labels
+
+
+def test_shard_planner_closes_a_shard_once_it_reaches_the_size() -> None:
+    def plan(lengths: list[int], shard_bytes: int, group: int, blocks: int = 1) -> list:
+        planner = ShardPlanner(shard_bytes, group)
+        positions = np.arange(len(lengths)) * 2  # every other index entry is not an image
+        for part in np.array_split(np.arange(len(lengths)), blocks):
+            planner.add(positions[part], np.array(lengths, dtype=np.int64)[part])
+        return planner.finish(2 * len(lengths))
+
+    assert plan([10] * 10, 25, 2) == [(0, 7, 4), (7, 15, 4), (15, 20, 2)]
+    assert plan([10] * 10, 25, 2, blocks=4) == plan([10] * 10, 25, 2)  # streamed in blocks
+    assert plan([10] * 10, 1000, 4) == [(0, 20, 10)]
+    assert plan([10] * 8, 40, 4) == [(0, 7, 4), (7, 16, 4)]  # last shard runs to the end
+    assert plan([], 25, 2) == []
+    with pytest.raises(InputError, match=r"rows 2\.\.3 exceed 2 GiB"):
+        plan([1, 1, 2**30, 2**30], 25, 2)
+
+
+@given(
+    lengths=st.lists(st.integers(1, 50), max_size=60),
+    shard_bytes=st.integers(1, 400),
+    group=st.integers(1, 7),
+    blocks=st.integers(1, 5),
+)
+def test_shard_planner_shards_cover_every_row_in_whole_row_groups(
+    lengths: list[int], shard_bytes: int, group: int, blocks: int
+) -> None:
+    planner = ShardPlanner(shard_bytes, group)
+    for part in np.array_split(np.arange(len(lengths)), blocks):
+        planner.add(part, np.array(lengths, dtype=np.int64)[part])
+    shards = planner.finish(len(lengths))
+    assert sum(rows for _, _, rows in shards) == len(lengths)
+    assert [first for first, _, _ in shards] == [0, *(end for _, end, _ in shards)][: len(shards)]
+    assert not shards or shards[-1][1] == len(lengths)
+    for first, end, rows in shards[:-1]:
+        assert rows % group == 0 and end - first == rows
+        assert sum(lengths[first:end]) >= shard_bytes  # closed only once full
+        assert sum(lengths[first : end - group]) < shard_bytes  # and not a group later
 
 
 def test_rec_to_parquet_truncated_file_is_an_error_naming_the_offset(tmp_path: Path) -> None:

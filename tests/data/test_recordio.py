@@ -205,6 +205,10 @@ def test_truncated_split_record_is_an_error(tmp_path: Path) -> None:
         ("0\t0\n1\t6\n", "not on a 4-byte boundary"),
         ("0\t0\nzero\t12\n", "line 2: expected 'key<TAB>offset'"),
         ("0\t0\n0\t12\n", "key 0 appears twice"),
+        ("0\t0\t7\n1\t12\n", "line 1: expected 'key<TAB>offset'"),
+        ("0\n1\t0\t12\n", "line 1: expected 'key<TAB>offset'"),  # 1 + 3 fields: 4 in all
+        ("0\t0\n99999999999999999999\t12\n", "line 2: key 99999999999999999999 does not fit"),
+        ("0\t0\n1\t-4\n", "offset -4 of key 1 is outside"),
     ],
 )
 def test_bad_index_lines_are_errors_naming_the_line(
@@ -214,6 +218,17 @@ def test_bad_index_lines_are_errors_naming_the_line(
     rec.with_suffix(".idx").write_text(idx_text)
     with pytest.raises(RecordIOError, match=message):
         RecordReader(rec)
+
+
+def test_index_tolerates_blank_lines_spaces_and_crlf(tmp_path: Path) -> None:
+    rec = _write(tmp_path, [(5, b"abcd"), (2, b"efgh"), (9, b"ij")])
+    rec.with_suffix(".idx").write_bytes(b"\n 5 0\r\n\n2\t12  \r\n9\t24\n\n")
+    with RecordReader(rec) as reader:
+        assert list(reader.keys) == [5, 2, 9]
+        assert [reader.read(k) for k in (9, 2, 5)] == [b"ij", b"efgh", b"abcd"]
+        assert 2 in reader and 3 not in reader and "2" not in reader and 2**70 not in reader
+        assert reader.position(9) == 2
+        assert reader.positions(np.array([9, 3, 5, 2, 2**40])).tolist() == [2, -1, 0, 1, -1]
 
 
 def test_missing_key_is_a_key_error(tmp_path: Path) -> None:
@@ -256,6 +271,55 @@ def test_empty_rec_reads_as_no_records(tmp_path: Path) -> None:
 def test_missing_rec_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         RecordReader(tmp_path / "none.rec")
+
+
+@given(
+    records=st.lists(
+        st.tuples(
+            st.integers(0, 3),  # flag: 0 for a scalar label, else this many labels
+            st.lists(st.integers(0, 2**20), min_size=3, max_size=3),
+            payload_chunks,  # image bytes, which may contain the magic: several parts
+        ),
+        max_size=10,
+    ),
+    cut=st.integers(0, 40),
+)
+def test_header_block_agrees_with_unpack(
+    records: list[tuple[int, list[int], bytes]], cut: int
+) -> None:
+    import tempfile
+
+    from fmlkit.data.recordio import header_block
+
+    payloads = []
+    for flag, labels, image in records:
+        label = float(labels[0]) if flag == 0 else tuple(float(v) for v in labels[:flag])
+        payloads.append(pack(IRHeader(flag, label, 7, 0), image))
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = _write(Path(tmp), list(enumerate(payloads)))
+        if cut and payloads:  # cut the end off the last record: it must not be intact
+            data = rec.read_bytes()
+            rec.write_bytes(data[: max(len(data) - cut, 0)])
+        with RecordReader(rec) as reader:
+            heads = reader.headers(np.arange(len(reader)))
+            for i, payload in enumerate(payloads):
+                offset = reader.offset(i)
+                try:
+                    whole, _ = reader.read_at(offset)
+                except RecordIOError:
+                    assert not heads.intact[i]
+                    continue
+                one_part = len(_parts(encode_record(payload))) == 1
+                assert heads.intact[i] == (one_part and offset + 48 <= reader.size), i
+                if heads.intact[i]:
+                    header, image = unpack(whole)
+                    assert heads.flag[i] == header.flag
+                    assert heads.label[i] == header.labels[0]
+                    if header.flag >= 2:
+                        assert heads.second[i] == header.labels[1]
+                    start, length = int(heads.image_start[i]), int(heads.image_length[i])
+                    assert reader.join_spans([(start, length)]) == image
+        assert not header_block(None, 0, np.array([0, 4])).intact.any()
 
 
 def test_head_reads_the_first_bytes_of_whole_and_split_records(tmp_path: Path) -> None:
