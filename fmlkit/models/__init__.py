@@ -1,0 +1,1 @@
+"""Models: embedding backbones and the margin heads / metric losses that train them."""

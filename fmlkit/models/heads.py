@@ -1,0 +1,194 @@
+"""Margin heads: the classification losses that train face and metric embeddings.
+
+A head is an ``nn.Module`` called as ``head(embeddings, labels)`` → the mean softmax
+cross-entropy over the batch; ``head.logits(embeddings, labels)`` gives the logits it feeds to
+it. Cosine heads hold the class centres as ``head.weight`` (num_classes, embedding_size) and
+work on cos θ_j = Ŵ_j · x̂. Margins are in radians. Formulas and defaults: docs/heads.md
+(REFERENCE §5).
+
+Numerics: logits are computed with autocast off, in float32 or wider (float64 inputs stay
+float64). Angle terms come from the cosine without ``acos`` where the formula allows
+(cos(θ + m) = cos θ cos m − sin θ sin m), exact in value; gradients are exact except within
+√eps of θ = 0 and θ = π, where the infinite derivative of sin θ is cut (`sin_from_cos`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from contextlib import AbstractContextManager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fmlkit.errors import ConfigError
+from fmlkit.registry import Registry
+
+HEADS: Registry[type[nn.Module]] = Registry("head")
+
+
+def create_head(name: str, embedding_size: int, num_classes: int, **kwargs: object) -> nn.Module:
+    """The head registered as ``name``, with its paper's defaults unless ``kwargs`` override them.
+
+    Raises:
+        ConfigError: an unknown head name or keyword (the message lists the valid ones).
+    """
+    cls = HEADS.get(name)
+    valid = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    ]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"head {name!r} takes no {', '.join(map(repr, unknown))}; valid keywords: "
+            f"{', '.join(valid) or 'none'}"
+        )
+    return cls(embedding_size, num_classes, **kwargs)
+
+
+def list_heads() -> list[str]:
+    return HEADS.names()
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """float32, or wider when ``x`` is (float64 stays float64)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def full_precision(x: Tensor) -> AbstractContextManager[object]:
+    """Autocast off on ``x``'s device, so logits are not computed in bf16/fp16."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def _check_size(embedding_size: int, num_classes: int) -> None:
+    if embedding_size < 1 or num_classes < 2:
+        raise ConfigError(
+            f"a head needs embedding_size ≥ 1 and num_classes ≥ 2, got {embedding_size} and "
+            f"{num_classes}"
+        )
+
+
+@HEADS.register("softmax")
+class Softmax(nn.Module):
+    """Plain softmax: a linear layer with bias, then cross-entropy (no normalisation, no margin)."""
+
+    def __init__(self, embedding_size: int, num_classes: int) -> None:
+        super().__init__()
+        _check_size(embedding_size, num_classes)
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+        nn.init.normal_(self.weight, std=0.01)
+
+    def logits(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
+        dtype = compute_dtype(embeddings)
+        with full_precision(embeddings):
+            return F.linear(embeddings.to(dtype), self.weight.to(dtype), self.bias.to(dtype))
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(self.logits(embeddings, labels), labels)
+
+
+class CosineHead(nn.Module):
+    """Base of the heads on cos θ_j: subclasses change the target logit (`target`)."""
+
+    def __init__(self, embedding_size: int, num_classes: int, scale: float) -> None:
+        super().__init__()
+        _check_size(embedding_size, num_classes)
+        if scale <= 0:
+            raise ConfigError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
+        nn.init.normal_(self.weight, std=0.01)
+
+    def cosines(self, embeddings: Tensor) -> Tensor:
+        """cos θ_j of every embedding with every class centre, (B, C), in `compute_dtype`."""
+        dtype = compute_dtype(embeddings)
+        with full_precision(embeddings):
+            x = F.normalize(embeddings.to(dtype), dim=1)
+            return F.linear(x, F.normalize(self.weight.to(dtype), dim=1))
+
+    def target(self, cos_y: Tensor) -> Tensor:
+        """The target cosine after the margin (before scaling); identity here (NormFace)."""
+        return cos_y
+
+    def logits(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        with full_precision(embeddings):
+            cos = self.cosines(embeddings)
+            index = labels.long().view(-1, 1)
+            target = self.target(cos.gather(1, index))
+            return cos.scatter(1, index, target) * self.scale
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(self.logits(embeddings, labels), labels.long())
+
+    def extra_repr(self) -> str:
+        return f"classes={self.weight.shape[0]}, embedding={self.weight.shape[1]}, s={self.scale}"
+
+
+def sin_from_cos(cos: Tensor) -> Tensor:
+    """sin θ = √(1 − cos² θ) for θ in [0, π], exact in value. Its gradient, which is infinite at
+    θ = 0 and θ = π, is cut to zero where 1 − cos² ≤ eps (|θ| < √eps: 0.02° in float32),
+    and is at most about 1/√eps elsewhere."""
+    eps = torch.finfo(cos.dtype).eps
+    sin2 = 1 - cos * cos
+    return torch.where(sin2 > eps, sin2.clamp_min(eps).sqrt(), sin2.clamp_min(0).sqrt().detach())
+
+
+@HEADS.register("normface")
+class NormFace(CosineHead):
+    """NormFace (Wang et al., 2017, "NormFace: L2 Hypersphere Embedding for Face
+    Verification"): s·cos θ_j for every class, no margin."""
+
+    def __init__(self, embedding_size: int, num_classes: int, *, scale: float = 64.0) -> None:
+        super().__init__(embedding_size, num_classes, scale)
+
+
+@HEADS.register("cosface")
+class CosFace(CosineHead):
+    """CosFace / AM-Softmax (Wang et al., 2018, "CosFace: Large Margin Cosine Loss for Deep
+    Face Recognition"): target s·(cos θ_y − m). Use m 0.4 for Glint360K / WebFace."""
+
+    def __init__(
+        self, embedding_size: int, num_classes: int, *, margin: float = 0.35, scale: float = 64.0
+    ) -> None:
+        super().__init__(embedding_size, num_classes, scale)
+        self.margin = float(margin)
+
+    def target(self, cos_y: Tensor) -> Tensor:
+        return cos_y - self.margin
+
+
+@HEADS.register("arcface")
+class ArcFace(CosineHead):
+    """ArcFace / additive angular margin (Deng et al., 2019, "ArcFace: Additive Angular Margin
+    Loss for Deep Face Recognition"): target s·cos(θ_y + m).
+
+    Past θ_y > π − m, where cos(θ + m) would rise again, the target is s·(cos θ_y − m·sin m)
+    (insightface's fallback, exact gradient); with ``easy_margin`` the target keeps cos θ_y
+    wherever cos θ_y ≤ 0 instead.
+    """
+
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        *,
+        margin: float = 0.5,
+        scale: float = 64.0,
+        easy_margin: bool = False,
+    ) -> None:
+        super().__init__(embedding_size, num_classes, scale)
+        if not 0 <= margin < math.pi / 2:
+            raise ConfigError(f"arcface margin is in radians, in [0, π/2); got {margin}")
+        self.margin, self.easy_margin = float(margin), bool(easy_margin)
+
+    def target(self, cos_y: Tensor) -> Tensor:
+        m = self.margin
+        shifted = cos_y * math.cos(m) - sin_from_cos(cos_y) * math.sin(m)  # cos(θ + m)
+        if self.easy_margin:
+            return torch.where(cos_y > 0, shifted, cos_y)
+        fallback = cos_y - self.margin * math.sin(self.margin)
+        return torch.where(cos_y > math.cos(math.pi - self.margin), shifted, fallback)

@@ -1,0 +1,206 @@
+"""Heads against the published formulas, computed naively per sample (pytorch-metric-learning's
+way): a grid of angles with non-unit norms, several dtypes, gradcheck, and a training sanity
+check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fmlkit.errors import ConfigError
+from fmlkit.models.heads import create_head, list_heads
+from fmlkit.registry import Registry
+
+CENTRES = [0.0, 70.0, 200.0]  # class centre angles (degrees) in 2-D
+
+
+def _grid(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
+    """Embeddings every 7.5° around the circle (norm 3.7) against 3 centres (norms 0.5, 2, 9):
+    target angles cover 0°…180°, both exactly and in between."""
+    degrees = [i * 7.5 for i in range(48)]
+    labels = torch.arange(len(degrees)) % len(CENTRES)
+    rad = torch.tensor(degrees, dtype=torch.float64) * math.pi / 180
+    x = 3.7 * torch.stack([rad.cos(), rad.sin()], dim=1)
+    c = torch.tensor(CENTRES, dtype=torch.float64) * math.pi / 180
+    w = torch.tensor([0.5, 2.0, 9.0], dtype=torch.float64)[:, None] * torch.stack(
+        [c.cos(), c.sin()], dim=1
+    )
+    return x.to(dtype), labels, w, degrees
+
+
+def _oracle(
+    name: str, kwargs: dict, degrees: list[float], labels: torch.Tensor, tolerance: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's logits from the paper's formula, one sample and one class at a time, and a
+    mask of the logits to compare: not those within ``tolerance`` degrees of a jump of the
+    formula (arcface's fallback at π − m, easy margin's at 90°), where rounding the inputs
+    may land on either side."""
+    rows, mask = [], []
+    for deg, y in zip(degrees, labels.tolist(), strict=True):
+        row, keep = [], []
+        for j, centre in enumerate(CENTRES):
+            cos = math.cos(math.radians(deg - centre))
+            theta = math.acos(max(-1.0, min(1.0, cos)))
+            s = kwargs.get("scale", 64.0)
+            value = s * cos
+            if j == y and name == "cosface":
+                value = s * (cos - kwargs.get("margin", 0.35))
+            if j == y and name == "arcface":
+                m = kwargs.get("margin", 0.5)
+                if kwargs.get("easy_margin"):
+                    value = s * (math.cos(theta + m) if cos > 0 else cos)
+                elif theta + m <= math.pi:
+                    value = s * math.cos(theta + m)
+                else:
+                    value = s * (cos - m * math.sin(m))
+            row.append(value)
+            jump = 90.0 if kwargs.get("easy_margin") else 180 - math.degrees(m_of(name, kwargs))
+            keep.append(
+                not (j == y and name == "arcface" and abs(math.degrees(theta) - jump) < tolerance)
+            )
+        rows.append(row)
+        mask.append(keep)
+    return torch.tensor(rows, dtype=torch.float64), torch.tensor(mask)
+
+
+def m_of(name: str, kwargs: dict) -> float:
+    return kwargs.get("margin", 0.5)
+
+
+CASES = [
+    ("normface", {}),
+    ("normface", {"scale": 30.0}),
+    ("cosface", {}),
+    ("cosface", {"margin": 0.4, "scale": 32.0}),
+    ("arcface", {}),
+    ("arcface", {"margin": 0.3}),
+    ("arcface", {"easy_margin": True}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES)
+@pytest.mark.parametrize(
+    ("dtype", "rtol"),
+    [(torch.float64, 1e-7), (torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 1e-2)],
+)
+def test_cosine_heads_match_the_formula_on_an_angle_grid(
+    name: str, kwargs: dict, dtype: torch.dtype, rtol: float
+) -> None:
+    x, labels, w, degrees = _grid(dtype)
+    head = create_head(name, 2, 3, **kwargs).to(torch.float64 if dtype == torch.float64 else None)
+    with torch.no_grad():
+        head.weight.copy_(w)
+    logits = head.logits(x, labels)
+    assert logits.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    low = dtype in (torch.bfloat16, torch.float16)
+    expected, keep = _oracle(name, kwargs, degrees, labels, tolerance=1.0 if low else 0.01)
+    # bf16/fp16 round the embeddings themselves: compare on the scale of the logits
+    torch.testing.assert_close(logits.double()[keep], expected[keep], rtol=rtol, atol=rtol * 64)
+    rows = keep.all(1)
+    loss = F.cross_entropy(logits[rows], labels[rows]).double()
+    torch.testing.assert_close(
+        loss, F.cross_entropy(expected[rows], labels[rows]), rtol=rtol, atol=rtol * 64
+    )
+    torch.testing.assert_close(head(x, labels), F.cross_entropy(logits, labels))
+
+
+def test_softmax_is_a_linear_layer_with_bias() -> None:
+    head = create_head("softmax", 4, 3)
+    x, labels = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1])
+    head = head.double()
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    expected = x @ head.weight.T + head.bias
+    torch.testing.assert_close(head.logits(x, labels), expected)
+    torch.testing.assert_close(head(x, labels), F.cross_entropy(expected, labels))
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [("softmax", {}), *CASES])
+def test_logits_stay_float32_under_autocast(name: str, kwargs: dict) -> None:
+    head = create_head(name, 8, 5, **kwargs)
+    x, labels = torch.randn(6, 8), torch.randint(0, 5, (6,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head.logits(x.bfloat16(), labels)
+        loss = head(x.bfloat16(), labels)
+    assert logits.dtype == torch.float32 and loss.dtype == torch.float32
+    torch.testing.assert_close(logits, head.logits(x.bfloat16().float(), labels))
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [("softmax", {}), *CASES])
+def test_gradients_are_exact(name: str, kwargs: dict) -> None:
+    torch.manual_seed(0)
+    head = create_head(name, 4, 3, **kwargs).double()
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    assert torch.autograd.gradcheck(lambda e: head(e, labels), (x,))
+    assert torch.autograd.gradcheck(lambda e: head.logits(e, labels), (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("easy_margin", [False, True])
+def test_arcface_gradients_are_finite_at_0_and_180_degrees(
+    dtype: torch.dtype, easy_margin: bool
+) -> None:
+    head = create_head("arcface", 2, 2, easy_margin=easy_margin).to(dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    x = torch.tensor([[2.0, 0.0], [-3.0, 0.0]], dtype=dtype, requires_grad=True)  # θ_y = 0, π
+    loss = head(x, torch.tensor([0, 0]))
+    loss.backward()
+    assert torch.isfinite(loss) and x.grad is not None and torch.isfinite(x.grad).all()
+    assert torch.isfinite(head.weight.grad).all()
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [("softmax", {}), *CASES])
+def test_heads_separate_gaussian_classes(name: str, kwargs: dict) -> None:
+    """A linear embedding trained with the head separates 10 Gaussian classes."""
+    torch.manual_seed(0)
+    means = torch.randn(10, 16) * 3
+    labels = torch.arange(10).repeat_interleave(40)
+    data = means[labels] + torch.randn(len(labels), 16)
+    net = torch.nn.Linear(16, 8)
+    head = create_head(name, 8, 10, **kwargs)
+    optim = torch.optim.SGD([*net.parameters(), *head.parameters()], lr=0.05, momentum=0.9)
+    for _ in range(200):
+        optim.zero_grad()
+        head(net(data), labels).backward()
+        optim.step()
+    with torch.no_grad():  # nearest class centre by cosine, on fresh samples
+        test = means[labels] + torch.randn(len(labels), 16)
+        emb = F.normalize(net(test), dim=1)
+        if name == "softmax":
+            predicted = head.logits(net(test)).argmax(1)
+        else:
+            predicted = (emb @ F.normalize(head.weight, dim=1).T).argmax(1)
+    assert (predicted == labels).float().mean() > 0.9
+
+
+def test_every_registered_head_builds_from_its_defaults() -> None:
+    assert {"softmax", "normface", "cosface", "arcface"} <= set(list_heads())
+    for name in list_heads():
+        head = create_head(name, 8, 4)
+        loss = head(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        assert type(head).__doc__ and "(" in type(head).__doc__  # names its paper
+
+
+def test_unknown_head_or_keyword_is_an_error_listing_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown head 'arcfase'.*Did you mean 'arcface'"):
+        create_head("arcfase", 8, 4)
+    with pytest.raises(ConfigError, match=r"takes no 'm'; valid keywords: margin, scale, easy"):
+        create_head("arcface", 8, 4, m=0.5)
+    with pytest.raises(ConfigError, match="in radians"):
+        create_head("arcface", 8, 4, margin=28.6)
+    with pytest.raises(ConfigError, match="num_classes ≥ 2"):
+        create_head("cosface", 8, 1)
+
+
+def test_registry_refuses_a_name_twice() -> None:
+    registry: Registry = Registry("thing")
+    registry.register("a")(int)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("a")(float)
+    assert "a" in registry and registry.get("a") is int
