@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from fmlkit.errors import InputError
 
@@ -78,19 +78,35 @@ def commit(tmp: Path, final: Path) -> None:
         tmp.replace(final)
 
 
-class StagedOutput:
-    """Base of writers that build their output under temporary names: used as a context
-    manager, a clean exit calls ``close`` (which moves the output into place) and an exception
-    calls ``abort`` (which deletes what was staged)."""
+_C = TypeVar("_C", bound="Closing")
+
+
+class Closing:
+    """Base of readers and writers used as context managers: leaving the block calls
+    ``close``."""
 
     def close(self) -> Any:
         raise NotImplementedError
 
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class StagedOutput(Closing):
+    """Base of writers that build their output under temporary names: used as a context
+    manager, a clean exit calls ``close`` (which moves the output into place) and an exception
+    calls ``abort`` (which deletes what was staged)."""
+
     def abort(self) -> None:
         raise NotImplementedError
-
-    def __enter__(self) -> Any:
-        return self
 
     def __exit__(
         self,

@@ -92,11 +92,8 @@ SUFFIXES = np.array(["bin", "jpg", "png"], dtype=object)
 
 def image_suffix(image: bytes) -> str:
     """A file suffix for encoded image bytes, from their signature."""
-    if image.startswith(b"\xff\xd8"):
-        return "jpg"
-    if image.startswith(b"\x89PNG"):
-        return "png"
-    return "bin"
+    head = np.frombuffer(image[:4].ljust(4, b"\0"), dtype=np.uint8)
+    return str(SUFFIXES[_suffix_codes(head, np.zeros(1, np.int64), np.array([len(image)]))[0]])
 
 
 def _suffix_codes(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -192,11 +189,10 @@ def _bad(reader: RecordReader, key: int, error: Exception) -> BadRecord:
 def _checked_record(reader: RecordReader, key: int) -> tuple[int, int]:
     """``key``'s class and image length, from the whole record; `RecordIOError` for a damaged
     or short record, a zero-length image or a label that is not an integer ≥ 0."""
+    payload = reader.read(key)  # its errors name the file and offset already
     try:
-        header, image = unpack(reader.read(key))
+        header, image = unpack(payload)
     except RecordIOError as e:
-        if str(e).startswith(str(reader.path)):  # from the record layer: already placed
-            raise
         raise RecordIOError(f"{_where(reader, key)}: {e}") from None
     if not image:
         raise RecordIOError(f"{_where(reader, key)}: zero-length image")

@@ -13,7 +13,6 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from fmlkit import __version__
@@ -29,7 +28,7 @@ from fmlkit.columns import (
     validate_columns,
 )
 from fmlkit.errors import InputError, SchemaError
-from fmlkit.io import atomic_path
+from fmlkit.io import Closing, atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -175,7 +174,7 @@ def _as_python(series: pd.Series, column: str) -> list[Any]:
     return series.astype(str).tolist()
 
 
-class DatasetInfoWriter:
+class DatasetInfoWriter(Closing):
     """Stream rows (tuples in `info_columns` order) to CSV or Parquet.
 
     Rows must arrive sorted by ``file_name``; the writer checks it (an internal invariant).
@@ -240,17 +239,6 @@ class DatasetInfoWriter:
             self._flush()
             self._parquet.close()
             self._parquet = None
-
-    def __enter__(self) -> DatasetInfoWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _arrow_schema(columns: Sequence[str]) -> Any:

@@ -147,7 +147,8 @@ class ParquetDatasetWriter(StagedOutput):
         self._open_shard()
         assert self._writer is not None
         self._writer.write_batch(batch.cast(self.schema), row_group_size=self.row_group_rows)
-        self._file.written()  # type: ignore[union-attr]
+        assert self._file is not None
+        self._file.written()
         self._shard_rows += len(batch)
         self.rows += len(batch)
         self._shard_payload += batch.column(IMAGE).field("bytes").nbytes
@@ -184,11 +185,6 @@ class ParquetDatasetWriter(StagedOutput):
         self._file = None
         self._shard_rows = 0
         self._shard_payload = 0
-
-    @property
-    def staging_dir(self) -> Path:
-        """The temporary directory the dataset is built in (renamed by `close`)."""
-        return self._tmp
 
     def next_shard_path(self, offset: int = 0) -> Path:
         """Where shard number ``len(shards) + offset`` goes, for shards written elsewhere

@@ -23,12 +23,11 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
 from fmlkit.errors import FormatError, InputError
-from fmlkit.io import StagedOutput, commit, temp_sibling
+from fmlkit.io import Closing, StagedOutput, commit, temp_sibling
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -174,7 +173,7 @@ class RecordWriter(StagedOutput):
                 tmp.unlink(missing_ok=True)
 
 
-class RecordReader:
+class RecordReader(Closing):
     """Memory-mapped reader of a .rec, with random access by key through the .idx.
 
     The index is held as two int64 arrays (keys, offsets): 16 bytes a record, so an index of
@@ -330,18 +329,6 @@ class RecordReader:
             at = self._order[np.minimum(at, len(self._order) - 1)] if len(self._order) else at
         return np.where(found, at, -1)
 
-    def head(self, key: int, size: int) -> tuple[bytes, int | None]:
-        """The first ``size`` bytes of ``key``'s payload (fewer if it is shorter), and the
-        payload's length when the record is one part. Reads only those bytes when it can.
-        """
-        offset = self.offset(key)
-        if self._map is not None and offset + 8 <= self.size:
-            magic, lrecord = _PART.unpack_from(self._map, offset)
-            length = lrecord & LENGTH_MASK
-            if magic == MAGIC and lrecord >> 29 == FULL and offset + 8 + length <= self.size:
-                return self._map[offset + 8 : offset + 8 + min(size, length)], length
-        return self.read_at(offset)[0][:size], None
-
     def headers(self, positions: np.ndarray) -> HeaderBlock:
         """The IRHeaders of the records at index ``positions``, parsed all at once from the map
         (see `HeaderBlock`); records it cannot vouch for are marked not ``intact``."""
@@ -386,17 +373,6 @@ class RecordReader:
         if self._map is not None:
             self._map.close()
             self._map = None
-
-    def __enter__(self) -> RecordReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class _IntView(Sequence[int]):

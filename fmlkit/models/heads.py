@@ -71,8 +71,18 @@ def _check_size(embedding_size: int, num_classes: int) -> None:
         )
 
 
+class ClassificationHead(nn.Module):
+    """Base of the heads that feed `logits` to softmax cross-entropy."""
+
+    def logits(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(self.logits(embeddings, labels), labels.long())
+
+
 @HEADS.register("softmax")
-class Softmax(nn.Module):
+class Softmax(ClassificationHead):
     """Plain softmax: a linear layer with bias, then cross-entropy (no normalisation, no margin)."""
 
     def __init__(self, embedding_size: int, num_classes: int) -> None:
@@ -87,11 +97,8 @@ class Softmax(nn.Module):
         with full_precision(embeddings):
             return F.linear(embeddings.to(dtype), self.weight.to(dtype), self.bias.to(dtype))
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(self.logits(embeddings, labels), labels)
 
-
-class CosineHead(nn.Module):
+class CosineHead(ClassificationHead):
     """Base of the heads on cos θ_j: subclasses change the target logit (`target`)."""
 
     def __init__(self, embedding_size: int, num_classes: int, scale: float) -> None:
@@ -120,9 +127,6 @@ class CosineHead(nn.Module):
             index = labels.long().view(-1, 1)
             target = self.target(cos.gather(1, index))
             return cos.scatter(1, index, target) * self.scale
-
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(self.logits(embeddings, labels), labels.long())
 
     def extra_repr(self) -> str:
         return f"classes={self.weight.shape[0]}, embedding={self.weight.shape[1]}, s={self.scale}"

@@ -320,11 +320,3 @@ def test_header_block_agrees_with_unpack(
                     start, length = int(heads.image_start[i]), int(heads.image_length[i])
                     assert reader.join_spans([(start, length)]) == image
         assert not header_block(None, 0, np.array([0, 4])).intact.any()
-
-
-def test_head_reads_the_first_bytes_of_whole_and_split_records(tmp_path: Path) -> None:
-    rec = _write(tmp_path, [(0, b"abcdefgh"), (1, b"abcd" + M + b"xyz"), (2, b"ab")])
-    with RecordReader(rec) as reader:
-        assert reader.head(0, 5) == (b"abcde", 8)
-        assert reader.head(1, 6) == (b"abcd" + M[:2], None)  # split: read whole, then cut
-        assert reader.head(2, 5) == (b"ab", 2)  # shorter than asked
