@@ -25,3 +25,8 @@ class FormatError(FmlkitError):
 
 class ConfigError(FmlkitError):
     """A configuration or pipeline file has unknown keys or invalid values."""
+
+
+class BatchError(FmlkitError):
+    """A training batch the loss cannot use: e.g. a pair loss given a label with one image
+    (use the ``m_per_class`` sampler)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 from contextlib import AbstractContextManager
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +100,17 @@ class Softmax(ClassificationHead):
 
 
 class CosineHead(ClassificationHead):
-    """Base of the heads on cos θ_j: subclasses change the target logit (`target`)."""
+    """Base of the heads on cos θ_j = Ŵ_j · x̂.
+
+    Subclasses change the target logit (`target`), or override `cosine_logits` when the
+    other logits, the scale or the state change too. Heads that keep state (running
+    statistics, an iteration count) update it only in training mode, like batch norm, and
+    keep it in buffers so that it is saved in ``state_dict``.
+    """
+
+    #: `cosine_logits` depends on each row alone and honours label −1, so `PartialFC` can
+    #: shard the classes (normface, cosface, arcface, combined).
+    supports_partial_fc: ClassVar[bool] = False
 
     def __init__(self, embedding_size: int, num_classes: int, scale: float) -> None:
         super().__init__()
@@ -118,15 +129,24 @@ class CosineHead(ClassificationHead):
             return F.linear(x, F.normalize(self.weight.to(dtype), dim=1))
 
     def target(self, cos_y: Tensor) -> Tensor:
-        """The target cosine after the margin (before scaling); identity here (NormFace)."""
+        """The target cosine after the margin (before scaling), (B, 1); identity here (NormFace)."""
         return cos_y
+
+    def cosine_logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
+        """Logits from the cosines ``cos`` (B, C): the target column of each row replaced by
+        `target`, all scaled. A row whose label is −1 has no target among these columns (its
+        class is elsewhere, see `PartialFC`) and is only scaled. ``embeddings`` (B, E) are the
+        raw, unnormalised inputs, for heads that use their norms."""
+        labels = labels.long().view(-1, 1)
+        index = labels.clamp_min(0)
+        cos_y = cos.gather(1, index)
+        target = torch.where(labels >= 0, self.target(cos_y), cos_y)
+        return cos.scatter(1, index, target) * self.scale
 
     def logits(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         with full_precision(embeddings):
             cos = self.cosines(embeddings)
-            index = labels.long().view(-1, 1)
-            target = self.target(cos.gather(1, index))
-            return cos.scatter(1, index, target) * self.scale
+            return self.cosine_logits(cos, labels, embeddings.to(cos.dtype))
 
     def extra_repr(self) -> str:
         return f"classes={self.weight.shape[0]}, embedding={self.weight.shape[1]}, s={self.scale}"
@@ -141,10 +161,23 @@ def sin_from_cos(cos: Tensor) -> Tensor:
     return torch.where(sin2 > eps, sin2.clamp_min(eps).sqrt(), sin2.clamp_min(0).sqrt().detach())
 
 
+def acos_exact(cos: Tensor) -> Tensor:
+    """θ = acos(cos) in [0, π], exact in value, for cosines that may stray outside [−1, 1] by
+    rounding (clamped first). Its gradient −1/sin θ, infinite at θ = 0 and θ = π, is cut to
+    zero where 1 − cos² ≤ eps, as in `sin_from_cos`."""
+    eps = torch.finfo(cos.dtype).eps
+    cos = cos.clamp(-1, 1)
+    inside = 1 - cos * cos > eps
+    safe = torch.where(inside, cos, torch.zeros_like(cos))
+    return torch.where(inside, torch.acos(safe), torch.acos(cos).detach())
+
+
 @HEADS.register("normface")
 class NormFace(CosineHead):
     """NormFace (Wang et al., 2017, "NormFace: L2 Hypersphere Embedding for Face
     Verification"): s·cos θ_j for every class, no margin."""
+
+    supports_partial_fc = True
 
     def __init__(self, embedding_size: int, num_classes: int, *, scale: float = 64.0) -> None:
         super().__init__(embedding_size, num_classes, scale)
@@ -154,6 +187,8 @@ class NormFace(CosineHead):
 class CosFace(CosineHead):
     """CosFace / AM-Softmax (Wang et al., 2018, "CosFace: Large Margin Cosine Loss for Deep
     Face Recognition"): target s·(cos θ_y − m). Use m 0.4 for Glint360K / WebFace."""
+
+    supports_partial_fc = True
 
     def __init__(
         self, embedding_size: int, num_classes: int, *, margin: float = 0.35, scale: float = 64.0
@@ -174,6 +209,8 @@ class ArcFace(CosineHead):
     (insightface's fallback, exact gradient); with ``easy_margin`` the target keeps cos θ_y
     wherever cos θ_y ≤ 0 instead.
     """
+
+    supports_partial_fc = True
 
     def __init__(
         self,
@@ -196,3 +233,8 @@ class ArcFace(CosineHead):
             return torch.where(cos_y > 0, shifted, cos_y)
         fallback = cos_y - self.margin * math.sin(self.margin)
         return torch.where(cos_y > math.cos(math.pi - self.margin), shifted, fallback)
+
+
+# The other heads register themselves on import; importing them here makes `HEADS`,
+# `create_head` and `list_heads` complete whichever module a user imports first.
+from fmlkit.models import adaptive_heads, margin_heads, pair_losses  # noqa: E402, F401
