@@ -149,7 +149,11 @@ class CosineHead(ClassificationHead):
             return self.cosine_logits(cos, labels, embeddings.to(cos.dtype))
 
     def extra_repr(self) -> str:
-        return f"classes={self.weight.shape[0]}, embedding={self.weight.shape[1]}, s={self.scale}"
+        weight = getattr(self, "weight", None)  # PartialFC keeps the rows itself
+        shape = (
+            "" if weight is None else f"classes={weight.shape[0]}, embedding={weight.shape[-1]}, "
+        )
+        return f"{shape}s={self.scale}"
 
 
 def sin_from_cos(cos: Tensor) -> Tensor:
@@ -170,6 +174,32 @@ def acos_exact(cos: Tensor) -> Tensor:
     inside = 1 - cos * cos > eps
     safe = torch.where(inside, cos, torch.zeros_like(cos))
     return torch.where(inside, torch.acos(safe), torch.acos(cos).detach())
+
+
+def shifted_cos(cos_y: Tensor, margin: float | Tensor) -> Tensor:
+    """cos(θ + m) from cos θ (θ in [0, π]) as cos θ cos m − sin θ sin m, exact in value, with no
+    fallback. ``margin`` in radians: a float, or a tensor broadcast against ``cos_y``."""
+    if isinstance(margin, Tensor):
+        return cos_y * torch.cos(margin) - sin_from_cos(cos_y) * torch.sin(margin)
+    return cos_y * math.cos(margin) - sin_from_cos(cos_y) * math.sin(margin)
+
+
+def arc_target(cos_y: Tensor, margin: float | Tensor) -> Tensor:
+    """ArcFace's target cosine: cos(θ_y + m), and past θ_y > π − m (where cos(θ + m) would rise
+    again) insightface's fallback cos θ_y − m·sin m, which steps down there. ``margin`` in
+    radians: a float, or a per-sample tensor (B, 1) such as MagFace's m(a)."""
+    shifted = shifted_cos(cos_y, margin)
+    if isinstance(margin, Tensor):
+        inside = cos_y > torch.cos(math.pi - margin)
+        return torch.where(inside, shifted, cos_y - margin * torch.sin(margin))
+    inside = cos_y > math.cos(math.pi - margin)
+    return torch.where(inside, shifted, cos_y - margin * math.sin(margin))
+
+
+def check_angular_margin(name: str, margin: float) -> None:
+    """An additive angular margin in radians must lie in [0, π/2)."""
+    if not 0 <= margin < math.pi / 2:
+        raise ConfigError(f"{name} is in radians, in [0, π/2); got {margin}")
 
 
 @HEADS.register("normface")
@@ -222,19 +252,20 @@ class ArcFace(CosineHead):
         easy_margin: bool = False,
     ) -> None:
         super().__init__(embedding_size, num_classes, scale)
-        if not 0 <= margin < math.pi / 2:
-            raise ConfigError(f"arcface margin is in radians, in [0, π/2); got {margin}")
+        check_angular_margin("arcface margin", margin)
         self.margin, self.easy_margin = float(margin), bool(easy_margin)
 
     def target(self, cos_y: Tensor) -> Tensor:
-        m = self.margin
-        shifted = cos_y * math.cos(m) - sin_from_cos(cos_y) * math.sin(m)  # cos(θ + m)
         if self.easy_margin:
-            return torch.where(cos_y > 0, shifted, cos_y)
-        fallback = cos_y - self.margin * math.sin(self.margin)
-        return torch.where(cos_y > math.cos(math.pi - self.margin), shifted, fallback)
+            return torch.where(cos_y > 0, shifted_cos(cos_y, self.margin), cos_y)
+        return arc_target(cos_y, self.margin)
 
 
 # The other heads register themselves on import; importing them here makes `HEADS`,
 # `create_head` and `list_heads` complete whichever module a user imports first.
-from fmlkit.models import adaptive_heads, margin_heads, pair_losses  # noqa: E402, F401
+from fmlkit.models import (  # noqa: E402, F401
+    adaptive_heads,
+    elastic_heads,
+    margin_heads,
+    pair_losses,
+)

@@ -4,6 +4,7 @@ check."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from fmlkit.errors import ConfigError
-from fmlkit.models.heads import create_head, list_heads
+from fmlkit.models.heads import CosineHead, create_head, list_heads
 from fmlkit.registry import Registry
 
 CENTRES = [0.0, 70.0, 200.0]  # class centre angles (degrees) in 2-D
@@ -148,38 +149,69 @@ def test_every_head_has_exact_gradients(name: str) -> None:
     x = x.double().requires_grad_()
     params = [p for p in head.parameters() if p.requires_grad]
 
+    norms = x.detach().norm(dim=1, keepdim=True)
+
+    def radial(e: torch.Tensor) -> torch.Tensor:
+        """AdaFace detaches the norms by design: check it along the sphere, norms held."""
+        if getattr(head, "stops_norm_gradient", False):
+            return e * (norms / e.norm(dim=1, keepdim=True))
+        return e
+
     def loss(e: torch.Tensor, *ps: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(
-            head, {n: p for (n, _), p in zip(head.named_parameters(), ps, strict=True)}, (e, labels)
-        )
+        named = {n: p for (n, _), p in zip(head.named_parameters(), ps, strict=True)}
+        return torch.func.functional_call(head, named, (radial(e), labels))
 
     assert torch.autograd.gradcheck(loss, (x, *params))
     if hasattr(head, "logits"):
-        assert torch.autograd.gradcheck(lambda e: head.logits(e, labels), (x,))
+        assert torch.autograd.gradcheck(lambda e: head.logits(radial(e), labels), (x,))
+
+
+# Heads that need a smaller step than 0.05: proto's logits are unnormalised squared
+# distances (it diverges at 0.05); normface, without a margin, needs more than 300 steps there.
+LEARNING_RATES = {"proto": 0.003, "normface": 0.02}
+CORNERS = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=4)))[:10] * 3
 
 
 @pytest.mark.parametrize("name", list_heads())
 def test_every_head_separates_gaussian_classes(name: str) -> None:
-    """A linear embedding trained with the head, from its defaults, separates 10 Gaussian
-    classes: fresh samples are nearest (by cosine) to their own class's mean embedding."""
+    """10 Gaussian classes in 16-D whose means differ in 4 hidden coordinates only, the other
+    12 being noise (σ 3): with a random linear embedding to 8-D and the head as initialised,
+    fewer than 50 % of fresh samples are classified right; trained with the head from its
+    defaults on 300 P×K batches (10 labels × 4), at least 85 % must be."""
     torch.manual_seed(0)
-    means = torch.randn(10, 16) * 3
+    hidden = torch.randperm(16)
+    means, sigma = torch.zeros(10, 16), torch.full((16,), 3.0)
+    means[:, hidden[:4]], sigma[hidden[:4]] = CORNERS, 1.0
     labels = torch.arange(10).repeat_interleave(40)
-    data = means[labels] + torch.randn(len(labels), 16)
+    data = means[labels] + torch.randn(len(labels), 16) * sigma
     net = torch.nn.Linear(16, 8)
     head = create_head(name, 8, 10)
-    optim = torch.optim.SGD([*net.parameters(), *head.parameters()], lr=0.05, momentum=0.9)
-    for _ in range(200):
+
+    def accuracy() -> float:
+        """On fresh samples: the class whose centre has the largest cosine (classification
+        heads), the largest logit (softmax classifiers), or the nearest mean embedding of
+        the training samples (pair losses)."""
+        with torch.no_grad():
+            test = net(means[labels] + torch.randn(len(labels), 16) * sigma)
+            if isinstance(head, CosineHead):
+                scores = head.cosines(test)
+            elif hasattr(head, "logits"):
+                scores = head.logits(test)
+            else:
+                emb = net(data)
+                centres = F.normalize(torch.stack([emb[labels == c].mean(0) for c in range(10)]))
+                scores = F.normalize(test) @ centres.T
+            return (scores.argmax(1) == labels).float().mean().item()
+
+    assert accuracy() < 0.5
+    params = [*net.parameters(), *head.parameters()]
+    optim = torch.optim.SGD(params, lr=LEARNING_RATES.get(name, 0.05), momentum=0.9)
+    for _ in range(300):
+        batch = (torch.rand(10, 40).argsort(1)[:, :4] + torch.arange(10)[:, None] * 40).flatten()
         optim.zero_grad()
-        head(net(data), labels).backward()
+        head(net(data[batch]), labels[batch]).backward()
         optim.step()
-    with torch.no_grad():
-        centres = F.normalize(
-            torch.stack([net(data[labels == c]).mean(0) for c in range(10)]), dim=1
-        )
-        test = means[labels] + torch.randn(len(labels), 16)
-        predicted = (F.normalize(net(test), dim=1) @ centres.T).argmax(1)
-    assert (predicted == labels).float().mean() > 0.9
+    assert accuracy() >= 0.85
 
 
 @pytest.mark.parametrize("name", list_heads())
