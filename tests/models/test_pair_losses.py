@@ -168,19 +168,24 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "kwargs"), CASES)
-@pytest.mark.parametrize(("dtype", "rtol"), [(torch.float64, 1e-7), (torch.float32, 1e-5)])
+@pytest.mark.parametrize(
+    ("dtype", "rtol"),
+    [(torch.float64, 1e-7), (torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 1e-2)],
+)
 def test_pair_losses_match_the_naive_formula(
     name: str, kwargs: dict, dtype: torch.dtype, rtol: float
 ) -> None:
+    """bf16/fp16 embeddings (a float32 head, as under autocast) give a float32 loss."""
     x, labels = _batch(dtype)
     head = create_head(name, 5, CLASSES, **kwargs)
     if name == "softmaxproto":
         with torch.no_grad():  # a classifier far from its init, so that its term matters
             head.softmax.weight.normal_(generator=torch.Generator().manual_seed(1))
             head.softmax.bias.uniform_(-1, 1, generator=torch.Generator().manual_seed(2))
-    head = head.to(dtype)
+    low = dtype in (torch.bfloat16, torch.float16)
+    head = head.to(torch.float32 if low else dtype)
     loss = head(x, labels)
-    assert loss.ndim == 0 and loss.dtype == dtype
+    assert loss.ndim == 0 and loss.dtype == (torch.float32 if low else dtype)
     expected = _oracle(name, kwargs, head, x)
     assert expected > 0.01  # not a degenerate case
     torch.testing.assert_close(
