@@ -1,0 +1,195 @@
+"""Embedding backbones by name: the in-house face nets, or any timm model as ``timm:<name>``.
+
+Every backbone maps float images (B, 3, S, S) to embeddings (B, E), not normalised; the heads
+normalise. In-house nets (`list_backbones`): ``iresnet18``/``34``/``50``/``100`` (arcface_torch's
+IResNet) and ``mobilefacenet`` (arcface_torch's ``mbf``); they take S a multiple of 16.
+
+``timm:<name>`` builds ``timm.create_model(name, pretrained=False, num_classes=0)`` (its pooled
+features) followed by an embedding neck, Linear(features → E, no bias) → BatchNorm1d(E), the
+neck that face models put after their trunk (arcface_torch's nets and ViTs end the same way)
+rather than timm's bare classifier Linear: the batch norm keeps the embedding's scale steady for
+margin heads. Weights are never downloaded. Models whose timm config says their input size is
+fixed (ViTs and the like) are built for ``image_size`` (``img_size=image_size``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from fmlkit.errors import ConfigError
+from fmlkit.models.iresnet import IRESNET_LAYERS, IResNet
+from fmlkit.models.mobilefacenet import MobileFaceNet
+from fmlkit.registry import Registry
+
+BackboneFactory = Callable[..., nn.Module]
+
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+
+TIMM_PREFIX = "timm:"
+#: Keywords `create_backbone` sets itself for timm models; a user may not pass them.
+_TIMM_RESERVED = ("pretrained", "num_classes")
+
+
+def create_backbone(
+    name: str, *, embedding_size: int = 512, image_size: int = 112, **kwargs: Any
+) -> nn.Module:
+    """The backbone ``name``, untrained: images (B, 3, image_size, image_size) → (B, E).
+
+    Args:
+        name: an in-house name (`list_backbones`) or ``timm:<any timm model name>``.
+        embedding_size: length E of the embedding.
+        image_size: input height and width in pixels (in-house nets: a multiple of 16).
+        **kwargs: the in-house net's options (iresnet: ``dropout``), or keywords passed on to
+            ``timm.create_model`` (e.g. ``drop_path_rate``).
+
+    Raises:
+        ConfigError: an unknown name (with the closest names), a bad size or an unknown option.
+    """
+    for key, value in (("embedding_size", embedding_size), ("image_size", image_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} must be an integer ≥ 1, got {value!r}")
+    if name.startswith(TIMM_PREFIX):
+        timm_name = name[len(TIMM_PREFIX) :]
+        return _create_timm_backbone(
+            timm_name, embedding_size=embedding_size, image_size=image_size, **kwargs
+        )
+    factory = _get_in_house(name)
+    valid = [
+        p.name
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in ("embedding_size", "image_size")
+    ]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"backbone {name!r} takes no {', '.join(map(repr, unknown))}; valid options: "
+            f"{', '.join(valid) or 'none'}"
+        )
+    return factory(embedding_size=embedding_size, image_size=image_size, **kwargs)
+
+
+def list_backbones() -> list[str]:
+    """The in-house backbone names; any ``timm:<name>`` is accepted besides."""
+    return BACKBONES.names()
+
+
+def _get_in_house(name: str) -> BackboneFactory:
+    if name in BACKBONES:
+        return BACKBONES.get(name)
+    hint = " or 'timm:<model>' for any timm model"
+    import timm  # deferred: heavy, needed only to help the user here
+
+    if timm.is_model(name):
+        hint = f"; {name!r} is a timm model: write 'timm:{name}'"
+    close = difflib.get_close_matches(name, BACKBONES.names(), n=1)
+    also = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"unknown backbone {name!r}; valid: {', '.join(BACKBONES.names())}{hint}.{also}"
+    )
+
+
+def _check_image_size(name: str, image_size: int) -> None:
+    if image_size % 16:
+        below, above = image_size // 16 * 16, image_size // 16 * 16 + 16
+        sizes = f"{below} or {above}" if below else f"{above}"
+        raise ConfigError(
+            f"backbone {name!r} needs image_size a multiple of 16 (it halves the image 4 times "
+            f"and sizes its last layer for the final map), got {image_size}; use {sizes}"
+        )
+
+
+def _register_iresnet(name: str) -> None:
+    def create(*, embedding_size: int, image_size: int, dropout: float = 0.0) -> nn.Module:
+        _check_image_size(name, image_size)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"{name} dropout must be in [0, 1), got {dropout}")
+        return IResNet(
+            IRESNET_LAYERS[name],
+            embedding_size=embedding_size,
+            image_size=image_size,
+            dropout=dropout,
+        )
+
+    create.__doc__ = f"{name}: arcface_torch's IResNet with {IRESNET_LAYERS[name]} blocks."
+    BACKBONES.register(name)(create)
+
+
+for _name in IRESNET_LAYERS:
+    _register_iresnet(_name)
+
+
+@BACKBONES.register("mobilefacenet")
+def _mobilefacenet(*, embedding_size: int, image_size: int) -> nn.Module:
+    """mobilefacenet: arcface_torch's ``mbf`` (blocks (1, 4, 6, 2), width scale 2)."""
+    _check_image_size("mobilefacenet", image_size)
+    return MobileFaceNet(embedding_size=embedding_size, image_size=image_size)
+
+
+class TimmBackbone(nn.Module):
+    """A timm model's pooled features (``body``) → embedding neck (``neck``): Linear (no bias)
+    → BatchNorm1d."""
+
+    def __init__(self, body: nn.Module, features: int, embedding_size: int) -> None:
+        super().__init__()
+        self.body = body
+        self.neck = nn.Sequential(
+            nn.Linear(features, embedding_size, bias=False), nn.BatchNorm1d(embedding_size)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.neck(self.body(x))
+        return out
+
+
+def _create_timm_backbone(
+    name: str, *, embedding_size: int = 512, image_size: int = 112, **kwargs: Any
+) -> TimmBackbone:
+    """timm's ``name`` without its classifier, untrained, followed by the embedding neck.
+
+    Raises:
+        ConfigError: ``name`` is not a timm model (the message lists close names), or timm
+            rejects an option.
+    """
+    import timm  # deferred: a heavy import
+
+    if not timm.is_model(name):
+        close = _close_timm_names(name)
+        hint = f" Close names: {', '.join(close)}." if close else ""
+        if name in BACKBONES:
+            hint = f" {name!r} is an fmlkit backbone: write {name!r} without 'timm:'."
+        raise ConfigError(
+            f"unknown timm model {name!r} (in backbone 'timm:{name}').{hint} "
+            "List them with timm.list_models('*part*')."
+        )
+    reserved = sorted(set(kwargs) & set(_TIMM_RESERVED))
+    if reserved:
+        raise ConfigError(
+            f"backbone 'timm:{name}' does not take {', '.join(map(repr, reserved))}: fmlkit "
+            "builds timm models untrained and without classifier, followed by its embedding neck"
+        )
+    cfg = timm.get_pretrained_cfg(name)
+    if cfg is not None and cfg.fixed_input_size and "img_size" not in kwargs:
+        kwargs["img_size"] = image_size
+    try:
+        body = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    except TypeError as error:
+        raise ConfigError(f"timm model {name!r} rejected the options {kwargs}: {error}") from None
+    # Width of what the classifier-less model returns: after a pre-logits layer where it has one.
+    features = getattr(body, "head_hidden_size", None) or getattr(body, "num_features", None)
+    assert isinstance(features, int), (name, features)  # every timm model sets num_features
+    return TimmBackbone(body, features, embedding_size)
+
+
+def _close_timm_names(name: str) -> list[str]:
+    """Up to 5 timm names like ``name``: from its family (the names that start like it, e.g.
+    ``swin*`` for ``swin``) where it has one, else from all of timm's."""
+    import timm
+
+    stem = name.split("_")[0].rstrip("0123456789")
+    family: list[str] = timm.list_models(f"{stem}*") if stem else []
+    return difflib.get_close_matches(name, family or timm.list_models(), n=5) or family[:5]
