@@ -14,6 +14,7 @@ from fmlkit.cli._common import CONTEXT_SETTINGS, FmlkitGroup, configure_logging
 from fmlkit.cli.convert import convert, inspect
 from fmlkit.cli.data import filter_, prepare, synth
 from fmlkit.cli.split import pairs, split
+from fmlkit.cli.train import embed, export, train
 
 __all__ = ["main"]
 
@@ -39,5 +40,5 @@ def main(verbose: int, quiet: bool) -> None:
     set_progress(False if quiet else None)
 
 
-for _command in (synth, prepare, filter_, split, pairs, convert, inspect):
+for _command in (synth, prepare, filter_, split, pairs, convert, inspect, train, export, embed):
     main.add_command(_command)

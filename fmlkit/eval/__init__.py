@@ -1,0 +1,1 @@
+"""Evaluation: embedding datasets with a trained model; verification and retrieval metrics."""

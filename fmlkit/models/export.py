@@ -1,0 +1,101 @@
+"""A trained backbone from a checkpoint, and its ONNX export checked with onnxruntime."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fmlkit.errors import InputError
+from fmlkit.io import atomic_path
+
+INPUT, OUTPUT = "images", "embeddings"
+
+
+def load_backbone(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, int]:
+    """The backbone of a training checkpoint in eval mode, on the CPU, and its image size.
+
+    Raises:
+        InputError: not a readable fmlkit training checkpoint.
+    """
+    from fmlkit.train.build import create_model
+    from fmlkit.train.checkpoint import load_checkpoint
+    from fmlkit.train.config import config_from_dict
+
+    state = load_checkpoint(checkpoint)
+    if "model" not in state or "config" not in state:
+        raise InputError(f"{checkpoint} is not an fmlkit training checkpoint (no model/config)")
+    config = config_from_dict(state["config"], source=str(checkpoint))
+    model = create_model(config)
+    model.load_state_dict(state["model"])
+    return model.eval(), config.data.image_size
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    image_size: int
+    max_abs_diff: float  # onnxruntime against torch on a check batch
+    min_cosine: float
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, opset: int = 17
+) -> ExportReport:
+    """Write the checkpoint's backbone as ONNX (input ``images`` (batch, 3, S, S) float32,
+    normalised as in training; output ``embeddings`` (batch, E), not normalised), with a
+    dynamic batch axis; then run it with onnxruntime on a batch of 3 and compare with torch."""
+    model, size = load_backbone(checkpoint)
+    example = torch.randn(2, 3, size, size)
+    with atomic_path(output) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+        check = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+        got = onnx_embeddings(tmp, check.numpy())
+    with torch.no_grad():
+        expected = model(check).numpy()
+    cosine = (got * expected).sum(1) / (
+        np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+    )
+    return ExportReport(
+        Path(output), size, float(np.abs(got - expected).max()), float(cosine.min())
+    )
+
+
+class OnnxModel:
+    """An exported model run by onnxruntime on the CPU: (B, 3, S, S) float32 → (B, E)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import onnxruntime
+
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InputError(f"{path} is not a readable ONNX model: {exc}") from exc
+        shape = self.session.get_inputs()[0].shape
+        self.image_size = shape[-1] if isinstance(shape[-1], int) else None
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(None, {self.session.get_inputs()[0].name: images})
+        return np.asarray(out, dtype=np.float32)
+
+
+def onnx_embeddings(model: str | os.PathLike[str], images: np.ndarray) -> np.ndarray:
+    """`OnnxModel` once: the embeddings of ``images``."""
+    return OnnxModel(model)(np.ascontiguousarray(images, dtype=np.float32))

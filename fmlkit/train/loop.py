@@ -1,0 +1,354 @@
+"""The training loop: `train(config)` runs a whole training, or resumes one exactly.
+
+One step = ``train.grad_accum`` batches of ``train.batch_size`` images per process, forward
+under autocast (``train.precision``), backward, gradient clipping, one optimizer and scheduler
+step. Rank 0 alone logs (metrics.csv, TensorBoard, progress bar) and saves checkpoints.
+
+**Exact resume.** A checkpoint holds the model, head, optimizer, scheduler, scaler, step, epoch,
+the sampler's position in the epoch and every RNG state. Images are augmented from (seed,
+epoch, index) and the DataLoader draws its worker seeds from a generator of its own, so a run
+resumed from step S sees the same batches and draws the same random numbers from step S + 1
+on as one that never stopped: on CPU in fp32 it logs the same losses.
+
+**Bad steps.** An image that cannot be decoded is dropped from its batch and counted. A step
+whose loss is not finite (on any process) is skipped — no update — and reported; after
+``train.max_nonfinite`` such steps in a row the run stops with `TrainingError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from fmlkit.errors import FmlkitError, InputError
+from fmlkit.train import build
+from fmlkit.train.callbacks import Callback, MetricsCSV, ProgressBar, TensorBoard
+from fmlkit.train.checkpoint import (
+    LAST,
+    checkpoint_dir,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from fmlkit.train.config import TrainConfig, config_to_dict, save_config, validate_for_training
+from fmlkit.train.distributed import Runtime, setup_runtime, teardown_runtime
+from fmlkit.train.optim import Schedule, create_optimizer, create_scheduler, scaled_lr
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingError(FmlkitError):
+    """Training cannot go on (e.g. the loss stayed NaN or infinite)."""
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a run did: where, how far, and what it skipped."""
+
+    output_dir: Path
+    steps: int
+    epochs_started: int
+    last_loss: float
+    skipped_images: int
+    nonfinite_steps: int
+    seconds: float
+    checkpoint: Path | None
+
+
+def train(config: TrainConfig, *, resume: bool = False, device: str | None = None) -> TrainReport:
+    """Train the configured model (in every process of a torchrun launch).
+
+    Args:
+        config: a validated training config.
+        resume: continue from ``output_dir/checkpoints/last.pt``.
+        device: ``cpu``, ``cuda``, ``cuda:1`` …; default this rank's GPU if any, else the CPU.
+
+    Raises:
+        ConfigError, InputError: a config or input that cannot be trained on.
+        TrainingError: the loss was not finite for ``train.max_nonfinite`` steps in a row.
+    """
+    validate_for_training(config)
+    runtime = setup_runtime(device)
+    try:
+        return _Run(config, runtime, resume=resume).run()
+    finally:
+        teardown_runtime(runtime)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _Run:
+    def __init__(self, config: TrainConfig, runtime: Runtime, *, resume: bool) -> None:
+        self.config, self.runtime = config, runtime
+        self.out = Path(config.output_dir)
+        _check_output(self.out, resume)
+        seed_everything(config.seed)
+        self.dataset = build.create_dataset(config)
+        self.sampler = build.create_sampler(config, self.dataset, runtime)
+        self.loader = build.create_loader(config, self.dataset, self.sampler, runtime)
+        loop = config.train
+        batches = len(self.sampler) // loop.batch_size
+        if batches < loop.grad_accum:
+            raise InputError(
+                f"{len(self.dataset)} images give {batches} batches of {loop.batch_size} per "
+                f"process, fewer than one step (grad_accum {loop.grad_accum}); lower the batch"
+            )
+        self.steps_per_epoch = batches // loop.grad_accum
+        self.total_steps = loop.total_steps(self.steps_per_epoch)
+        self._build_model()
+        self.step, self.epoch, self.skipped, self.nonfinite, self.nonfinite_run = 0, 0, 0, 0, 0
+        if resume:
+            self._load(checkpoint_dir(self.out) / LAST)
+        self.callbacks: list[Callback] = []
+        if runtime.is_main:
+            save_config(config, self.out / "config.yaml")
+            start = self.step if resume else None
+            self.callbacks = [
+                MetricsCSV(self.out, resume_step=start),
+                TensorBoard(self.out, resume_step=start),
+                ProgressBar(self.total_steps, initial=self.step),
+            ]
+
+    def _build_model(self) -> None:
+        config, runtime = self.config, self.runtime
+        self.model = build.create_model(config).to(runtime.device)
+        if config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.head = build.create_training_head(config, self.dataset.num_classes, runtime)
+        self.head = self.head.to(runtime.device)
+        global_batch = config.train.batch_size * config.train.grad_accum * runtime.world_size
+        params = [*self.model.parameters(), *self.head.parameters()]
+        self.optimizer = create_optimizer(
+            params,
+            config.optim.name,
+            lr=scaled_lr(config.optim.lr, global_batch),
+            momentum=config.optim.momentum,
+            weight_decay=config.optim.weight_decay,
+        )
+        s = config.schedule
+        schedule = Schedule(
+            s.name,
+            total_steps=self.total_steps,
+            warmup_steps=s.warmup_steps,
+            power=s.power,
+            milestones=s.milestones,
+            gamma=s.gamma,
+        )
+        self.scheduler = create_scheduler(self.optimizer, schedule)
+        fp16 = config.train.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=fp16)
+        self.forward_model: nn.Module = self.model
+        self.forward_head: nn.Module = self.head
+        if runtime.distributed:
+            ids = [runtime.device] if runtime.device.type == "cuda" else None
+            self.forward_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            if not hasattr(self.head, "sample"):  # PartialFC shards itself; others replicate
+                self.forward_head = nn.parallel.DistributedDataParallel(
+                    self.head, device_ids=ids, broadcast_buffers=False
+                )
+        if config.train.compile:
+            self.forward_model = torch.compile(self.forward_model)  # type: ignore[assignment]
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> TrainReport:
+        started, last_loss, path = time.monotonic(), math.nan, None
+        window: list[float] = []
+        images, tick = 0, time.monotonic()
+        loop = self.config.train
+        while self.step < self.total_steps:
+            self.sampler.set_epoch(self.epoch)
+            self.dataset.set_epoch(self.epoch)
+            taken = 0
+            for batches in _chunks(iter(self.loader), loop.grad_accum):
+                taken += len(batches)
+                loss, count = self._step(batches)
+                self.step += 1
+                images += count * self.runtime.world_size
+                if math.isfinite(loss):
+                    window.append(loss)
+                    last_loss = loss
+                if self.step % loop.log_every == 0 or self.step == self.total_steps:
+                    now = time.monotonic()
+                    self._log(window, images / max(now - tick, 1e-9))
+                    window, images, tick = [], 0, now
+                every = self.config.checkpoint.every_steps
+                if self.step % every == 0 or self.step == self.total_steps:
+                    path = self._save(consumed=taken * loop.batch_size)
+                if self.step >= self.total_steps:
+                    break
+            else:
+                self.epoch += 1
+        for callback in self.callbacks:
+            callback.close()
+        return TrainReport(
+            self.out,
+            self.step,
+            self.epoch + 1,
+            last_loss,
+            self.skipped,
+            self.nonfinite,
+            time.monotonic() - started,
+            path,
+        )
+
+    def _step(self, batches: list[dict[str, Any]]) -> tuple[float, int]:
+        """One optimizer step over ``batches``: the mean loss (NaN when skipped), images used."""
+        loop, device = self.config.train, self.runtime.device
+        dtype = DTYPES[loop.precision]
+        total, count, finite = 0.0, 0, True
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(batches):
+            self.skipped += len(batch["skipped"])
+            if batch["skipped"] and self.runtime.is_main:
+                for item in batch["skipped"]:
+                    log.warning("skipped %s: %s", item.file_name, item.reason)
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["label"].to(device, non_blocking=True)
+            if loop.channels_last and len(images):
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                loss = self._loss(images, labels)
+            finite = finite and _all_finite(loss, self.runtime)
+            if not finite:
+                break
+            last = i == len(batches) - 1
+            with self._no_sync(not last):
+                self.scaler.scale(loss / len(batches)).backward()
+            total += float(loss.detach())
+            count += len(images)
+        if not finite:
+            return self._skip_step()
+        self.nonfinite_run = 0
+        if loop.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            nn.utils.clip_grad_norm_(params, loop.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return total / len(batches), count
+
+    def _loss(self, images: Tensor, labels: Tensor) -> Tensor:
+        if len(images) == 0:  # every image of the batch was skipped: a zero loss on every
+            params = [*self.model.parameters(), *self.head.parameters()]  # parameter keeps DDP
+            return sum((p.sum() * 0 for p in params), torch.zeros((), device=images.device))
+        loss: Tensor = self.forward_head(self.forward_model(images), labels)
+        return loss
+
+    def _no_sync(self, skip: bool) -> Any:
+        import contextlib
+
+        if skip and isinstance(self.forward_model, nn.parallel.DistributedDataParallel):
+            return self.forward_model.no_sync()
+        return contextlib.nullcontext()
+
+    def _skip_step(self) -> tuple[float, int]:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.nonfinite += 1
+        self.nonfinite_run += 1
+        if self.runtime.is_main:
+            log.warning("step %d: the loss is not finite; the step is skipped", self.step + 1)
+        if self.nonfinite_run >= self.config.train.max_nonfinite:
+            raise TrainingError(
+                f"the loss was not finite for {self.nonfinite_run} steps in a row (up to step "
+                f"{self.step + 1}); lower optim.lr, use train.precision=bf16 rather than fp16, "
+                "set train.grad_clip, or check the data"
+            )
+        return math.nan, 0
+
+    def _log(self, window: list[float], img_per_s: float) -> None:
+        loss = sum(window) / len(window) if window else math.nan
+        metrics = {
+            "epoch": self.epoch,
+            "loss": loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "img_per_s": img_per_s,
+        }
+        for callback in self.callbacks:
+            callback.on_log(self.step, metrics)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _save(self, *, consumed: int) -> Path | None:
+        head_state = self.head.state_dict()  # PartialFC gathers its rows: every rank calls it
+        if not self.runtime.is_main:
+            return None
+        state = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "sampler": self.sampler.state_dict(consumed=consumed),
+            "model": self.model.state_dict(),
+            "head": head_state,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "skipped_images": self.skipped,
+            "nonfinite_steps": self.nonfinite,
+            "config": config_to_dict(self.config),
+        }
+        return save_checkpoint(self.out, self.step, state, keep=self.config.checkpoint.keep)
+
+    def _load(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        # the schedule comes from the config (a resumed run may train for longer), its
+        # position from the checkpoint
+        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.sampler.load_state_dict(state["sampler"])  # an epoch's end: its loop ends at once
+        self.skipped, self.nonfinite = int(state["skipped_images"]), int(state["nonfinite_steps"])
+        set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+
+def _check_output(out: Path, resume: bool) -> None:
+    last = checkpoint_dir(out) / LAST
+    if resume and not last.is_file():
+        raise InputError(f"nothing to resume: {last} does not exist")
+    if not resume and last.is_file():
+        raise InputError(
+            f"{out} already holds a run (checkpoints/{LAST}); pass --resume to continue it, "
+            "or choose another output_dir"
+        )
+
+
+def _chunks(batches: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Groups of ``size`` consecutive batches (an incomplete last group is dropped)."""
+    group: list[dict[str, Any]] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+
+
+def _all_finite(loss: Tensor, runtime: Runtime) -> bool:
+    """Whether the loss is finite on every process (all skip the step together)."""
+    finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+    if runtime.distributed:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())

@@ -1,0 +1,182 @@
+"""The training loop on a CPU: the loss falls, a run killed with SIGKILL resumes exactly, bad
+images and non-finite losses are handled, and torchrun runs it on 2 processes (gloo)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmlkit.errors import InputError
+from fmlkit.train.config import load_config
+from fmlkit.train.loop import TrainingError, train
+from tests.processes import kill_fmlkit_when, run_fmlkit
+
+CLASSES, PER_CLASS = 4, 8
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 classes of 8 coloured, noisy 40×40 PNGs, a dataset_info listing them, and one file
+    that is not an image (listed without an error, as if it broke after the scan)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    rows = ["file_name,label"]
+    for c in range(CLASSES):
+        colour = np.array([(c * 70) % 256, (c * 130 + 40) % 256, (c * 200 + 90) % 256])
+        (root / f"id{c}").mkdir()
+        for i in range(PER_CLASS):
+            pixels = np.clip(colour + rng.normal(0, 40, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"id{c}" / f"{i}.png")
+            rows.append(f"id{c}/{i}.png,id{c}")
+    (root / "id0" / "broken.png").write_bytes(b"not a png at all")
+    (root / "info.csv").write_text("\n".join(rows) + "\n")
+    (root / "info_broken.csv").write_text("\n".join([*rows, "id0/broken.png,id0"]) + "\n")
+    return root
+
+
+def _overrides(images: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"data.dataset_info={images / 'info.csv'}",
+        f"data.root={images}",
+        "data.image_size=32",
+        "model.backbone=mobilefacenet",
+        "model.embedding_size=32",
+        "head.name=cosface",
+        "head.args={margin: 0.2, scale: 16.0}",
+        "optim.lr=0.8",
+        "schedule.name=cosine",
+        "train.batch_size=8",
+        "train.max_steps=40",
+        "train.num_workers=0",
+        "train.log_every=1",
+        "checkpoint.every_steps=20",
+        f"output_dir={out}",
+        "seed=3",
+        *extra,
+    ]
+
+
+def _losses(out: Path) -> dict[int, str]:
+    with (out / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
+    assert len(steps) == len(set(steps)), "duplicated rows"
+    return {int(r["step"]): r["loss"] for r in rows}
+
+
+def test_training_loss_falls_and_the_run_is_recorded(images: Path, tmp_path: Path) -> None:
+    config = load_config(None, _overrides(images, tmp_path / "run"))
+    report = train(config)
+    assert report.steps == 40 and report.skipped_images == 0
+    losses = [float(v) for v in _losses(tmp_path / "run").values()]
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert load_config(tmp_path / "run" / "config.yaml") == config
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_with_the_same_losses(
+    images: Path, tmp_path: Path
+) -> None:
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert (
+        run_fmlkit(
+            "train", "--config", _config_file(tmp_path), *_overrides(images, whole)
+        ).returncode
+        == 0
+    )
+    args = ["train", "--config", _config_file(tmp_path), *_overrides(images, killed)]
+    kill_fmlkit_when(args, lambda: (killed / "checkpoints" / "step_00000020.pt").exists())
+    logged = _losses(killed)
+    assert max(logged) < 40  # the kill came before the end
+    resumed = run_fmlkit(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = _losses(whole), _losses(killed)
+    assert sorted(got) == list(range(1, 41))
+    assert [got[s] for s in range(21, 41)] == [expected[s] for s in range(21, 41)]
+
+
+def _config_file(tmp_path: Path) -> str:
+    path = tmp_path / "empty.yaml"
+    path.write_text("{}\n")
+    return str(path)
+
+
+def test_undecodable_images_are_skipped_and_counted(images: Path, tmp_path: Path) -> None:
+    extra = (f"data.dataset_info={images / 'info_broken.csv'}", "train.max_steps=8")
+    report = train(load_config(None, _overrides(images, tmp_path / "run", *extra)))
+    assert report.steps == 8 and report.skipped_images >= 1
+
+
+def test_a_loss_that_stays_nan_stops_the_run_with_a_clear_error(
+    images: Path, tmp_path: Path
+) -> None:
+    extra = ("optim.lr=1e30", "train.grad_clip=null", "train.max_nonfinite=3")
+    with pytest.raises(TrainingError, match="not finite for 3 steps in a row"):
+        train(load_config(None, _overrides(images, tmp_path / "run", *extra)))
+
+
+def test_train_refuses_to_overwrite_a_run_or_to_resume_nothing(
+    images: Path, tmp_path: Path
+) -> None:
+    config = load_config(None, _overrides(images, tmp_path / "run", "train.max_steps=2"))
+    with pytest.raises(InputError, match="nothing to resume"):
+        train(config, resume=True)
+    train(config)
+    with pytest.raises(InputError, match="pass --resume"):
+        train(config)
+
+
+def test_torchrun_trains_on_two_processes_and_resumes_on_one(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    args = _overrides(images, out, "train.max_steps=10", "checkpoint.every_steps=10")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*command, "-m", "fmlkit", "train", "--config", _config_file(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(_losses(out)) == list(range(1, 11))  # rank 0 alone wrote the table
+    more = [*args, "train.max_steps=14"]
+    resumed = run_fmlkit("train", "--config", _config_file(tmp_path), *more, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(_losses(out)) == list(range(1, 15))
+
+
+def test_export_to_onnx_and_embed_agree_with_the_checkpoint(images: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from fmlkit.eval.embed import embed
+    from fmlkit.models.export import export_onnx
+
+    train(load_config(None, _overrides(images, tmp_path / "run", "train.max_steps=6")))
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    report = export_onnx(checkpoint, tmp_path / "model.onnx")
+    assert report.min_cosine > 0.9999 and report.image_size == 32
+    info = images / "info_broken.csv"
+    from_ckpt = embed(info, tmp_path / "ckpt.parquet", checkpoint=checkpoint, root=images)
+    done = run_fmlkit(
+        "embed", "--onnx", str(tmp_path / "model.onnx"), "--input", str(info),
+        "--root", str(images), "-o", str(tmp_path / "onnx.parquet"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert from_ckpt.images == CLASSES * PER_CLASS and from_ckpt.skipped == ("id0/broken.png",)
+    a, b = (pq.read_table(tmp_path / f"{n}.parquet").to_pydict() for n in ("ckpt", "onnx"))
+    assert a["file_name"] == b["file_name"] and a["label"][:2] == ["id0", "id0"]
+    x, y = np.array(a["embedding"]), np.array(b["embedding"])
+    assert x.shape == (CLASSES * PER_CLASS, 32)
+    cosine = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+    assert cosine.min() > 0.9999
+    unflipped = embed(info, tmp_path / "plain.parquet", checkpoint=checkpoint, root=images,
+                      flip_sum=False)  # fmt: skip
+    z = np.array(pq.read_table(unflipped.output).to_pydict()["embedding"])
+    assert not np.allclose(z, x)
