@@ -43,7 +43,7 @@ from fmlkit.train.checkpoint import (
     set_rng_state,
 )
 from fmlkit.train.config import TrainConfig, config_to_dict, save_config, validate_for_training
-from fmlkit.train.distributed import Runtime, setup_runtime, teardown_runtime
+from fmlkit.train.distributed import Runtime, barrier, setup_runtime, teardown_runtime
 from fmlkit.train.optim import Schedule, create_optimizer, create_scheduler, scaled_lr
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,16 @@ class _Run:
         if resume:
             self._load(checkpoint_dir(self.out) / LAST)
         self.callbacks: list[Callback] = []
+        self.validation = None
+        if runtime.is_main and config.val.pairs is not None:
+            from fmlkit.train.validation import PairValidation
+
+            self.validation = PairValidation(
+                config.val.pairs,
+                config.val.root or ".",
+                build.create_transform(config.data, train=False),
+                config.train.batch_size,
+            )
         if runtime.is_main:
             save_config(config, self.out / "config.yaml")
             start = self.step if resume else None
@@ -186,10 +196,13 @@ class _Run:
                 if math.isfinite(loss):
                     window.append(loss)
                     last_loss = loss
-                if self.step % loop.log_every == 0 or self.step == self.total_steps:
+                last = self.step == self.total_steps
+                validate = self.step % self.config.val.every_steps == 0 or last
+                extra = self._validate() if validate else {}
+                if self.step % loop.log_every == 0 or last or extra:
                     now = time.monotonic()
-                    self._log(window, images / max(now - tick, 1e-9))
-                    window, images, tick = [], 0, now
+                    self._log(window, images / max(now - tick, 1e-9), extra)
+                    window, images, tick = [], 0, time.monotonic()
                 every = self.config.checkpoint.every_steps
                 if self.step % every == 0 or self.step == self.total_steps:
                     path = self._save(consumed=taken * loop.batch_size)
@@ -276,9 +289,18 @@ class _Run:
             )
         return math.nan, 0
 
-    def _log(self, window: list[float], img_per_s: float) -> None:
+    def _validate(self) -> dict[str, float]:
+        """Rank 0 scores the pair list (if any) while the others wait at a barrier."""
+        metrics = {}
+        if self.validation is not None:
+            metrics = self.validation(self.model, self.runtime.device)
+        barrier(self.runtime)
+        return metrics
+
+    def _log(self, window: list[float], img_per_s: float, extra: dict[str, float]) -> None:
         loss = sum(window) / len(window) if window else math.nan
         metrics = {
+            **extra,
             "epoch": self.epoch,
             "loss": loss,
             "lr": self.optimizer.param_groups[0]["lr"],

@@ -180,3 +180,43 @@ def test_export_to_onnx_and_embed_agree_with_the_checkpoint(images: Path, tmp_pa
                       flip_sum=False)  # fmt: skip
     z = np.array(pq.read_table(unflipped.output).to_pydict()["embedding"])
     assert not np.allclose(z, x)
+
+
+def test_validation_on_a_pair_list_joins_the_metrics_rows(images: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    lines = []
+    for k in range(40):
+        a, b = rng.choice(CLASSES, 2, replace=False)
+        i, j = rng.choice(PER_CLASS, 2, replace=False)
+        lines.append(
+            f"1,id{a}/{i}.png,id{a}/{j}.png" if k % 2 else f"0,id{a}/{i}.png,id{b}/{j}.png"
+        )
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("\n".join(lines) + "\n")
+    extra = (f"val.pairs={pairs}", f"val.root={images}", "val.every_steps=10", "train.max_steps=20")
+    train(load_config(None, _overrides(images, tmp_path / "run", *extra)))
+    with (tmp_path / "run" / "metrics.csv").open(newline="") as f:
+        rows = {int(r["step"]): r for r in csv.DictReader(f)}
+    assert sorted(rows) == list(range(1, 21))
+    assert [s for s, r in rows.items() if r["val_pairs_accuracy"]] == [10, 20]
+    # the same numbers as embedding the final checkpoint and scoring the pairs apart
+    import pyarrow.parquet as pq
+
+    from fmlkit.eval.embed import embed
+    from fmlkit.eval.verification import pair_distances, verify
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    embed(images / "info.csv", tmp_path / "emb.parquet", checkpoint=checkpoint, root=images)
+    table = pq.read_table(tmp_path / "emb.parquet").to_pydict()
+    vectors = dict(zip(table["file_name"], np.array(table["embedding"]), strict=True))
+    first = np.array([vectors[line.split(",")[1]] for line in lines])
+    second = np.array([vectors[line.split(",")[2]] for line in lines])
+    same = np.array([line.startswith("1") for line in lines])
+    expected = verify(pair_distances(first, second), same)
+    assert float(rows[20]["val_pairs_accuracy"]) == pytest.approx(expected.accuracy, abs=1e-6)
+    assert float(rows[20]["val_pairs_threshold"]) == pytest.approx(expected.threshold, abs=1e-6)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,../../etc/passwd,id0/0.png\n")
+    with pytest.raises(InputError, match="outside"):
+        train(load_config(None, _overrides(images, tmp_path / "r2", f"val.pairs={bad}",
+                                           f"val.root={images}")))  # fmt: skip
