@@ -26,7 +26,7 @@ class _Layers(nn.Module):
 
 class ConvBN(_Layers):
     """Conv (no bias) → BN, then PReLU unless ``linear`` (arcface_torch's ConvBlock and
-    LinearBlock); padding keeps the size for 3×3 kernels and is 0 otherwise."""
+    LinearBlock); padding keeps the size for 3×3 kernels and is 0 otherwise, unless given."""
 
     def __init__(
         self,
@@ -37,8 +37,9 @@ class ConvBN(_Layers):
         stride: int = 1,
         groups: int = 1,
         linear: bool = False,
+        padding: int | None = None,
     ) -> None:
-        padding = 1 if kernel == 3 else 0
+        padding = (1 if kernel == 3 else 0) if padding is None else padding
         conv = nn.Conv2d(
             in_channels, out_channels, kernel, stride, padding, groups=groups, bias=False
         )
@@ -101,7 +102,8 @@ class MobileFaceNet(nn.Module):
             ]
         )
         self.conv_sep = ConvBN(256, 512)
-        gdc = ConvBN(512, 512, image_size // 16, groups=512, linear=True)
+        # global depthwise conv over the whole final map (3×3 at 48 px: no padding there)
+        gdc = ConvBN(512, 512, image_size // 16, groups=512, linear=True, padding=0)
         self.features = _Layers(
             gdc, nn.Flatten(), nn.Linear(512, embedding_size, bias=False),
             nn.BatchNorm1d(embedding_size),

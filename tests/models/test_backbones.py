@@ -404,3 +404,10 @@ def test_create_backbone_exports_to_onnx_with_dynamo_exporter(tmp_path: Path) ->
     model = _calibrated(create_backbone("mobilefacenet", embedding_size=64))
     shapes = ({0: torch.export.Dim("batch")},)
     _onnx_parity(model, tmp_path / "model.onnx", dynamo=True, dynamic_shapes=shapes, verbose=False)
+
+
+@pytest.mark.parametrize("size", [16, 48, 64, 80])
+def test_create_backbone_mobilefacenet_pools_the_whole_final_map_at_any_size(size: int) -> None:
+    """The global depthwise conv spans the final map (size/16): no padding, even for 3×3."""
+    model = create_backbone("mobilefacenet", embedding_size=8, image_size=size)
+    assert model.train()(_images(2, size=size)).shape == (2, 8)
