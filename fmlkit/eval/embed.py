@@ -84,11 +84,9 @@ def _model(
 ) -> tuple[Callable[[torch.Tensor], np.ndarray], int, tuple[float, ...], tuple[float, ...]]:
     if checkpoint is not None:
         from fmlkit.models.export import load_backbone
-        from fmlkit.train.checkpoint import load_checkpoint
-        from fmlkit.train.config import config_from_dict
 
-        model, size = load_backbone(checkpoint)
-        norm = config_from_dict(load_checkpoint(checkpoint)["config"]).data.normalisation
+        model, data = load_backbone(checkpoint)  # one read of the checkpoint
+        size, norm = data.image_size, data.normalisation
 
         def run_torch(images: torch.Tensor) -> np.ndarray:
             with torch.no_grad():

@@ -6,6 +6,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,11 +15,15 @@ from torch import nn
 from fmlkit.errors import InputError
 from fmlkit.io import atomic_path
 
+if TYPE_CHECKING:
+    from fmlkit.train.config import DataConfig
+
 INPUT, OUTPUT = "images", "embeddings"
 
 
-def load_backbone(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, int]:
-    """The backbone of a training checkpoint in eval mode, on the CPU, and its image size.
+def load_backbone(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, DataConfig]:
+    """The backbone of a training checkpoint in eval mode, on the CPU, and the ``data``
+    section it was trained with (image size, normalisation).
 
     Raises:
         InputError: not a readable fmlkit training checkpoint.
@@ -33,7 +38,7 @@ def load_backbone(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, int]:
     config = config_from_dict(state["config"], source=str(checkpoint))
     model = create_model(config)
     model.load_state_dict(state["model"])
-    return model.eval(), config.data.image_size
+    return model.eval(), config.data
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,8 @@ def export_onnx(
     """Write the checkpoint's backbone as ONNX (input ``images`` (batch, 3, S, S) float32,
     normalised as in training; output ``embeddings`` (batch, E), not normalised), with a
     dynamic batch axis; then run it with onnxruntime on a batch of 3 and compare with torch."""
-    model, size = load_backbone(checkpoint)
+    model, data = load_backbone(checkpoint)
+    size = data.image_size
     example = torch.randn(2, 3, size, size)
     with atomic_path(output) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice

@@ -33,7 +33,14 @@ from torch import Tensor, nn
 
 from fmlkit.errors import BatchError, ConfigError
 from fmlkit.models import distributed
-from fmlkit.models.heads import CosineHead, compute_dtype, create_head, full_precision, list_heads
+from fmlkit.models.heads import (
+    HEADS,
+    CosineHead,
+    compute_dtype,
+    create_head,
+    full_precision,
+    list_heads,
+)
 
 
 def shard_range(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -145,8 +152,6 @@ class PartialFC(nn.Module):
 
 
 def _supports(name: str) -> bool:
-    from fmlkit.models.heads import HEADS
-
     return bool(getattr(HEADS.get(name), "supports_partial_fc", False))
 
 

@@ -8,7 +8,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fmlkit.data.datasets import ImageDataset, ImageFolderDataset, ParquetImageDataset
+from fmlkit.data.datasets import (
+    ImageDataset,
+    ImageFolderDataset,
+    ParquetImageDataset,
+    collate_items,
+)
 from fmlkit.data.samplers import MPerClassSampler, ResumableSampler, ShuffleSampler
 from fmlkit.data.transforms import ImageTransform, build_transforms
 from fmlkit.train.config import DataConfig, TrainConfig
@@ -80,8 +85,6 @@ def create_loader(
     """Batches of ``train.batch_size`` in the sampler's order, decoded by ``num_workers``
     processes; a generator of its own, so that starting an iterator does not draw from the
     global RNG (a resumed run then draws the same random numbers as an uninterrupted one)."""
-    from fmlkit.data.datasets import collate_items
-
     workers = config.train.num_workers
     return DataLoader(
         dataset,

@@ -17,6 +17,7 @@ whose loss is not finite (on any process) is skipped — no update — and repor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -240,13 +241,14 @@ class _Run:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 loss = self._loss(images, labels)
-            finite = finite and _all_finite(loss, self.runtime)
+            value = float(loss.detach())  # the step's one host sync per batch
+            finite = finite and _all_finite(value, self.runtime)
             if not finite:
                 break
             last = i == len(batches) - 1
             with self._no_sync(not last):
                 self.scaler.scale(loss / len(batches)).backward()
-            total += float(loss.detach())
+            total += value
             count += len(images)
         if not finite:
             return self._skip_step()
@@ -268,8 +270,6 @@ class _Run:
         return loss
 
     def _no_sync(self, skip: bool) -> Any:
-        import contextlib
-
         if skip and isinstance(self.forward_model, nn.parallel.DistributedDataParallel):
             return self.forward_model.no_sync()
         return contextlib.nullcontext()
@@ -368,9 +368,11 @@ def _chunks(batches: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[
             group = []
 
 
-def _all_finite(loss: Tensor, runtime: Runtime) -> bool:
+def _all_finite(loss: float, runtime: Runtime) -> bool:
     """Whether the loss is finite on every process (all skip the step together)."""
-    finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+    finite = math.isfinite(loss)
     if runtime.distributed:
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    return bool(finite.item())
+        flag = torch.tensor([int(finite)], dtype=torch.int32, device=runtime.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        finite = bool(flag.item())
+    return finite
