@@ -145,6 +145,11 @@ class ImageDataset(Dataset[Any]):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def item_seed(self, index: int) -> int | None:
+        """The seed of item ``index``'s augmentation in this epoch, from (seed, epoch, index);
+        None without ``seed``."""
+        return None if self.seed is None else _item_seed(self.seed, self.epoch, index)
+
     def read(self, index: int) -> bytes | memoryview:
         """The encoded image of item ``index``."""
         raise NotImplementedError
@@ -158,11 +163,12 @@ class ImageDataset(Dataset[Any]):
             reason = f"{type(e).__name__}: {e}"
             log.debug("skipped %s: %s", self.file_names[index], reason)
             return Skipped(index, self.file_names[index], reason)
-        if self.seed is None:
+        seed = self.item_seed(index)
+        if seed is None:
             tensor = self.transform(image)
         else:
             with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(_item_seed(self.seed, self.epoch, index))
+                torch.default_generator.manual_seed(seed)
                 tensor = self.transform(image)
         return {"image": tensor, "label": int(self.labels[index]), "index": index}
 

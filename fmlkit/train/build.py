@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -14,10 +15,13 @@ from fmlkit.data.datasets import (
     ParquetImageDataset,
     collate_items,
 )
+from fmlkit.data.gpu_decode import DeviceDecoder, EncodedDataset, collate_encoded
 from fmlkit.data.samplers import MPerClassSampler, ResumableSampler, ShuffleSampler
 from fmlkit.data.transforms import ImageTransform, build_transforms
 from fmlkit.train.config import DataConfig, TrainConfig
 from fmlkit.train.distributed import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def create_transform(data: DataConfig, *, train: bool) -> ImageTransform:
@@ -83,21 +87,43 @@ def create_loader(
     config: TrainConfig, dataset: ImageDataset, sampler: ResumableSampler, runtime: Runtime
 ) -> DataLoader[Any]:
     """Batches of ``train.batch_size`` in the sampler's order, decoded by ``num_workers``
-    processes; a generator of its own, so that starting an iterator does not draw from the
+    processes (with ``data.decode=device`` only read: encoded batches for `create_decoder`'s
+    decoder); a generator of its own, so that starting an iterator does not draw from the
     global RNG (a resumed run then draws the same random numbers as an uninterrupted one)."""
     workers = config.train.num_workers
+    encoded = config.data.decode == "device"
     return DataLoader(
-        dataset,
+        EncodedDataset(dataset) if encoded else dataset,
         batch_size=config.train.batch_size,
         sampler=sampler,
         drop_last=True,
         num_workers=workers,
-        collate_fn=collate_items,
+        collate_fn=collate_encoded if encoded else collate_items,
         pin_memory=runtime.device.type == "cuda",
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
         generator=torch.Generator().manual_seed(config.seed),
     )
+
+
+def create_decoder(config: TrainConfig, runtime: Runtime) -> DeviceDecoder | None:
+    """With ``data.decode=device``, the decoder that turns the loader's encoded batches into
+    image batches on the run's device (logged once); None with ``pil``."""
+    data = config.data
+    if data.decode != "device":
+        return None
+    device = runtime.device
+    decoder = DeviceDecoder(
+        device,
+        image_size=data.image_size,
+        mean=data.normalisation.mean,
+        std=data.normalisation.std,
+        flip=data.augment.flip.enabled,
+    )
+    if runtime.is_main:
+        how = "nvJPEG" if device.type == "cuda" else "the CPU, in the main process"
+        log.info("data.decode=device: JPEGs are decoded by torchvision.io on %s (%s)", device, how)
+    return decoder
 
 
 def create_model(config: TrainConfig) -> nn.Module:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,6 +127,13 @@ class DataConfig(Section):
         folds: keep only rows whose ``fold`` is listed; None keeps every row.
         split: keep only rows with this ``split`` value (e.g. ``train``); None keeps every row.
         image_size: the square side, in pixels, that images are resized to.
+        decode: where images are decoded. ``pil``: by PIL in the DataLoader workers, which
+            also augment them. ``device``: workers only read the encoded bytes; the main
+            process decodes each batch's JPEGs with ``torchvision.io.decode_jpeg`` on the
+            training device (nvJPEG, batched, when training on CUDA; the CPU on a CPU run),
+            other formats with PIL, then resizes, flips and normalises on the device
+            (`fmlkit.data.gpu_decode`). Needs torchvision. Only the flip has a device
+            version: ``device`` with any other augmentation enabled is refused.
     """
 
     dataset_info: str | None = None
@@ -135,6 +142,7 @@ class DataConfig(Section):
     folds: tuple[int, ...] | None = bounded(None, ge=-1)
     split: str | None = None
     image_size: int = bounded(112, ge=16)
+    decode: Literal["pil", "device"] = "pil"
     normalisation: NormalisationConfig = field(default_factory=NormalisationConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -145,6 +153,17 @@ class DataConfig(Section):
                 "augment.low_resolution.min_size",
                 f"expected < data.image_size ({self.image_size}), found {low.min_size}",
             )
+        if self.decode == "device":
+            augment = self.augment
+            names = [f.name for f in fields(augment) if f.name != "flip"]
+            enabled = [f"data.augment.{n}" for n in names if getattr(augment, n).enabled]
+            if enabled:
+                yield (
+                    "decode",
+                    f"expected pil with {', '.join(enabled)} enabled (only the flip has a "
+                    f"device version), found device; set data.decode=pil or disable "
+                    f"{', '.join(enabled)}",
+                )
 
 
 _BACKBONE = re.compile(r"(timm:)?[A-Za-z0-9][\w.\-/]*")

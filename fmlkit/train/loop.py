@@ -105,6 +105,7 @@ class _Run:
         self.dataset = build.create_dataset(config)
         self.sampler = build.create_sampler(config, self.dataset, runtime)
         self.loader = build.create_loader(config, self.dataset, self.sampler, runtime)
+        self.decoder = build.create_decoder(config, runtime)  # None: the workers decode
         loop = config.train
         batches = len(self.sampler) // loop.batch_size
         if batches < loop.grad_accum:
@@ -230,7 +231,8 @@ class _Run:
         dtype = DTYPES[loop.precision]
         total, count, finite = 0.0, 0, True
         self.optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(batches):
+        for i, loaded in enumerate(batches):
+            batch = loaded if self.decoder is None else self.decoder(loaded)
             self.skipped += len(batch["skipped"])
             if batch["skipped"] and self.runtime.is_main:
                 for item in batch["skipped"]:

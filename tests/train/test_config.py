@@ -197,6 +197,25 @@ def test_load_config_cross_section_checks() -> None:
     load_config(None, ["train.sampler=m_per_class", "train.batch_size=8"])
 
 
+def test_load_config_decode_device_allows_only_the_flip() -> None:
+    assert load_config(None).data.decode == "pil"
+    cfg = load_config(None, ["data.decode=device"])
+    assert cfg.data.decode == "device" and cfg.data.augment.flip.enabled
+    load_config(None, ["data.decode=device", "data.augment.flip.enabled=false"])
+    message = _error(
+        "data.decode=device",
+        "data.augment.colour_jitter.enabled=true",
+        "data.augment.low_resolution.enabled=true",
+    )
+    assert message.count("data.decode:") == 1  # one problem naming every augmentation
+    assert (
+        "data.decode: expected pil with data.augment.colour_jitter, "
+        "data.augment.low_resolution enabled (only the flip has a device version), found "
+        "device; set data.decode=pil or disable" in message
+    )
+    load_config(None, ["data.augment.colour_jitter.enabled=true"])  # fine with pil
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -204,6 +223,7 @@ def test_load_config_cross_section_checks() -> None:
         ("train.precision=bf17", "did you mean bf16?"),
         ("train.sampler=true", "expected one of random, m_per_class, found the boolean true"),
         ("schedule.name=cos", "did you mean cosine?"),
+        ("data.decode=gpu", "data.decode: expected one of pil, device, found the string 'gpu'"),
     ],
 )
 def test_load_config_bad_choice(override: str, message: str) -> None:
