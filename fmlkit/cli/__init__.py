@@ -13,6 +13,7 @@ from fmlkit import __version__
 from fmlkit.cli._common import CONTEXT_SETTINGS, FmlkitGroup, configure_logging
 from fmlkit.cli.convert import convert, inspect
 from fmlkit.cli.data import filter_, prepare, synth
+from fmlkit.cli.evaluate import evaluate
 from fmlkit.cli.split import pairs, split
 from fmlkit.cli.train import embed, export, train
 
@@ -40,5 +41,17 @@ def main(verbose: int, quiet: bool) -> None:
     set_progress(False if quiet else None)
 
 
-for _command in (synth, prepare, filter_, split, pairs, convert, inspect, train, export, embed):
+for _command in (
+    synth,
+    prepare,
+    filter_,
+    split,
+    pairs,
+    convert,
+    inspect,
+    train,
+    export,
+    embed,
+    evaluate,
+):
     main.add_command(_command)

@@ -4,26 +4,34 @@ Writes a Parquet table with ``file_name``, ``label`` and ``embedding`` (list<flo
 per readable image in the input's order; images that cannot be decoded are left out, counted
 and named in the report. With ``flip_sum`` (the default, insightface's evaluation) each
 embedding is emb(image) + emb(horizontally flipped image). Embeddings are not normalised.
+
+`load_embedder` gives the model with its evaluation transform as an `Embedder`, which
+`fmlkit evaluate` and the training's validation use to embed the images of a pair list
+(`Embedder.embed_images`); `embed_dataset` embeds a whole dataset in memory.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fmlkit.errors import InputError
 from fmlkit.io import atomic_path
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where it is used: `fmlkit evaluate --embeddings` needs none
+    import torch
+
     from fmlkit.data.datasets import ImageDataset
+    from fmlkit.data.transforms import ImageTransform
 
 EMBEDDING = "embedding"
+READ_ROWS = 16_384  # rows per batch when reading an embeddings Parquet (32 MiB at 512-d)
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,67 @@ class EmbedReport:
     output: Path
     images: int
     dimension: int
+    skipped: tuple[str, ...]  # file names that could not be decoded
+
+
+@dataclass(frozen=True)
+class Embedder:
+    """A model ready to embed images.
+
+    Attributes:
+        run: a batch of normalised images (B, 3, S, S) → embeddings (B, E) as float32 numpy.
+        transform: decoded PIL image → normalised tensor, as the model was trained.
+    """
+
+    run: Callable[[torch.Tensor], np.ndarray]
+    transform: ImageTransform
+
+    def __call__(self, images: torch.Tensor, *, flip_sum: bool = True) -> np.ndarray:
+        """Embeddings of a batch: emb(x) + emb(flip(x)) with ``flip_sum``, else emb(x)."""
+        return self.run(images) + self.run(images.flip(3)) if flip_sum else self.run(images)
+
+    def embed_images(
+        self, sources: Sequence[bytes | Path], *, flip_sum: bool = True, batch_size: int = 64
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Embed encoded images (bytes) or image files (paths), in order.
+
+        Returns:
+            The (len(sources), E) float32 embeddings, and the positions of the sources that
+            could not be read or decoded with the reason; their rows are zero.
+        """
+        import torch
+
+        from fmlkit.data.datasets import decode_image
+
+        chunks: list[tuple[list[int], np.ndarray]] = []
+        failed: dict[int, str] = {}
+        for start in range(0, len(sources), batch_size):
+            tensors, positions = [], []
+            for at in range(start, min(start + batch_size, len(sources))):
+                source = sources[at]
+                try:
+                    data = source.read_bytes() if isinstance(source, Path) else source
+                    tensors.append(self.transform(decode_image(data)))
+                except Exception as exc:  # unreadable file or bytes PIL cannot decode
+                    failed[at] = f"{type(exc).__name__}: {exc}"
+                    continue
+                positions.append(at)
+            if tensors:
+                chunks.append((positions, self(torch.stack(tensors), flip_sum=flip_sum)))
+        width = chunks[0][1].shape[1] if chunks else 0
+        out = np.zeros((len(sources), width), np.float32)
+        for positions, vectors in chunks:
+            out[positions] = vectors
+        return out, failed
+
+
+@dataclass(frozen=True)
+class EmbeddedDataset:
+    """The embeddings of a dataset's readable images, in the dataset's order."""
+
+    file_names: list[str]
+    labels: list[str]
+    embeddings: np.ndarray  # (images, E) float32
     skipped: tuple[str, ...]  # file names that could not be decoded
 
 
@@ -51,14 +120,41 @@ def embed(
     Images are resized and normalised as in training: the checkpoint's ``data`` section, or
     for ONNX the model's input size and the default (x/255 − 0.5)/0.5.
     """
-    if (checkpoint is None) == (onnx is None):
-        raise InputError("give exactly one of a checkpoint and an ONNX model")
-    run, size, mean, std = _model(checkpoint, onnx)
-    dataset = _dataset(Path(input), root, size, mean, std)
+    embedder = load_embedder(checkpoint=checkpoint, onnx=onnx)
+    result = embed_dataset(
+        embedder,
+        input,
+        root=root,
+        flip_sum=flip_sum,
+        batch_size=batch_size,
+        num_workers=num_workers,
+    )
+    _write(Path(output), result.file_names, result.labels, result.embeddings)
+    return EmbedReport(
+        Path(output), len(result.file_names), result.embeddings.shape[1], result.skipped
+    )
+
+
+def embed_dataset(
+    embedder: Embedder,
+    input: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    flip_sum: bool = True,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> EmbeddedDataset:
+    """The embeddings of every decodable image of ``input`` (a dataset_info table with its
+    ``root``, or a Parquet dataset folder), in memory.
+
+    Raises:
+        InputError: a table without ``root``, or no image that can be decoded.
+    """
     from torch.utils.data import DataLoader
 
     from fmlkit.data.datasets import collate_items
 
+    dataset = _dataset(Path(input), root, embedder.transform)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_items
     )
@@ -67,21 +163,44 @@ def embed(
         skipped += [s.file_name for s in batch["skipped"]]
         if not len(batch["image"]):
             continue
-        images = batch["image"]
-        emb = run(images) + run(images.flip(3)) if flip_sum else run(images)
-        vectors.append(emb)
+        vectors.append(embedder(batch["image"], flip_sum=flip_sum))
         names += [dataset.file_names[i] for i in batch["index"].tolist()]
         labels += [dataset.class_names[dataset.labels[i]] for i in batch["index"].tolist()]
     if not vectors:
         raise InputError(f"no image of {input} could be decoded")
     matrix = np.concatenate(vectors).astype(np.float32)
-    _write(Path(output), names, labels, matrix)
-    return EmbedReport(Path(output), len(names), matrix.shape[1], tuple(skipped))
+    return EmbeddedDataset(names, labels, matrix, tuple(skipped))
+
+
+def load_embedder(
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    onnx: str | os.PathLike[str] | None = None,
+) -> Embedder:
+    """The backbone of a training checkpoint, or an exported ONNX model (exactly one), with
+    its evaluation transform: the checkpoint's image size and normalisation, or the ONNX
+    input's size and the default (x/255 − 0.5)/0.5.
+
+    Raises:
+        InputError: neither or both given, not a checkpoint / ONNX model, or an ONNX model
+            without a fixed image size.
+    """
+    from fmlkit.data.transforms import build_transforms
+
+    if (checkpoint is None) == (onnx is None):
+        raise InputError("give exactly one of a checkpoint and an ONNX model")
+    run, size, mean, std = _model(checkpoint, onnx)
+    # evaluation only resizes, with fmlkit's own steps whatever the backend: "pil" spares
+    # importing torchvision (seconds)
+    transform = build_transforms(size, train=False, mean=mean, std=std, backend="pil")
+    return Embedder(run, transform)
 
 
 def _model(
     checkpoint: str | os.PathLike[str] | None, onnx: str | os.PathLike[str] | None
 ) -> tuple[Callable[[torch.Tensor], np.ndarray], int, tuple[float, ...], tuple[float, ...]]:
+    import torch
+
     if checkpoint is not None:
         from fmlkit.models.export import load_backbone
 
@@ -107,16 +226,10 @@ def _model(
 
 
 def _dataset(
-    input: Path,
-    root: str | os.PathLike[str] | None,
-    size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    input: Path, root: str | os.PathLike[str] | None, transform: ImageTransform
 ) -> ImageDataset:
     from fmlkit.data.datasets import ImageFolderDataset, ParquetImageDataset
-    from fmlkit.data.transforms import build_transforms
 
-    transform = build_transforms(size, train=False, mean=mean, std=std)
     if input.is_dir():
         return ParquetImageDataset(input, transform=transform, cache="memory")
     if root is None:
@@ -141,3 +254,134 @@ def _write(path: Path, names: list[str], labels: list[str], matrix: np.ndarray) 
     )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingTable:
+    """An embeddings Parquet read back: rows by file name, the (N, E) matrix, the labels."""
+
+    path: Path
+    index: dict[str, int]  # file name → row
+    vectors: np.ndarray  # (N, E), float32 (float64 if stored so)
+    labels: np.ndarray | None  # str per row (None where null); None without a label column
+
+
+def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingTable:
+    """Read and check an embeddings Parquet as `embed` writes it: ``file_name``,
+    ``embedding`` (a list of floats per row, one dimension for all) and optional ``label``.
+
+    Raises:
+        InputError: a missing file, no rows, null or duplicated file names, null or empty
+            embeddings, mixed dimensions, NaN or infinite values (the first few rows named).
+        FormatError: not a Parquet file.
+        SchemaError: no ``file_name`` or ``embedding`` column, or embeddings that are not
+            lists of floats.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fmlkit.columns import FILE_NAME, LABEL, validate_columns
+    from fmlkit.errors import FormatError, SchemaError
+
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"embeddings {source}: no such file; expected `fmlkit embed`'s Parquet")
+    try:
+        schema = pq.read_schema(source)
+    except (pa.ArrowException, OSError) as exc:
+        raise FormatError(f"{source} is not a readable Parquet file ({exc}); expected the "
+                          "embeddings `fmlkit embed` writes") from exc  # fmt: skip
+    fix = "Write it with `fmlkit embed`."
+    validate_columns(_Columns(schema.names), [FILE_NAME, EMBEDDING], what=str(source), fix=fix)
+    kind = schema.field(EMBEDDING).type
+    listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    if not (
+        (listed or pa.types.is_fixed_size_list(kind)) and pa.types.is_floating(kind.value_type)
+    ):
+        raise SchemaError(
+            f"{source}: column {EMBEDDING} is {kind}; expected a list of floats. {fix}"
+        )
+    parquet = pq.ParquetFile(source)
+    table = parquet.read(columns=[FILE_NAME] + ([LABEL] if LABEL in schema.names else []))
+    names = _check_names(source, table.column(FILE_NAME).to_pylist())
+    labels = None
+    if LABEL in schema.names:
+        labels = np.asarray(table.column(LABEL).cast(pa.string()).to_pylist(), object)
+    dtype = np.float64 if pa.types.is_float64(kind.value_type) else np.float32
+    # a batch of rows at a time: the matrix is the only full copy (1M × 512 is 2 GB)
+    batches = (b.column(0) for b in parquet.iter_batches(READ_ROWS, columns=[EMBEDDING]))
+    vectors = _matrix(source, names, batches, dtype)
+    return EmbeddingTable(source, {n: i for i, n in enumerate(names)}, vectors, labels)
+
+
+class _Columns:
+    def __init__(self, names: list[str]) -> None:
+        self.columns = names
+
+
+def _check_names(source: Path, names: list[object]) -> list[str]:
+    """The file names, after checking there are some, none null and none twice."""
+    if not names:
+        raise InputError(f"{source} holds no embeddings; expected one row per image")
+    nulls = [i for i, n in enumerate(names) if n is None]
+    if nulls:
+        raise InputError(f"{source}: {len(nulls):,} rows have no file_name (rows "
+                         f"{_first(nulls)}); every embedding needs its image's name")  # fmt: skip
+    twice = sorted(str(n) for n, count in Counter(names).items() if count > 1)
+    if twice:
+        raise InputError(
+            f"{source}: {len(twice):,} file names appear more than once ({_first(twice)}); "
+            "pairs could not tell which embedding is meant. Embed each image once"
+        )
+    return [str(n) for n in names]
+
+
+def _matrix(
+    source: Path, names: list[str], columns: Iterable[Any], dtype: type[np.floating[Any]]
+) -> np.ndarray:
+    """The (N, E) matrix of list-column batches, after checking nulls, dimensions, values."""
+    import pyarrow.compute as pc
+
+    nulls, lengths = np.zeros(len(names), bool), np.zeros(len(names), np.int64)
+    vectors: np.ndarray | None = None
+    at = 0
+    for column in columns:
+        rows = slice(at, at + len(column))
+        at += len(column)
+        nulls[rows] = column.is_null().to_numpy(zero_copy_only=False)
+        lengths[rows] = pc.fill_null(pc.list_value_length(column), -1).to_numpy()
+        if vectors is None and not nulls[rows].all():
+            vectors = np.empty((len(names), lengths[rows][~nulls[rows]][0]), dtype)
+        if vectors is not None and vectors.shape[1] and (lengths[rows] == vectors.shape[1]).all():
+            vectors[rows] = (
+                pc.list_flatten(column).to_numpy(zero_copy_only=False).reshape(-1, vectors.shape[1])
+            )
+    _bad_rows(source, names, nulls, "no embedding")
+    assert vectors is not None
+    dims, first_at = np.unique(lengths, return_index=True)
+    if len(dims) > 1:
+        found = ", ".join(
+            f"{d} (e.g. {names[i]})" for d, i in zip(dims[:4], first_at[:4], strict=True)
+        )
+        raise InputError(
+            f"{source} holds embeddings of mixed dimension: {found}. All rows must come from "
+            "one model; embed the images again with one model"
+        )
+    if dims[0] == 0:
+        raise InputError(f"{source}: the embeddings are empty lists; expected vectors")
+    _bad_rows(source, names, ~np.isfinite(vectors).all(axis=1), "NaN or infinite values")
+    return vectors
+
+
+def _bad_rows(source: Path, names: list[str], bad: np.ndarray, what: str) -> None:
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise InputError(
+            f"{source}: {len(rows):,} embeddings have {what} ({_first([names[i] for i in rows])})"
+            "; the model or the embedding step failed on them: embed those images again"
+        )
+
+
+def _first(items: Sequence[object], shown: int = 3) -> str:
+    more = f", … {len(items) - shown:,} more" if len(items) > shown else ""
+    return ", ".join(str(i) for i in items[:shown]) + more

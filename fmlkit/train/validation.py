@@ -1,9 +1,11 @@
-"""Validation during training: verification accuracy on a pair list (``val.pairs``).
+"""Validation during training: verification on a pair list (``val.pairs``).
 
-The images a ``1,a,b`` pair list names (relative to ``val.root``) are embedded with the
-current model in eval mode, flip-summed, and scored with the 10-fold protocol of
-`fmlkit.eval.verification`, the numbers `fmlkit evaluate` reports. Rank 0 runs it; the metrics
-(``val_<list stem>_accuracy``, ``_accuracy_std``, ``_threshold``) join that step's metrics row.
+The pair list is read by `fmlkit.eval.pair_sources.load_pairs`, so it may be a ``1,a,b`` CSV
+or LFW's pairs.txt naming files under ``val.root``, or an InsightFace ``.bin`` whose images come
+from the file itself. Its images are embedded with the current model in eval mode, flip-summed,
+and scored by `fmlkit.eval.verification.score_pairs`: the numbers `fmlkit evaluate` reports.
+Rank 0 runs it; the metrics (``val_<list stem>_accuracy``, ``_accuracy_std``, ``_threshold``,
+``_val_at_far_1e-3``, ``_auc``, ``_eer``) join that step's metrics row.
 """
 
 from __future__ import annotations
@@ -12,74 +14,76 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from fmlkit.data.datasets import decode_image
 from fmlkit.data.transforms import ImageTransform
 from fmlkit.errors import InputError
 
 
 class PairValidation:
-    """Verification on the pairs of ``pairs`` (a ``1,a,b`` CSV) under ``root``.
+    """Verification on the pairs of ``pairs`` (CSV, LFW pairs.txt or .bin) with text lists'
+    files under ``root``.
 
     Raises:
-        InputError: a pair naming a file outside ``root`` or missing from it.
+        InputError: a pair naming a file outside ``root`` or missing from it, fewer than 10
+            pairs, or pairs of one kind only (all genuine or all imposter).
         FormatError: a malformed pair list.
     """
 
     def __init__(
         self, pairs: str | Path, root: str | Path, transform: ImageTransform, batch_size: int
     ) -> None:
-        from fmlkit.data.pair_lists import FIRST, ISSAME, SECOND, read_csv_pairs
+        from fmlkit.eval.pair_sources import (
+            load_pairs,
+            locate_files,
+            pair_positions,
+            unusable_error,
+        )
 
-        table = read_csv_pairs(pairs)
-        self.name = Path(pairs).stem
-        self.root, self.transform, self.batch_size = Path(root).resolve(), transform, batch_size
-        self.files = sorted(set(table[FIRST]) | set(table[SECOND]))
-        position = {name: i for i, name in enumerate(self.files)}
-        self.first = table[FIRST].map(position).to_numpy()
-        self.second = table[SECOND].map(position).to_numpy()
-        self.same = table[ISSAME].to_numpy().astype(bool)
-        bad = [f for f in self.files if not self._path(f).is_file()]
-        if bad:
+        self.pairs = load_pairs(pairs)
+        self.name = self.pairs.name
+        self.transform, self.batch_size = transform, batch_size
+        self.sources: list[bytes | Path]
+        if self.pairs.images is not None:
+            self.sources = list(self.pairs.images)
+            self.first, self.second = self.pairs.first, self.pairs.second
+        else:
+            found = locate_files(self.pairs, root)
+            problems = found.problems(Path(root), option="val.root")
+            if problems:
+                raise unusable_error(self.pairs, problems, 0, skip_hint=False)
+            self.sources = list(found.paths.values())
+            rows = {name: row for row, name in enumerate(found.paths)}
+            self.first, self.second = pair_positions(self.pairs, rows)
+        same = self.pairs.same
+        if len(same) < 10 or same.all() or not same.any():
             raise InputError(
-                f"{len(bad)} files named in {pairs} are not under {root}: "
-                f"{', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}"
+                f"{pairs}: {int(same.sum())} genuine and {int((~same).sum())} imposter pairs; "
+                "validation's 10-fold protocol needs at least 10 pairs, of both kinds"
             )
-
-    def _path(self, name: str) -> Path:
-        path = (self.root / name).resolve()
-        if not path.is_relative_to(self.root):
-            raise InputError(f"pair list file {name!r} lies outside {self.root}")
-        return path
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        from fmlkit.eval.verification import pair_distances, verify
+        from fmlkit.eval.embed import Embedder
+        from fmlkit.eval.verification import score_pairs
+
+        def run(images: torch.Tensor) -> np.ndarray:
+            return model(images.to(device)).float().cpu().numpy()
 
         was_training = model.training
         model.eval()
-        chunks = []
-        for start in range(0, len(self.files), self.batch_size):
-            names = self.files[start : start + self.batch_size]
-            images = torch.stack([self.transform(self._image(n)) for n in names]).to(device)
-            emb = model(images).float() + model(images.flip(3)).float()
-            chunks.append(emb.cpu().numpy())
-        model.train(was_training)
-        embeddings = np.concatenate(chunks)
-        result = verify(pair_distances(embeddings[self.first], embeddings[self.second]), self.same)
-        prefix = f"val_{self.name}_"
-        return {
-            prefix + "accuracy": result.accuracy,
-            prefix + "accuracy_std": result.accuracy_std,
-            prefix + "threshold": result.threshold,
-        }
-
-    def _image(self, name: str) -> Image.Image:
         try:
-            return decode_image(self._path(name).read_bytes())
-        except InputError:
-            raise
-        except Exception as exc:
-            raise InputError(f"validation image {name} cannot be decoded: {exc}") from exc
+            embedder = Embedder(run, self.transform)
+            vectors, failed = embedder.embed_images(self.sources, batch_size=self.batch_size)
+        finally:
+            model.train(was_training)
+        if failed:
+            at, why = next(iter(failed.items()))
+            raise InputError(f"validation image {self._describe(at)} cannot be decoded: {why}")
+        scores = score_pairs(vectors[self.first], vectors[self.second], self.pairs.same)
+        prefix = f"val_{self.name}_"
+        return {prefix + k: v for k, v in scores.result.items() if isinstance(v, float)}
+
+    def _describe(self, at: int) -> str:
+        source = self.sources[at]
+        return str(source) if isinstance(source, Path) else f"{at} of {self.pairs.path}"
