@@ -8,8 +8,10 @@ import pytest
 
 from fmlkit.errors import InputError
 from fmlkit.eval.verification import (
+    _kfold,
     _slinear_at,
     pair_distances,
+    roc_points,
     score_pairs,
     val_at_far,
     verify,
@@ -319,3 +321,30 @@ def _bad(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_score_pairs_refuses_bad_input(kind: str, message: str) -> None:
     with pytest.raises(InputError, match=message):
         score_pairs(*_bad(kind))
+
+
+@pytest.mark.parametrize("n", [10, 11, 19, 20, 203, 600])
+def test_kfold_equals_scikit_learns_kfold_without_shuffle(n: int) -> None:
+    from sklearn.model_selection import KFold
+
+    ours = list(_kfold(n, 10))
+    theirs = list(KFold(n_splits=10, shuffle=False).split(np.zeros(n)))
+    assert len(ours) == len(theirs) == 10
+    for (train, test), (sk_train, sk_test) in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(train, sk_train)
+        np.testing.assert_array_equal(test, sk_test)
+
+
+@pytest.mark.parametrize("levels", [None, 7])
+def test_roc_points_equal_scikit_learns_roc_curve_with_every_point(levels: int | None) -> None:
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(3)
+    same = rng.random(500) < 0.4
+    sim = rng.normal(size=500) + same
+    if levels is not None:  # many ties: one ROC point per distinct similarity
+        sim = np.round(sim * levels) / levels
+    far, tar = roc_points(same, sim)
+    sk_far, sk_tar, _ = roc_curve(same, sim, drop_intermediate=False)
+    np.testing.assert_allclose(far, sk_far, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(tar, sk_tar, rtol=0, atol=1e-15)
