@@ -172,6 +172,9 @@ def _resolve(
     dup = np.asarray(dup_of, np.int64)
     edge = np.asarray(chosen, np.int64)
     removed = edge >= 0
+    if not removed.any():  # no duplicate pairs at all: `kind` and `dist` are empty
+        none = np.full(n, -1, np.int64)
+        return dup, none, none.copy()
     dup_kind = np.where(removed, kind[np.where(removed, edge, 0)], -1)
     dup_dist = np.where(removed, dist[np.where(removed, edge, 0)], -1)
     return dup, dup_kind, dup_dist

@@ -158,3 +158,20 @@ def test_find_duplicates_errors_name_the_problem() -> None:
         find_duplicates(bad)
     with pytest.raises(SchemaError, match="phash"):
         find_duplicates(df.drop(columns=[PHASH]))
+
+
+@pytest.mark.parametrize("scope", ["label", "global"])
+def test_find_duplicates_with_no_duplicate_at_all_removes_nothing(scope: str) -> None:
+    df = clustered(0).drop_duplicates(PHASH).head(5)
+    df[PHASH] = [
+        "0000000000000000",
+        "00000000ffffffff",
+        "ffffffff00000000",
+        "ffffffffffffffff",
+        "0f0f0f0f0f0f0f0f",
+    ]  # each ≥ 32 bits from the others
+    df[MD5] = [f"{i:032x}" for i in range(5)]
+    got = find_duplicates(df, threshold=8, scope=scope, global_threshold=2)
+    assert (got[REASON] == "").all() and len(got) == 5
+    want = brute_force(df, 8, scope, 2, "first")
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
