@@ -30,3 +30,8 @@ class ConfigError(FmlkitError):
 class BatchError(FmlkitError):
     """A training batch the loss cannot use: e.g. a pair loss given a label with one image
     (use the ``m_per_class`` sampler)."""
+
+
+class PipelineError(FmlkitError):
+    """A pipeline file is invalid (each problem named by its YAML path, e.g.
+    ``stages.train.deps.config``), or one of its stages failed."""

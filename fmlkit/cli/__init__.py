@@ -14,6 +14,7 @@ from fmlkit.cli._common import CONTEXT_SETTINGS, FmlkitGroup, configure_logging
 from fmlkit.cli.convert import convert, inspect
 from fmlkit.cli.data import filter_, prepare, synth
 from fmlkit.cli.evaluate import evaluate
+from fmlkit.cli.pipeline import artifacts, run, status
 from fmlkit.cli.split import pairs, split
 from fmlkit.cli.train import embed, export, train
 
@@ -30,7 +31,8 @@ def main(verbose: int, quiet: bool) -> None:
     """fmlkit: from a raw identity-labelled image collection to a trained, evaluated
     embedding model.
 
-    Stages chain through files: synth → prepare → filter → split → convert → train → evaluate.
+    Stages chain through files: synth → prepare → filter → split → convert → train → evaluate;
+    `fmlkit run PIPELINE` runs them as a pipeline YAML declares, skipping unchanged ones.
     Run `fmlkit COMMAND --help` for each.
     """
     if verbose and quiet:
@@ -53,5 +55,8 @@ for _command in (
     export,
     embed,
     evaluate,
+    run,
+    status,
+    artifacts,
 ):
     main.add_command(_command)

@@ -1,0 +1,12 @@
+"""Pipelines: stages declared in YAML, run in dependency order with versioned artifacts.
+
+- `fmlkit.pipeline.spec`: read and validate ``pipelines/NAME.yaml`` (`load_pipeline`).
+- `fmlkit.pipeline.stages`: the stage registry; each stage is the click command the CLI runs,
+  with its paths split into deps and outs.
+- `fmlkit.pipeline.versions`: content versions of files, folders and Parquet datasets.
+- `fmlkit.pipeline.lock`: the lock file ``pipelines/NAME.lock``.
+- `fmlkit.pipeline.artifacts`: the versioned output store, provenance and restore.
+- `fmlkit.pipeline.runner`: `run_pipeline` and `pipeline_status`.
+
+See docs/pipelines.md.
+"""

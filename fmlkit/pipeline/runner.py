@@ -1,0 +1,372 @@
+"""Run a pipeline: stages in dependency order, each skipped when nothing it depends on changed.
+
+A stage is skipped when its lock entry has the same stage name, params, fmlkit version and dep
+paths and versions as now, and its outputs still have their locked versions. Otherwise it runs:
+into ``<store>/<stage>/.staging``, then its outputs are versioned, moved to
+``<store>/<stage>/<version>/``, linked from their declared paths, and its lock entry is written.
+A downstream stage runs when an upstream stage ran in the same run (the issue's rule: a re-run
+stage re-runs what depends on it, even when its outputs came out the same), or when a dep's
+version changed for any other reason (a file edited outside the pipeline).
+
+A stage that fails or is interrupted (Ctrl-C, SIGTERM) leaves its lock entry and its declared
+outputs as they were; its staging folder is deleted (a SIGKILL leaves it for the next run to
+delete).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+import click
+
+from fmlkit import __version__
+from fmlkit.errors import FmlkitError, PipelineError
+from fmlkit.pipeline.artifacts import (
+    STAGING,
+    begin_staging,
+    commit_staging,
+    exclusive,
+    is_foreign,
+    link_outputs,
+    record_provenance,
+    remove_tree,
+)
+from fmlkit.pipeline.lock import LockEntry, read_lock, write_lock
+from fmlkit.pipeline.spec import Pipeline, Stage
+from fmlkit.pipeline.versions import HashCache, version_of
+
+State = Literal["up-to-date", "changed", "missing"]
+Action = Literal["running", "ran", "skipped", "would run", "not needed"]
+HASHES = ".hashes.sqlite"
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """Where a stage stands against its lock entry: ``missing`` (an output is gone or it never
+    ran), ``changed`` (``reason`` says which param, dep or output) or ``up-to-date``."""
+
+    state: State
+    reason: str
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What `run_pipeline` did with one stage, and why."""
+
+    stage: str
+    action: Action
+    reason: str
+    seconds: float = 0.0
+    artifact: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """The stages of one `run_pipeline` call, in run order."""
+
+    pipeline: Pipeline
+    results: tuple[StageResult, ...]
+    seconds: float
+    hashed_bytes: int = 0
+    dry_run: bool = False
+
+    def count(self, action: Action) -> int:
+        return sum(r.action == action for r in self.results)
+
+    def summary(self) -> str:
+        """One line: counts per action, the time and the lock file."""
+        actions: tuple[Action, ...] = ("ran", "would run", "skipped", "not needed")
+        counts = ", ".join(f"{self.count(a)} {a}" for a in actions if self.count(a))
+        lock = "unchanged" if self.dry_run or not self.count("ran") else "updated"
+        return (
+            f"{self.pipeline.name}: {counts or 'no stages'} in {self.seconds:.1f} s; "
+            f"lock {self.pipeline.lock_path} {lock}"
+        )
+
+
+class _Versions:
+    """Versions of paths, memoised by real path for one run (artifacts never change in place,
+    and a stage that re-runs re-points its links to new real paths)."""
+
+    def __init__(self, cache: HashCache) -> None:
+        self.cache = cache
+        self._memo: dict[str, str | None] = {}
+
+    def __call__(self, path: str) -> str | None:
+        real = os.path.realpath(path)
+        if real not in self._memo:
+            self._memo[real] = version_of(real, self.cache)
+        return self._memo[real]
+
+    def of(self, value: str | tuple[str, ...]) -> str | list[str | None] | None:
+        return self(value) if isinstance(value, str) else [self(v) for v in value]
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else value
+
+
+def _assess(
+    pipeline: Pipeline,
+    stage: Stage,
+    entry: LockEntry | None,
+    versions: _Versions,
+    pending: Mapping[str, str],
+) -> tuple[State, list[str]]:
+    """The state of ``stage`` and its reasons. Deps made by a stage in ``pending`` (id → what
+    it is about to do) are not compared: the stage waits for that one."""
+    missing = [f"outs.{k} ({p}) is missing" for k, p in stage.outs.items() if versions(p) is None]
+    if entry is None:
+        return ("missing" if missing else "changed"), ["first run (no lock entry)"]
+    reasons: list[str] = []
+    if entry.run != stage.run:
+        reasons.append(f"run: {entry.run} → {stage.run}")
+    if entry.fmlkit_version != __version__:
+        reasons.append(f"fmlkit {entry.fmlkit_version} → {__version__}")
+    reasons += _param_changes(entry.params, stage.params)
+    waiting = [u for u in stage.upstream if u in pending]
+    reasons += [f"upstream {u} {pending[u]}" for u in waiting]
+    reasons += _dep_changes(pipeline, stage, entry, versions, set(waiting))
+    for key, path in stage.outs.items():
+        locked = entry.outs.get(key, {})
+        if locked.get("path") != path:
+            reasons.append(f"outs.{key}: {locked.get('path')} → {path}")
+        elif versions(path) not in (None, locked.get("version")):
+            reasons.append(f"outs.{key} ({path}) was modified")
+    state: State = "missing" if missing else "changed" if reasons else "up-to-date"
+    return state, missing + reasons
+
+
+def _param_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    changes = []
+    for key in [*new, *(k for k in old if k not in new)]:
+        if key not in old:
+            changes.append(f"params.{key}: (default) → {new[key]!r}")
+        elif key not in new:
+            changes.append(f"params.{key}: {old[key]!r} → (default)")
+        elif old[key] != new[key]:
+            changes.append(f"params.{key}: {old[key]!r} → {new[key]!r}")
+    return changes
+
+
+def _dep_changes(
+    pipeline: Pipeline, stage: Stage, entry: LockEntry, versions: _Versions, waiting: set[str]
+) -> list[str]:
+    """What changed in the deps; those that stages in ``waiting`` make are not compared."""
+    changes = [f"deps.{k} removed" for k in entry.deps if k not in stage.deps]
+    for key, value in stage.deps.items():
+        locked = entry.deps.get(key)
+        if locked is None:
+            changes.append(f"deps.{key} added")
+        elif locked.get("path") != _plain(value):
+            changes.append(f"deps.{key}: {locked.get('path')} → {_plain(value)}")
+        elif not waiting & {pipeline.producer(p) for p in _as_tuple(value)}:
+            now = versions.of(value)
+            if now is None or (isinstance(now, list) and None in now):
+                changes.append(f"deps.{key} ({_plain(value)}) does not exist")
+            elif now != locked.get("version"):
+                changes.append(f"deps.{key} ({_plain(value)}) changed")
+    return changes
+
+
+def pipeline_status(pipeline: Pipeline) -> dict[str, StageStatus]:
+    """Each stage's state against the lock file, in run order; a stage after one that is not
+    up to date is ``changed`` (it waits for that one), unless an output of its own is missing.
+    Nothing is run or written."""
+    lock = read_lock(pipeline.lock_path)
+    found: dict[str, StageStatus] = {}
+    pending: dict[str, str] = {}
+    with HashCache(pipeline.store / HASHES, write=False) as cache:
+        versions = _Versions(cache)
+        for stage in pipeline.stages.values():
+            state, reasons = _assess(pipeline, stage, lock.get(stage.id), versions, pending)
+            found[stage.id] = StageStatus(state, "; ".join(reasons) or "unchanged")
+            if state != "up-to-date":
+                pending[stage.id] = "is " + state
+    return found
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    force: bool | str = False,
+    until: str | None = None,
+    dry_run: bool = False,
+    on_stage: Callable[[StageResult], None] | None = None,
+    quiet: bool = False,
+) -> RunReport:
+    """Run the stages that are not up to date, in order (see the module docstring).
+
+    Args:
+        pipeline: from `load_pipeline`.
+        force: True runs every stage; a stage id runs that stage even if it is up to date
+            (and then the stages downstream of it).
+        until: run only this stage and the stages it depends on.
+        dry_run: decide and report, but run and write nothing.
+        on_stage: called with a ``running`` result before each stage runs and with the final
+            result of each stage.
+        quiet: silence the stages' own summaries (when not called from the fmlkit CLI).
+
+    Raises:
+        PipelineError: a stage id that does not exist, deps that are missing, outputs in the
+            way, or a stage that failed (after the stages before it were kept).
+    """
+    start = time.perf_counter()
+    forced: set[str] = set()
+    if force:
+        forced = set(pipeline.stages) if force is True else {pipeline.check_id(force, "--force")}
+    selected = set(pipeline.stages)
+    if until is not None:
+        selected = {pipeline.check_id(until, "--until"), *pipeline.upstream_of(until)}
+    _preflight(pipeline, selected)
+    run = _Run(pipeline, read_lock(pipeline.lock_path), quiet, on_stage or (lambda r: None))
+    results: list[StageResult] = []
+    with contextlib.ExitStack() as stack:
+        if not dry_run:
+            stack.enter_context(exclusive(pipeline.store))
+            for stage_id in pipeline.stages:  # what a killed run left behind
+                remove_tree(pipeline.store / stage_id / STAGING)
+        stack.enter_context(_sigterm_as_interrupt())
+        cache = stack.enter_context(HashCache(pipeline.store / HASHES, write=not dry_run))
+        versions = _Versions(cache)
+        pending: dict[str, str] = {}  # stages that ran (or would run, in a dry run)
+        for stage in pipeline.stages.values():
+            if stage.id not in selected:
+                result = StageResult(stage.id, "not needed", f"not upstream of --until {until}")
+            else:
+                entry = run.lock.get(stage.id)
+                state, reasons = _assess(pipeline, stage, entry, versions, pending)
+                if stage.id in forced:
+                    state, reasons = "changed", ["forced", *reasons]
+                result = run.decide(stage, state, "; ".join(reasons), versions, dry_run)
+                if result.action in ("ran", "would run"):
+                    pending[stage.id] = result.action
+            results.append(result)
+            run.notify(result)
+        hashed = cache.hashed_bytes
+    return RunReport(pipeline, tuple(results), time.perf_counter() - start, hashed, dry_run)
+
+
+def _preflight(pipeline: Pipeline, selected: set[str]) -> None:
+    problems = []
+    for stage in pipeline.stages.values():
+        if stage.id not in selected:
+            continue
+        for key, value in stage.deps.items():
+            for path in _as_tuple(value):
+                if pipeline.producer(path) is None and not Path(path).exists():
+                    problems.append(f"stages.{stage.id}.deps.{key}: {path} does not exist")
+        for key, path in stage.outs.items():
+            if is_foreign(path):
+                problems.append(
+                    f"stages.{stage.id}.outs.{key}: {path} exists and is not a link into "
+                    f"{pipeline.store} (written outside the pipeline?): move it away or "
+                    "delete it"
+                )
+    if problems:
+        raise PipelineError(f"{pipeline.path}: nothing was run:\n  " + "\n  ".join(problems))
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, so that a stopped stage cleans up like on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class _Run:
+    pipeline: Pipeline
+    lock: dict[str, LockEntry]
+    quiet: bool
+    notify: Callable[[StageResult], None]
+    _parent: click.Context | None = field(default=None, init=False)
+
+    def decide(
+        self, stage: Stage, state: State, reason: str, versions: _Versions, dry_run: bool
+    ) -> StageResult:
+        """Skip the stage, say it would run, or run it."""
+        if state == "up-to-date":
+            since = self.lock[stage.id].started
+            return StageResult(stage.id, "skipped", f"unchanged since {since}")
+        if dry_run:
+            return StageResult(stage.id, "would run", reason)
+        self.notify(StageResult(stage.id, "running", reason))
+        return self.stage(stage, versions, reason)
+
+    def parent(self) -> click.Context:
+        """The click context the stage commands run under: the CLI's own when there is one
+        (so --quiet reaches them), else a root that carries ``quiet``."""
+        current = click.get_current_context(silent=True)
+        if current is not None:
+            return current
+        if self._parent is None:
+            self._parent = click.Context(click.Command("fmlkit"))
+            self._parent.params["quiet"] = self.quiet
+        return self._parent
+
+    def stage(self, stage: Stage, versions: _Versions, reason: str) -> StageResult:
+        stage_dir = self.pipeline.store / stage.id
+        started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+        t0 = time.perf_counter()
+        deps = {k: {"path": _plain(v), "version": versions.of(v)} for k, v in stage.deps.items()}
+        _, outputs = begin_staging(stage_dir, stage.outs)
+        try:
+            self._invoke(stage, outputs)
+            out_versions = {k: version_of(p, versions.cache) for k, p in outputs.items()}
+            lacking = [k for k, v in out_versions.items() if v is None]
+            if lacking:
+                raise PipelineError(
+                    f"stage {stage.id} ({stage.run}) wrote no {', '.join(lacking)}: with the "
+                    "params given the command does not write that output; remove it from outs"
+                )
+            made = {k: v for k, v in out_versions.items() if v is not None}
+            version_dir = commit_staging(stage_dir, outputs, made, versions.cache)
+        except BaseException:
+            remove_tree(stage_dir / STAGING)
+            raise
+        outs = {k: {"path": p, "version": made[k]} for k, p in stage.outs.items()}
+        duration = round(time.perf_counter() - t0, 2)
+        entry = LockEntry(stage.run, dict(stage.params), deps, outs, __version__, started, duration)
+        record_provenance(version_dir, entry)
+        link_outputs(version_dir, stage.outs)
+        self.lock[stage.id] = entry
+        ordered = {k: self.lock[k] for k in self.pipeline.stages if k in self.lock}
+        write_lock(self.pipeline.lock_path, ordered, pipeline=str(self.pipeline.path))
+        return StageResult(stage.id, "ran", reason, duration, version_dir)
+
+    def _invoke(self, stage: Stage, outputs: Mapping[str, Path]) -> None:
+        where = f"stage {stage.id} ({stage.run})"
+        try:
+            stage.adapter.invoke(stage.deps, stage.params, outputs, parent=self.parent())
+        except click.ClickException as e:
+            raise PipelineError(f"{where}: {e.format_message()}") from e
+        except FmlkitError as e:
+            raise PipelineError(f"{where} failed: {e}") from e
+        except OSError as e:
+            place = f": {e.filename}" if e.filename else ""
+            raise PipelineError(f"{where} failed: {e.strerror or e}{place}") from e
