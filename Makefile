@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEMO   := demo  # where pipelines/demo.yaml writes
+# where pipelines/demo.yaml writes (the pipeline names its paths itself)
+DEMO   := demo
 
 .PHONY: install test demo lint format bench mxnet-env clean
 

@@ -30,14 +30,15 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
+
+from fmlkit.io import Closing
 
 MANIFEST = "_manifest.json"  # fmlkit.data.parquet_dataset.MANIFEST (not imported: pyarrow)
 RACY_SECONDS = 2.0
 CHUNK = 1 << 20
 
 
-class HashCache:
+class HashCache(Closing):
     """sha256 of files by (real path, size, mtime_ns, inode), in SQLite at ``path``.
 
     Use as a context manager; new entries are committed on exit if ``write``. ``path`` None
@@ -57,17 +58,6 @@ class HashCache:
             "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)"
         )
         self.hashed_bytes = 0  # bytes read this session (the cache missed)
-
-    def __enter__(self) -> HashCache:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._write:
