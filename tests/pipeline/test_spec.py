@@ -181,17 +181,9 @@ def test_shipped_pipelines_are_valid(name: str, monkeypatch: pytest.MonkeyPatch)
     pipeline = load_pipeline(name)
     assert pipeline.path == Path("pipelines") / f"{name}.yaml"
     if name == "demo":
-        assert list(pipeline.stages)[:8] == [
-            "synth",
-            "prepare",
-            "filter",
-            "split",
-            "pairs",
-            "convert",
-            "train",
-            "export",
-        ]
-        assert "evaluate" in pipeline.stages
+        # the stage ids, in this order among the others (folds, recordio, export)
+        required = ["synth", "prepare", "filter", "split", "pairs", "convert", "train", "evaluate"]
+        assert [s for s in pipeline.stages if s in required] == required
         outs = [p for stage in pipeline.stages.values() for p in stage.outs.values()]
         assert all(p.startswith("demo/") for p in outs)
 
