@@ -14,12 +14,13 @@ from fmlkit.data.datasets import (
     ImageFolderDataset,
     ParquetImageDataset,
     collate_items,
+    ensure_arrow_cache,
 )
 from fmlkit.data.gpu_decode import DeviceDecoder, EncodedDataset, collate_encoded
 from fmlkit.data.samplers import MPerClassSampler, ResumableSampler, ShuffleSampler
 from fmlkit.data.transforms import ImageTransform, build_transforms
 from fmlkit.train.config import DataConfig, TrainConfig
-from fmlkit.train.distributed import Runtime
+from fmlkit.train.distributed import Runtime, barrier
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,18 @@ def create_transform(data: DataConfig, *, train: bool) -> ImageTransform:
     )
 
 
-def create_dataset(config: TrainConfig) -> ImageDataset:
+def create_dataset(config: TrainConfig, runtime: Runtime) -> ImageDataset:
     """The training images: a Parquet dataset, or a dataset_info table over its root; each
-    item's augmentation seeded from (seed, epoch, index)."""
+    item's augmentation seeded from (seed, epoch, index). Under torchrun, a Parquet dataset's
+    Arrow cache is built by local rank 0 of each node while the other ranks wait, instead of by
+    every rank at once."""
     data = config.data
     transform = create_transform(data, train=True)
     if data.parquet is not None:
+        if runtime.distributed:
+            if runtime.local_rank == 0:
+                ensure_arrow_cache(data.parquet)
+            barrier(runtime)
         return ParquetImageDataset(
             data.parquet, transform=transform, folds=data.folds, split=data.split, seed=config.seed
         )

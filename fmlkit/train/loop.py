@@ -102,7 +102,7 @@ class _Run:
         self.out = Path(config.output_dir)
         _check_output(self.out, resume)
         seed_everything(config.seed)
-        self.dataset = build.create_dataset(config)
+        self.dataset = build.create_dataset(config, runtime)
         self.sampler = build.create_sampler(config, self.dataset, runtime)
         self.loader = build.create_loader(config, self.dataset, self.sampler, runtime)
         self.decoder = build.create_decoder(config, runtime)  # None: the workers decode

@@ -4,6 +4,7 @@ images and non-finite losses are handled, and torchrun runs it on 2 processes (g
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,17 +136,25 @@ def test_train_refuses_to_overwrite_a_run_or_to_resume_nothing(
 
 
 def test_torchrun_trains_on_two_processes_and_resumes_on_one(images: Path, tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
+    out, parquet, cache = tmp_path / "ddp", tmp_path / "parquet", tmp_path / "cache"
+    converted = run_fmlkit("convert", str(images / "info.csv"), str(parquet), "--root", str(images))
+    assert converted.returncode == 0, converted.stderr
     args = _overrides(images, out, "train.max_steps=10", "checkpoint.every_steps=10")
+    args = [a for a in args if not a.startswith(("data.dataset_info=", "data.root="))]
+    args.append(f"data.parquet={parquet}")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     done = subprocess.run(
-        [*command, "-m", "fmlkit", "train", "--config", _config_file(tmp_path), *args],
+        [*command, "-m", "fmlkit", "-v", "train", "--config", _config_file(tmp_path), *args],
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(_losses(out)) == list(range(1, 11))  # rank 0 alone wrote the table
+    # one rank built the Arrow cache while the other waited, not both at once
+    assert (done.stdout + done.stderr).count("caching the image bytes") == 1
+    assert len(list((cache / "fmlkit" / "arrow").iterdir())) == 1
     more = [*args, "train.max_steps=14"]
     resumed = run_fmlkit("train", "--config", _config_file(tmp_path), *more, "--resume")
     assert resumed.returncode == 0, resumed.stderr
