@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from fmlkit.errors import FmlkitError, InputError
+from fmlkit.models.distributed import all_reduce_sum
 from fmlkit.train import build
 from fmlkit.train.callbacks import Callback, MetricsCSV, ProgressBar, TensorBoard
 from fmlkit.train.checkpoint import (
@@ -214,12 +215,13 @@ class _Run:
                 self.epoch += 1
         for callback in self.callbacks:
             callback.close()
+        skipped = self._skipped_everywhere()
         return TrainReport(
             self.out,
             self.step,
             self.epoch + 1,
             last_loss,
-            self.skipped,
+            skipped,
             self.nonfinite,
             time.monotonic() - started,
             path,
@@ -234,9 +236,9 @@ class _Run:
         for i, loaded in enumerate(batches):
             batch = loaded if self.decoder is None else self.decoder(loaded)
             self.skipped += len(batch["skipped"])
-            if batch["skipped"] and self.runtime.is_main:
-                for item in batch["skipped"]:
-                    log.warning("skipped %s: %s", item.file_name, item.reason)
+            for item in batch["skipped"]:  # every rank names its own
+                where = f"rank {self.runtime.rank}: " if self.runtime.distributed else ""
+                log.warning("%sskipped %s: %s", where, item.file_name, item.reason)
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
             if loop.channels_last and len(images):
@@ -291,6 +293,11 @@ class _Run:
             )
         return math.nan, 0
 
+    def _skipped_everywhere(self) -> int:
+        """Images skipped so far by every rank (each rank counts and logs its own)."""
+        count = torch.tensor([self.skipped], dtype=torch.int64, device=self.runtime.device)
+        return int(all_reduce_sum(count).item())
+
     def _validate(self) -> dict[str, float]:
         """Rank 0 scores the pair list (if any) while the others wait at a barrier."""
         metrics = {}
@@ -315,6 +322,7 @@ class _Run:
 
     def _save(self, *, consumed: int) -> Path | None:
         head_state = self.head.state_dict()  # PartialFC gathers its rows: every rank calls it
+        skipped = self._skipped_everywhere()  # a collective too
         if not self.runtime.is_main:
             return None
         state = {
@@ -327,7 +335,7 @@ class _Run:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
-            "skipped_images": self.skipped,
+            "skipped_images": skipped,
             "nonfinite_steps": self.nonfinite,
             "config": config_to_dict(self.config),
         }
@@ -344,7 +352,9 @@ class _Run:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.sampler.load_state_dict(state["sampler"])  # an epoch's end: its loop ends at once
-        self.skipped, self.nonfinite = int(state["skipped_images"]), int(state["nonfinite_steps"])
+        # the checkpoint holds the count over every rank: carried on by rank 0 alone
+        self.skipped = int(state["skipped_images"]) if self.runtime.is_main else 0
+        self.nonfinite = int(state["nonfinite_steps"])
         set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", path, self.step)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,7 +138,8 @@ def test_train_refuses_to_overwrite_a_run_or_to_resume_nothing(
 
 def test_torchrun_trains_on_two_processes_and_resumes_on_one(images: Path, tmp_path: Path) -> None:
     out, parquet, cache = tmp_path / "ddp", tmp_path / "parquet", tmp_path / "cache"
-    converted = run_fmlkit("convert", str(images / "info.csv"), str(parquet), "--root", str(images))
+    info = images / "info_broken.csv"  # one undecodable file: skipped and counted on any rank
+    converted = run_fmlkit("convert", str(info), str(parquet), "--root", str(images))
     assert converted.returncode == 0, converted.stderr
     args = _overrides(images, out, "train.max_steps=10", "checkpoint.every_steps=10")
     args = [a for a in args if not a.startswith(("data.dataset_info=", "data.root="))]
@@ -155,6 +157,11 @@ def test_torchrun_trains_on_two_processes_and_resumes_on_one(images: Path, tmp_p
     # one rank built the Arrow cache while the other waited, not both at once
     assert (done.stdout + done.stderr).count("caching the image bytes") == 1
     assert len(list((cache / "fmlkit" / "arrow").iterdir())) == 1
+    # each rank names the images it skipped; the report counts them over both ranks
+    logged = re.findall(r"rank (\d): skipped id0/broken\.png", done.stderr)
+    assert {"0", "1"} <= set(logged), done.stderr[-3000:]
+    assert f"{len(logged)} images skipped" in done.stdout
+    assert done.stdout.count("trained 10 steps") == 1  # rank 0 alone reports
     more = [*args, "train.max_steps=14"]
     resumed = run_fmlkit("train", "--config", _config_file(tmp_path), *more, "--resume")
     assert resumed.returncode == 0, resumed.stderr
