@@ -35,9 +35,7 @@ from bench_dataset import _make_data
 from fmlkit.models.backbones import create_backbone
 from fmlkit.models.heads import create_head
 from fmlkit.train.config import load_config
-from fmlkit.train.loop import train
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from fmlkit.train.loop import DTYPES, train
 
 
 def bare_step(args: argparse.Namespace, classes: int) -> float:

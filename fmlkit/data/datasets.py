@@ -17,10 +17,11 @@ opened on first use in each process, so a dataset can be pickled into spawned or
 DataLoader workers.
 
 **Parquet random access.** `ParquetImageDataset` copies the image bytes once into an
-uncompressed Arrow IPC file (`ensure_arrow_cache`) that every worker memory-maps: reading an
-image is a slice of the map, with no Parquet decoding and no per-worker copy, for any dataset
-size and any sampler (m-per-class needs true random access, which row-group-aware shuffling
-would give up). ``cache="memory"`` reads the shards into each worker's memory instead.
+uncompressed Arrow IPC file (`fmlkit.data.arrow_cache.ensure_arrow_cache`) that every worker
+memory-maps: reading an image is a slice of the map, with no Parquet decoding and no per-worker
+copy, for any dataset size and any sampler (m-per-class needs true random access, which
+row-group-aware shuffling would give up). ``cache="memory"`` reads the shards into each
+worker's memory instead.
 
 **Augmentation seeds.** With ``seed`` set, the transform of item ``i`` runs under torch's RNG
 seeded from (seed, epoch, i) (`set_epoch`), so an item gets the same augmentation whichever
@@ -33,7 +34,6 @@ workers would not see it).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -52,10 +52,12 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset, default_collate
 
 from fmlkit.columns import ERROR, FILE_NAME, FOLD, LABEL, SPLIT
+from fmlkit.data.arrow_cache import ImageBytes
+from fmlkit.data.arrow_cache import default_cache_dir as default_cache_dir  # re-exported
+from fmlkit.data.arrow_cache import ensure_arrow_cache as ensure_arrow_cache
 from fmlkit.data.parquet_dataset import IMAGE, LABEL_ID, LABEL_NAME, read_manifest
 from fmlkit.data.transforms import build_transforms
 from fmlkit.errors import InputError, SchemaError
-from fmlkit.io import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,7 +65,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Transform = Callable[[Image.Image], torch.Tensor]
-CACHE_COLUMN = "bytes"  # the one column of an Arrow cache file
 
 
 @dataclass(frozen=True)
@@ -297,91 +298,21 @@ class ParquetImageDataset(ImageDataset):
             self._set_rows(df[LABEL_ID].tolist(), df[FILE_NAME].tolist())
             self.class_names = [names.get(int(i), i) for i in self.class_names]
         self.cache = cache
-        self._files = [self.path / s["file"] for s in read_manifest(self.path).shards]
         if cache == "arrow":
             self._files = [ensure_arrow_cache(self.path, cache_dir=cache_dir)]
-        self._images: _ImageBytes | None = None
+        else:
+            self._files = [self.path / s["file"] for s in read_manifest(self.path).shards]
+        self._images: ImageBytes | None = None
 
     def read(self, index: int) -> bytes | memoryview:
         if self._images is None:
-            self._images = _ImageBytes.open(self._files, arrow=self.cache == "arrow")
+            self._images = ImageBytes.open(self._files, arrow=self.cache == "arrow")
         return self._images.get(int(self.rows[index]))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_images"] = None  # maps and tables are opened again in each process
         return state
-
-
-class _ImageBytes:
-    """The image bytes of every dataset row, by row number, from Arrow memory (a process's
-    own: never pickled)."""
-
-    def __init__(self, column: pa.ChunkedArray) -> None:
-        self._chunks = column.chunks
-        self._starts = np.cumsum([0] + [len(chunk) for chunk in self._chunks])
-
-    @classmethod
-    def open(cls, files: Sequence[Path], *, arrow: bool) -> _ImageBytes:
-        if arrow:  # zero-copy: the arrays point into the memory map
-            table = pa.ipc.open_file(pa.memory_map(str(files[0]), "r")).read_all()
-            return cls(table.column(CACHE_COLUMN))
-        tables = [pq.read_table(f, columns=[IMAGE], memory_map=True) for f in files]
-        return cls(pc.struct_field(pa.concat_tables(tables).column(IMAGE), "bytes"))
-
-    def get(self, row: int) -> memoryview:
-        chunk = int(np.searchsorted(self._starts, row, side="right")) - 1
-        value = self._chunks[chunk][row - int(self._starts[chunk])]
-        if not value.is_valid:
-            raise ValueError("the row has no image bytes")
-        return memoryview(value.as_buffer())
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/fmlkit/arrow``, or ``~/.cache/fmlkit/arrow``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fmlkit" / "arrow"
-
-
-def ensure_arrow_cache(
-    path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None
-) -> Path:
-    """The Arrow cache of a Parquet dataset's image bytes, built if missing: one uncompressed
-    Arrow IPC file (column ``bytes``, one record batch per row group, rows in dataset order),
-    named by a digest of the shards' sha256, so a changed dataset gets a new cache.
-
-    Built atomically; processes racing to build it each write their own and the last rename
-    wins (in a distributed run, build it on one rank first, then wait at a barrier).
-    Costs disk space about the size of the dataset.
-    """
-    root = Path(path)
-    manifest = read_manifest(root)
-    key = json.dumps([[s["file"], s["rows"], s["sha256"]] for s in manifest.shards])
-    target = Path(cache_dir or default_cache_dir()) / (
-        f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.arrow"
-    )
-    if target.is_file():
-        return target
-    log.info("caching the image bytes of %s in %s", root, target)
-    schema = pa.schema([pa.field(CACHE_COLUMN, pa.binary())])
-    try:
-        with (
-            atomic_path(target) as tmp,
-            pa.OSFile(str(tmp), "wb") as sink,
-            pa.ipc.new_file(sink, schema) as writer,
-        ):
-            for shard in manifest.shards:
-                parquet = pq.ParquetFile(root / shard["file"])
-                for group in range(parquet.num_row_groups):
-                    images = parquet.read_row_group(group, columns=[IMAGE]).column(IMAGE)
-                    column = pc.struct_field(images, "bytes").combine_chunks()
-                    writer.write_batch(pa.record_batch([column], schema=schema))
-    except OSError as e:
-        raise InputError(
-            f"cannot write the Arrow cache of {root} at {target} ({e}); choose another "
-            "cache_dir with room for a copy of the dataset, or use cache='memory'"
-        ) from e
-    return target
 
 
 def _parquet_rows(root: Path) -> tuple[pd.DataFrame, dict[int, str]]:

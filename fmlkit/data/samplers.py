@@ -111,10 +111,10 @@ class ShuffleSampler(ResumableSampler):
         super().__init__(seed=seed, rank=rank, world_size=world_size, drop_last=drop_last, unit=1)
         if n < world_size and drop_last:
             raise InputError(f"{n} items cannot be shared by {world_size} processes")
-        self.n = self.size = n
+        self.size = n
 
     def global_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.size)
 
 
 class MPerClassSampler(ResumableSampler):

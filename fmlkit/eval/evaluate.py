@@ -41,11 +41,11 @@ from fmlkit.eval.pair_sources import (
     pair_positions,
     unusable_error,
 )
+from fmlkit.eval.report import METRICS_JSON, RETRIEVAL, write_report
 
 if TYPE_CHECKING:
     from fmlkit.eval.embed import Embedder, EmbeddingTable
 
-RETRIEVAL = "retrieval"  # the retrieval benchmark's name (as fmlkit.eval.report names it)
 SKIPPED = "skipped_missing"  # the note counting the pairs skip_missing dropped
 PathLike = str | os.PathLike[str]
 
@@ -146,7 +146,6 @@ def evaluate(
         FormatError: a pair list in no known format, or embeddings that are not Parquet.
         SchemaError: an embeddings table without the needed columns.
     """
-    from fmlkit.eval.report import METRICS_JSON, write_report
     from fmlkit.eval.verification import score_pairs
 
     start = time.perf_counter()
@@ -343,14 +342,15 @@ def _mark_failed(item: _Staged, failed: dict[int, str]) -> None:
     if not failed:
         return
     rows = np.fromiter(failed, np.int64, len(failed))
-    hit = np.isin(item.first, rows) | np.isin(item.second, rows)
+    bad_first, bad_second = np.isin(item.first, rows), np.isin(item.second, rows)
+    hit = bad_first | bad_second
     if not hit.any():
         return
     used = set(item.first[hit].tolist()) | set(item.second[hit].tolist())
     item.problems += [(item.describe(at), f"cannot be decoded: {failed[at]}")
                       for at in sorted(used) if at in failed]  # fmt: skip
-    item.first = np.where(np.isin(item.first, rows), -1, item.first)
-    item.second = np.where(np.isin(item.second, rows), -1, item.second)
+    item.first = np.where(bad_first, -1, item.first)
+    item.second = np.where(bad_second, -1, item.second)
 
 
 def _check_usable(staged: Sequence[_Staged], skip: bool) -> None:
@@ -387,11 +387,11 @@ def _retrieval(
             f"{where} has no label column: retrieval needs each embedding's identity "
             "(`fmlkit embed` writes one)"
         )
-    codes, _ = pd.factorize(pd.Series(labels), sort=True)
-    if (codes < 0).any():
-        raise InputError(f"{where}: {int((codes < 0).sum())} rows have no label; retrieval "
+    unlabelled = int(pd.isna(labels).sum())  # retrieval_metrics factorizes the labels itself
+    if unlabelled:
+        raise InputError(f"{where}: {unlabelled} rows have no label; retrieval "
                          "needs a label on every row")  # fmt: skip
-    return dict(retrieval_metrics(vectors, codes))
+    return dict(retrieval_metrics(vectors, labels))
 
 
 def _model_retrieval(

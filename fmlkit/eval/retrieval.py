@@ -253,8 +253,8 @@ def _top_k(
     similar first, ties by lower index: a running top k over chunks of the gallery."""
     import torch
 
-    query = emb[rows.to(emb.device)].to(dev) * inv_norm[rows.to(dev)][:, None]
     rows_dev = rows.to(dev)
+    query = emb[rows.to(emb.device)].to(dev) * inv_norm[rows_dev][:, None]
     best_v = torch.empty(len(rows), 0, device=dev)
     best_i = torch.empty(len(rows), 0, dtype=torch.long, device=dev)
     for start in range(0, len(emb), g_chunk):

@@ -90,11 +90,13 @@ def _kfold(n: int, folds: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield np.r_[everything[:start], everything[stop:]], everything[start:stop]
 
 
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
 def pair_distances(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Squared L2 distances between the L2-normalised rows of ``first`` and ``second``."""
-    a = first / np.linalg.norm(first, axis=1, keepdims=True)
-    b = second / np.linalg.norm(second, axis=1, keepdims=True)
-    return np.square(a - b).sum(axis=1)
+    return np.square(_unit(first) - _unit(second)).sum(axis=1)
 
 
 def verify(distances: np.ndarray, same: np.ndarray, *, folds: int = 10) -> Verification:
@@ -276,9 +278,8 @@ def score_pairs(
     first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
     same = _as_flags(same)
     _check_pairs(first, second, same, folds)
-    distances = pair_distances(first, second)
-    a = first / np.linalg.norm(first, axis=1, keepdims=True)
-    b = second / np.linalg.norm(second, axis=1, keepdims=True)
+    a, b = _unit(first), _unit(second)  # normalised once for both measures
+    distances = np.square(a - b).sum(axis=1)  # = pair_distances(first, second)
     similarities = np.einsum("ij,ij->i", a, b)
     accuracy = verify(distances, same, folds=folds)
     far, tar = roc_points(same, similarities)

@@ -221,8 +221,11 @@ class MagFace(CosineHead):
         return self.quality(embeddings).clamp(self.lower_norm, self.upper_norm).unsqueeze(1)
 
     def cosine_logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
+        return self._logits_at(cos, labels, self.clipped_norm(embeddings))
+
+    def _logits_at(self, cos: Tensor, labels: Tensor, a: Tensor) -> Tensor:
+        """The logits from the cosines (B, C) and the clipped norms ``a`` (B, 1)."""
         labels = labels.long().view(-1, 1)
-        a = self.clipped_norm(embeddings)
         slope = (self.upper_margin - self.lower_margin) / (self.upper_norm - self.lower_norm)
         margin = self.lower_margin + slope * (a - self.lower_norm)
         return cos.scatter(1, labels, arc_target(cos.gather(1, labels), margin)) * self.scale
@@ -230,10 +233,9 @@ class MagFace(CosineHead):
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         with full_precision(embeddings):
             cos = self.cosines(embeddings)
-            x = embeddings.to(cos.dtype)
-            a = self.clipped_norm(x)
+            a = self.clipped_norm(embeddings.to(cos.dtype))  # once, for the margin and g(a)
             regulariser = (a / self.upper_norm**2 + 1 / a).mean()
-            loss = F.cross_entropy(self.cosine_logits(cos, labels, x), labels.long())
+            loss = F.cross_entropy(self._logits_at(cos, labels, a), labels.long())
             return loss + self.lambda_g * regulariser
 
 

@@ -79,18 +79,16 @@ def list_backbones() -> list[str]:
 
 
 def _get_in_house(name: str) -> BackboneFactory:
-    if name in BACKBONES:
+    try:
         return BACKBONES.get(name)
-    hint = " or 'timm:<model>' for any timm model"
-    import timm  # deferred: heavy, needed only to help the user here
+    except ConfigError as error:  # the registry's message (valid and closest names), and timm's
+        import timm  # deferred: heavy, needed only to help the user here
 
-    if timm.is_model(name):
-        hint = f"; {name!r} is a timm model: write 'timm:{name}'"
-    close = difflib.get_close_matches(name, BACKBONES.names(), n=1)
-    also = f" Did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(
-        f"unknown backbone {name!r}; valid: {', '.join(BACKBONES.names())}{hint}.{also}"
-    )
+        if timm.is_model(name):
+            hint = f"{name!r} is a timm model: write 'timm:{name}'"
+        else:
+            hint = "Or 'timm:<model>' for any timm model"
+        raise ConfigError(f"{error} {hint}.") from None
 
 
 def _check_image_size(name: str, image_size: int) -> None:

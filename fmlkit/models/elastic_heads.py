@@ -1,5 +1,5 @@
 """ElasticFace heads: ArcFace and CosFace with a random margin per sample (Boutros et al.,
-2022). Registered by importing `fmlkit.models.margin_heads`.
+2022). Registered by importing `fmlkit.models.heads`.
 
 Margins are in radians. In training mode every call draws the batch's margins from the global
 torch RNG (reproducible with ``torch.manual_seed`` and a checkpointed RNG state); in eval
@@ -8,13 +8,11 @@ mode the margin is the mean, and the heads equal ``arcface`` and ``cosface`` exa
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from fmlkit.errors import ConfigError
-from fmlkit.models.heads import HEADS, CosineHead, arc_target
+from fmlkit.models.heads import HEADS, CosineHead, arc_target, check_angular_margin
 
 
 class ElasticHead(CosineHead):
@@ -85,9 +83,8 @@ class ElasticArcFace(ElasticHead):
         scale: float = 64.0,
         plus: bool = False,
     ) -> None:
-        if margin >= math.pi / 2:
-            raise ConfigError(f"elasticface_arc margin is in radians, < π/2; got {margin}")
         super().__init__(embedding_size, num_classes, margin, std, scale, plus)
+        check_angular_margin("elasticface_arc margin", margin)
 
     def target(self, cos_y: Tensor) -> Tensor:
         return arc_target(cos_y, self.margins(cos_y))

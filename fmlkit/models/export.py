@@ -71,7 +71,7 @@ def export_onnx(
             dynamo=False,
         )
         check = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
-        got = onnx_embeddings(tmp, check.numpy())
+        got = OnnxModel(tmp)(check.numpy())
     with torch.no_grad():
         expected = model(check).numpy()
     cosine = (got * expected).sum(1) / (
@@ -94,14 +94,10 @@ class OnnxModel:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InputError(f"{path} is not a readable ONNX model: {exc}") from exc
-        shape = self.session.get_inputs()[0].shape
-        self.image_size = shape[-1] if isinstance(shape[-1], int) else None
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.image_size = first.shape[-1] if isinstance(first.shape[-1], int) else None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        (out,) = self.session.run(None, {self.session.get_inputs()[0].name: images})
+        (out,) = self.session.run(None, {self.input_name: images})
         return np.asarray(out, dtype=np.float32)
-
-
-def onnx_embeddings(model: str | os.PathLike[str], images: np.ndarray) -> np.ndarray:
-    """`OnnxModel` once: the embeddings of ``images``."""
-    return OnnxModel(model)(np.ascontiguousarray(images, dtype=np.float32))

@@ -64,12 +64,17 @@ def full_precision(x: Tensor) -> AbstractContextManager[object]:
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
+def check_embedding_size(embedding_size: int) -> None:
+    """Every head, the pair losses included, needs embedding_size ≥ 1."""
+    if embedding_size < 1:
+        raise ConfigError(f"a head needs embedding_size ≥ 1, got {embedding_size}")
+
+
 def _check_size(embedding_size: int, num_classes: int) -> None:
-    if embedding_size < 1 or num_classes < 2:
-        raise ConfigError(
-            f"a head needs embedding_size ≥ 1 and num_classes ≥ 2, got {embedding_size} and "
-            f"{num_classes}"
-        )
+    """The heads with class centres also need num_classes ≥ 2 (the pair losses take any)."""
+    check_embedding_size(embedding_size)
+    if num_classes < 2:
+        raise ConfigError(f"a head needs num_classes ≥ 2, got {num_classes}")
 
 
 class ClassificationHead(nn.Module):

@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fmlkit.errors import BatchError, ConfigError
-from fmlkit.models.heads import HEADS, Softmax, compute_dtype, full_precision
+from fmlkit.models.heads import (
+    HEADS,
+    Softmax,
+    check_embedding_size,
+    compute_dtype,
+    full_precision,
+)
 
 _FIX = "use the m_per_class sampler with m ≥ 2"
 
@@ -94,11 +100,6 @@ def _squared_distances(x: Tensor) -> Tensor:
     return (norms[:, None] + norms[None, :] - 2 * x @ x.T).clamp_min(0)
 
 
-def _check_embedding_size(embedding_size: int) -> None:
-    if embedding_size < 1:
-        raise ConfigError(f"a head needs embedding_size ≥ 1, got {embedding_size}")
-
-
 def _check_scale(name: str, init_w: float) -> None:
     if not init_w > 0:
         raise ConfigError(f"{name} init_w scales cosines and must be > 0, got {init_w}")
@@ -144,7 +145,7 @@ class TripletLoss(GroupLoss):
         self, embedding_size: int, num_classes: int, *, margin: float = 0.2, mining: str = "hard"
     ) -> None:
         super().__init__()
-        _check_embedding_size(embedding_size)
+        check_embedding_size(embedding_size)
         if mining not in ("hard", "all"):
             raise ConfigError(f"triplet mining is 'hard' or 'all', got {mining!r}")
         if not margin >= 0:
@@ -186,7 +187,7 @@ class ContrastiveLoss(GroupLoss):
 
     def __init__(self, embedding_size: int, num_classes: int, *, margin: float = 1.0) -> None:
         super().__init__()
-        _check_embedding_size(embedding_size)
+        check_embedding_size(embedding_size)
         if not margin > 0:
             raise ConfigError(f"contrastive margin is a distance > 0 (at most 2), got {margin}")
         self.margin = float(margin)
@@ -228,7 +229,7 @@ class ProtoLoss(GroupLoss):
 
     def __init__(self, embedding_size: int, num_classes: int) -> None:
         super().__init__()
-        _check_embedding_size(embedding_size)
+        check_embedding_size(embedding_size)
 
     def grouped(self, x: Tensor, groups: Groups) -> Tensor:
         q, c = queries_and_prototypes(x, groups)
@@ -239,9 +240,11 @@ class ProtoLoss(GroupLoss):
 class _ScaledCosine(GroupLoss):
     """Holds the learnable scale ``w`` and bias ``b`` of the logits w·cos + b (w ≥ 1e-6)."""
 
-    def __init__(self, embedding_size: int, init_w: float, init_b: float) -> None:
+    def __init__(
+        self, embedding_size: int, num_classes: int, *, init_w: float = 10.0, init_b: float = -5.0
+    ) -> None:
         super().__init__()
-        _check_embedding_size(embedding_size)
+        check_embedding_size(embedding_size)
         _check_scale(self.name, init_w)
         self.w = nn.Parameter(torch.tensor(float(init_w)))
         self.b = nn.Parameter(torch.tensor(float(init_b)))
@@ -263,11 +266,6 @@ class AngleProtoLoss(_ScaledCosine):
 
     name = "angleproto"
 
-    def __init__(
-        self, embedding_size: int, num_classes: int, *, init_w: float = 10.0, init_b: float = -5.0
-    ) -> None:
-        super().__init__(embedding_size, init_w, init_b)
-
     def grouped(self, x: Tensor, groups: Groups) -> Tensor:
         q, c = queries_and_prototypes(x, groups)
         cos = F.normalize(q, dim=1) @ F.normalize(c, dim=1).T
@@ -284,11 +282,6 @@ class GE2ELoss(_ScaledCosine):
     not clamped (voxceleb_trainer's clamp to ≥ 1e-6 zeroes every negative one)."""
 
     name = "ge2e"
-
-    def __init__(
-        self, embedding_size: int, num_classes: int, *, init_w: float = 10.0, init_b: float = -5.0
-    ) -> None:
-        super().__init__(embedding_size, init_w, init_b)
 
     def grouped(self, x: Tensor, groups: Groups) -> Tensor:
         e, g = F.normalize(x, dim=1), groups.index

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from fmlkit.errors import InputError, PipelineError
 from fmlkit.io import atomic_write_text, temp_sibling
-from fmlkit.pipeline.lock import LockEntry, read_lock, write_lock
+from fmlkit.pipeline.lock import LockEntry, read_lock, write_pipeline_lock
 from fmlkit.pipeline.versions import HashCache, combined_version, version_of
 
 if TYPE_CHECKING:
@@ -63,8 +63,8 @@ class ArtifactVersion:
     current: bool
 
 
-def begin_staging(stage_dir: Path, outs: Mapping[str, str]) -> tuple[Path, dict[str, Path]]:
-    """A fresh staging folder for a stage (a leftover one is deleted) and, for each out key,
+def begin_staging(stage_dir: Path, outs: Mapping[str, str]) -> dict[str, Path]:
+    """Make a fresh staging folder for a stage (a leftover one is deleted); for each out key,
     the path the stage writes it to (its declared file name, in a folder of its own)."""
     staging = stage_dir / STAGING
     remove_tree(staging)
@@ -72,7 +72,7 @@ def begin_staging(stage_dir: Path, outs: Mapping[str, str]) -> tuple[Path, dict[
     for key, declared in outs.items():
         (staging / key).mkdir(parents=True)
         paths[key] = staging / key / Path(declared).name
-    return staging, paths
+    return paths
 
 
 def remove_tree(path: Path) -> None:
@@ -280,6 +280,5 @@ def restore(pipeline: Pipeline, stage_id: str, version: str) -> ArtifactVersion:
             }
             lock = read_lock(pipeline.lock_path)
             lock[stage.id] = dataclasses.replace(made, outs=outs)
-            ordered = {k: lock[k] for k in pipeline.stages if k in lock}
-            write_lock(pipeline.lock_path, ordered, pipeline=str(pipeline.path))
+            write_pipeline_lock(pipeline, lock)
     return dataclasses.replace(chosen, current=True)

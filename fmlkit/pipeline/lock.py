@@ -23,10 +23,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmlkit.errors import FmlkitError, FormatError
 from fmlkit.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from fmlkit.pipeline.spec import Pipeline
 
 SCHEMA = 1
 _FIELDS = ("run", "params", "deps", "outs", "fmlkit_version", "started", "duration_s")
@@ -108,3 +111,10 @@ def write_lock(
     )
     body = {"schema": SCHEMA, "stages": {k: e.to_dict() for k, e in entries.items()}}
     atomic_write_text(path, header + dump_yaml(body))
+
+
+def write_pipeline_lock(pipeline: Pipeline, entries: Mapping[str, LockEntry]) -> None:
+    """Write ``pipeline``'s lock file with ``entries`` in the pipeline's run order (entries of
+    stages no longer in the pipeline are dropped)."""
+    ordered = {k: entries[k] for k in pipeline.stages if k in entries}
+    write_lock(pipeline.lock_path, ordered, pipeline=str(pipeline.path))

@@ -41,7 +41,7 @@ from fmlkit.pipeline.artifacts import (
     record_provenance,
     remove_tree,
 )
-from fmlkit.pipeline.lock import LockEntry, read_lock, write_lock
+from fmlkit.pipeline.lock import LockEntry, read_lock, write_pipeline_lock
 from fmlkit.pipeline.spec import Pipeline, Stage
 from fmlkit.pipeline.versions import HashCache, version_of
 
@@ -334,7 +334,7 @@ class _Run:
         started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
         t0 = time.perf_counter()
         deps = {k: {"path": _plain(v), "version": versions.of(v)} for k, v in stage.deps.items()}
-        _, outputs = begin_staging(stage_dir, stage.outs)
+        outputs = begin_staging(stage_dir, stage.outs)
         try:
             self._invoke(stage, outputs)
             out_versions = {k: version_of(p, versions.cache) for k, p in outputs.items()}
@@ -355,8 +355,7 @@ class _Run:
         record_provenance(version_dir, entry)
         link_outputs(version_dir, stage.outs)
         self.lock[stage.id] = entry
-        ordered = {k: self.lock[k] for k in self.pipeline.stages if k in self.lock}
-        write_lock(self.pipeline.lock_path, ordered, pipeline=str(self.pipeline.path))
+        write_pipeline_lock(self.pipeline, self.lock)
         return StageResult(stage.id, "ran", reason, duration, version_dir)
 
     def _invoke(self, stage: Stage, outputs: Mapping[str, Path]) -> None:

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fmlkit.data.arrow_cache import ensure_arrow_cache
 from fmlkit.data.datasets import (
     ImageDataset,
     ImageFolderDataset,
     ParquetImageDataset,
     collate_items,
-    ensure_arrow_cache,
 )
 from fmlkit.data.gpu_decode import DeviceDecoder, EncodedDataset, collate_encoded
 from fmlkit.data.samplers import MPerClassSampler, ResumableSampler, ShuffleSampler

@@ -44,20 +44,16 @@ def save_checkpoint(
     folder = checkpoint_dir(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.pt"
-    with atomic_path(path) as tmp:
-        torch.save(dict(state), tmp)
-        _fsync(tmp)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(dict(state), f)
+        f.flush()
+        os.fsync(f.fileno())
     with atomic_path(folder / LAST) as tmp:
         os.link(path, tmp)  # a second name for the same complete file
     if keep > 0:
         for old in step_checkpoints(output_dir)[:-keep]:
             old.unlink(missing_ok=True)
     return path
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
 
 
 def step_checkpoints(output_dir: str | os.PathLike[str]) -> list[Path]:

@@ -61,12 +61,3 @@ def teardown_runtime(runtime: Runtime) -> None:
 def barrier(runtime: Runtime) -> None:
     if runtime.distributed:
         dist.barrier()
-
-
-def broadcast_flag(value: bool, runtime: Runtime) -> bool:
-    """Rank 0's ``value`` on every rank (e.g. "stop now")."""
-    if not runtime.distributed:
-        return value
-    flag = torch.tensor([int(value)], device=runtime.device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())

@@ -206,10 +206,9 @@ class _Run:
                     now = time.monotonic()
                     self._log(window, images / max(now - tick, 1e-9), extra)
                     window, images, tick = [], 0, time.monotonic()
-                every = self.config.checkpoint.every_steps
-                if self.step % every == 0 or self.step == self.total_steps:
+                if self.step % self.config.checkpoint.every_steps == 0 or last:
                     path = self._save(consumed=taken * loop.batch_size)
-                if self.step >= self.total_steps:
+                if last:
                     break
             else:
                 self.epoch += 1
