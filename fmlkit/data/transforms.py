@@ -32,7 +32,7 @@ Step = Callable[[Image.Image], Image.Image]
 Backend = Literal["auto", "torchvision", "pil"]
 MEAN = (0.5, 0.5, 0.5)  # REFERENCE §6: (x / 255 − 0.5) / 0.5
 STD = (0.5, 0.5, 0.5)
-RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of random_resized_crop (torchvision's default)
+RATIO = (3 / 4, 4 / 3)  # default aspect-ratio range of random_resized_crop (torchvision's)
 BILINEAR = Image.Resampling.BILINEAR
 
 
@@ -121,13 +121,19 @@ class RandomResizedCrop:
     aspect ratio in ``ratio`` (log-uniform; 10 tries, then the largest centred crop that
     fits the ratio range), resized to (height, width)."""
 
-    def __init__(self, size: tuple[int, int], scale: tuple[float, float]) -> None:
-        self.size, self.scale = size, scale
+    def __init__(
+        self,
+        size: tuple[int, int],
+        scale: tuple[float, float],
+        ratio: tuple[float, float] = RATIO,
+    ) -> None:
+        self.size, self.scale, self.ratio = size, scale, ratio
 
     def box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """A random crop (left, top, right, bottom) of a ``width`` × ``height`` image."""
         area = width * height
-        log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
+        low, high = self.ratio
+        log_ratio = (math.log(low), math.log(high))
         for _ in range(10):
             target = area * float(torch.empty(()).uniform_(*self.scale))
             aspect = math.exp(float(torch.empty(()).uniform_(*log_ratio)))
@@ -138,10 +144,10 @@ class RandomResizedCrop:
                 left = int(torch.randint(0, width - w + 1, ()))
                 return left, top, left + w, top + h
         aspect = width / height
-        if aspect < RATIO[0]:
-            w, h = width, round(width / RATIO[0])
-        elif aspect > RATIO[1]:
-            w, h = round(height * RATIO[1]), height
+        if aspect < low:
+            w, h = width, round(width / low)
+        elif aspect > high:
+            w, h = round(height * high), height
         else:
             w, h = width, height
         left, top = (width - w) // 2, (height - h) // 2
@@ -152,7 +158,7 @@ class RandomResizedCrop:
         return image.resize((width, height), BILINEAR, box=self.box(*image.size))
 
     def __repr__(self) -> str:
-        return f"RandomResizedCrop(size={self.size}, scale={self.scale})"
+        return f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio})"
 
 
 class ColourJitter:
@@ -161,10 +167,12 @@ class ColourJitter:
 
     ENHANCERS = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
 
-    def __init__(self, strength: float) -> None:
-        self.strength = strength
+    def __init__(self, strength: float, p: float = 1.0) -> None:
+        self.strength, self.p = strength, p
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        if self.p < 1 and float(torch.rand(())) >= self.p:
+            return image
         low, high = max(0.0, 1 - self.strength), 1 + self.strength
         for i in torch.randperm(3).tolist():
             factor = float(torch.empty(()).uniform_(low, high))
@@ -172,7 +180,7 @@ class ColourJitter:
         return image
 
     def __repr__(self) -> str:
-        return f"ColourJitter(strength={self.strength})"
+        return f"ColourJitter(strength={self.strength}, p={self.p})"
 
 
 class RandomGreyscale:
@@ -214,7 +222,9 @@ def build_transforms(
     std: Sequence[float] = STD,
     flip: bool = True,
     random_resized_crop: Sequence[float] | None = None,
+    crop_ratio: Sequence[float] = RATIO,
     colour_jitter: float | None = None,
+    colour_jitter_p: float = 1.0,
     greyscale: float | None = None,
     blur: Sequence[Any] | None = None,
     low_resolution: Sequence[float] | None = None,
@@ -228,8 +238,10 @@ def build_transforms(
         mean, std: per-channel normalisation of pixels scaled to [0, 1].
         flip: horizontal flip with probability 0.5 (training only).
         random_resized_crop: (min, max) fraction of the image area to crop, e.g. (0.8, 1.0).
+        crop_ratio: (min, max) aspect ratio (width / height) of that crop.
         colour_jitter: strength s > 0: brightness, contrast and saturation factors in
             [1 − s, 1 + s].
+        colour_jitter_p: the probability that an image is jittered (1: every image).
         greyscale: probability of turning an image grey.
         blur: (p, sigma): probability, and σ in pixels, fixed or a (min, max) range.
         low_resolution: (p, min_size): probability, and the smallest side in pixels to shrink to.
@@ -245,22 +257,24 @@ def build_transforms(
     steps: list[Step] = []
     if train and random_resized_crop is not None:
         scale = _range("random_resized_crop", random_resized_crop, 0.0, 1.0, open_low=True)
+        ratio = _range("crop_ratio", crop_ratio, 0.0, math.inf, open_low=True)
         steps.append(
-            v2.RandomResizedCrop(size, scale=scale, ratio=RATIO, antialias=True)
+            v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True)
             if v2
-            else RandomResizedCrop(size, scale)
+            else RandomResizedCrop(size, scale, ratio)
         )
     else:
         steps.append(Resize(size))
     if train:
-        steps += _augmentations(v2, flip, colour_jitter, greyscale, blur, low_resolution)
+        jitter = None if colour_jitter is None else (colour_jitter, colour_jitter_p)
+        steps += _augmentations(v2, flip, jitter, greyscale, blur, low_resolution)
     return ImageTransform(steps, mean=mean, std=std)
 
 
 def _augmentations(
     v2: Any,
     flip: bool,
-    colour_jitter: float | None,
+    colour_jitter: tuple[float, float] | None,
     greyscale: float | None,
     blur: Sequence[Any] | None,
     low_resolution: Sequence[float] | None,
@@ -269,8 +283,14 @@ def _augmentations(
     if flip:
         steps.append(v2.RandomHorizontalFlip(0.5) if v2 else RandomFlip(0.5))
     if colour_jitter is not None:
-        s = _number("colour_jitter", colour_jitter, 0.0, math.inf, open_low=True)
-        steps.append(v2.ColorJitter(s, s, s) if v2 else ColourJitter(s))
+        s = _number("colour_jitter", colour_jitter[0], 0.0, math.inf, open_low=True)
+        p = _number("colour_jitter probability", colour_jitter[1], 0.0, 1.0)
+        if not v2:
+            steps.append(ColourJitter(s, p))
+        elif p < 1:  # RandomApply draws a number: only where it decides something
+            steps.append(v2.RandomApply([v2.ColorJitter(s, s, s)], p=p))
+        else:
+            steps.append(v2.ColorJitter(s, s, s))
     if greyscale is not None:
         p = _number("greyscale", greyscale, 0.0, 1.0)
         steps.append(v2.RandomGrayscale(p) if v2 else RandomGreyscale(p))

@@ -37,7 +37,9 @@ def create_transform(data: DataConfig, *, train: bool) -> ImageTransform:
         random_resized_crop=aug.random_resized_crop.scale
         if aug.random_resized_crop.enabled
         else None,
+        crop_ratio=aug.random_resized_crop.ratio,
         colour_jitter=aug.colour_jitter.strength if aug.colour_jitter.enabled else None,
+        colour_jitter_p=aug.colour_jitter.p,
         greyscale=aug.greyscale.p if aug.greyscale.enabled else None,
         blur=(aug.blur.p, aug.blur.sigma) if aug.blur.enabled else None,
         low_resolution=(aug.low_resolution.p, aug.low_resolution.min_size)

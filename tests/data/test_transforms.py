@@ -147,3 +147,24 @@ def test_build_transforms_rejects_options_out_of_range(
     options = {"image_size": 16} | options
     with pytest.raises(ConfigError, match=message):
         build_transforms(train=True, **options)
+
+
+@pytest.mark.parametrize("backend", ["torchvision", "pil"])
+def test_colour_jitter_p_decides_how_often_and_crop_ratio_shapes_the_crop(backend: str) -> None:
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8))
+
+    def run(**options: Any) -> torch.Tensor:
+        torch.manual_seed(0)
+        transform = build_transforms(32, train=True, flip=False, backend=backend, **options)
+        return transform(image)
+
+    plain = run()
+    assert torch.equal(run(colour_jitter=0.5, colour_jitter_p=0.0), plain)
+    assert not torch.equal(run(colour_jitter=0.5, colour_jitter_p=1.0), plain)
+    # a crop with a ratio range far from the default is another crop
+    assert not torch.equal(
+        run(random_resized_crop=(0.3, 0.5), crop_ratio=(0.3, 0.35)),
+        run(random_resized_crop=(0.3, 0.5)),
+    )
+    with pytest.raises(ConfigError, match="colour_jitter probability"):
+        run(colour_jitter=0.5, colour_jitter_p=1.5)
