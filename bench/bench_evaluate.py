@@ -256,7 +256,7 @@ def _print_tables(results: dict, args: argparse.Namespace) -> None:
     print("| what | seconds |\n|---|---|")
     walls = ", ".join(f"{w:.2f}" for w in results["cli"]["walls_s"])
     print(f"| `fmlkit evaluate --embeddings … --pairs …`, whole command, 3 runs | {walls} |")
-    print(f"| fmlkit `score_pairs`, first call (imports included) | {ver['first_call_s']:.3f} |")
+    print(f"| fmlkit `score_pairs`, first call | {ver['first_call_s']:.3f} |")
     print(f"| fmlkit `score_pairs`, median of 5 | {ver['warm_median_s']:.3f} |")
     print(
         f"| insightface `evaluate` loops + sklearn ROC (baseline) | {ver['baseline_s']:.2f} "
