@@ -44,7 +44,7 @@ format: install
 	$(BIN)/ruff check --fix fmlkit tests bench
 
 # MXNet 1.9.1 (needs numpy < 1.24) in its own venv, for the RecordIO compatibility tests
-# (tests/data/test_recordio_mxnet.py, skipped without it) and the convert benchmark only.
+# (tests/data/formats/test_recordio_mxnet.py, skipped without it) and the convert benchmark only.
 MXNET_VENV := bench/.mxnet-venv
 mxnet-env: $(MXNET_VENV)/.installed
 $(MXNET_VENV)/.installed:

@@ -92,7 +92,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "check": total}))
 
 FMLKIT_READ = r"""
 import json, sys, time
-from fmlkit.data.recordio import RecordReader, unpack
+from fmlkit.data.formats.recordio import RecordReader, unpack
 start = time.perf_counter()
 labels = 0.0
 total = 0
@@ -106,7 +106,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "check": total, "label
 
 FMLKIT = r"""
 import json, sys, time
-from fmlkit.data.convert import rec_to_parquet
+from fmlkit.data.convert.from_rec import rec_to_parquet
 start = time.perf_counter()
 report = rec_to_parquet(sys.argv[1], sys.argv[2], overwrite=True, shard_bytes=int(sys.argv[3]))
 seconds = time.perf_counter() - start
@@ -141,7 +141,7 @@ def class_of(key: int, records: int, classes: int) -> int:
 
 def write_rec(rec: Path, records: int, classes: int, pool: list[bytes]) -> None:
     """A flavour-A .rec/.idx: header record, images 1..N sorted by class, identity records."""
-    from fmlkit.data.recordio import IRHeader, RecordWriter, pack
+    from fmlkit.data.formats.recordio import IRHeader, RecordWriter, pack
 
     first_id = records + 1
     with RecordWriter(rec, rec.with_suffix(".idx")) as writer:
@@ -194,7 +194,7 @@ def verify(out_dir: Path, records: int, classes: int, pool: list[bytes]) -> None
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from fmlkit.data.parquet_dataset import iter_batches, read_manifest
+    from fmlkit.data.formats.parquet import iter_batches, read_manifest
 
     manifest = read_manifest(out_dir)
     assert manifest.rows == records, (manifest.rows, records)

@@ -40,9 +40,9 @@ TARGET_RATIO = 1.0
 
 
 def _make_data(workdir: Path, identities: int, per_identity: int) -> tuple[Path, Path, Path]:
-    from fmlkit.data.convert_images import table_to_parquet
-    from fmlkit.data.scan import scan_dataset
-    from fmlkit.data.synth import generate_synthetic_dataset
+    from fmlkit.data.convert.from_images import table_to_parquet
+    from fmlkit.data.prepare.scan import scan_dataset
+    from fmlkit.data.synth.synth import generate_synthetic_dataset
 
     root = workdir / "images"
     workers = os.cpu_count() or 1
@@ -68,9 +68,9 @@ def _loaders(
     import torchvision
     from torch.utils.data import DataLoader, RandomSampler
 
-    from fmlkit.data.datasets import ImageFolderDataset, ParquetImageDataset, collate_items
-    from fmlkit.data.samplers import ShuffleSampler
-    from fmlkit.data.transforms import build_transforms
+    from fmlkit.data.loading.datasets import ImageFolderDataset, ParquetImageDataset, collate_items
+    from fmlkit.data.loading.samplers import ShuffleSampler
+    from fmlkit.data.loading.transforms import build_transforms
 
     transform = build_transforms(112, train=True)
     common: dict[str, Any] = {"batch_size": batch_size, "num_workers": workers}

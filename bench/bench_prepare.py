@@ -57,7 +57,7 @@ pd.DataFrame(rows, columns=["file_name", "label", "width", "height", "md5", "pha
 
 
 def _faces(root: Path, count: int) -> None:
-    from fmlkit.data.synth import generate_synthetic_dataset
+    from fmlkit.data.synth.synth import generate_synthetic_dataset
 
     per_id = 20
     generate_synthetic_dataset(
@@ -70,7 +70,7 @@ def _photos(root: Path, count: int) -> None:
     """640×480 JPEG "photos": synthetic faces rendered at 640 px, cropped, quality 90."""
     import numpy as np
 
-    from fmlkit.data.faces import create_identity, render_face
+    from fmlkit.data.synth.faces import create_identity, render_face
 
     per_id = 20
     for i in range(max(1, count // per_id)):
@@ -118,7 +118,7 @@ def _decode_rate(files: list[Path], repeats: int, with_phash: bool) -> list[floa
     """Images/s of read + decode (+ the pHash work) in this one process."""
     from PIL import Image
 
-    from fmlkit.data.hashing import check_fast_phash, compute_hashes
+    from fmlkit.data.formats.hashing import check_fast_phash, compute_hashes
 
     check_fast_phash()
     rates = []
@@ -134,7 +134,7 @@ def _decode_rate(files: list[Path], repeats: int, with_phash: bool) -> list[floa
 
 
 def _scan_rate(root: Path, out: Path, workers: int, repeats: int) -> list[float]:
-    from fmlkit.data.scan import scan_dataset
+    from fmlkit.data.prepare.scan import scan_dataset
 
     return [
         scan_dataset(root, out / "scan.csv", workers=workers).images_per_second

@@ -45,7 +45,7 @@ def sklearn_vs_fmlkit(labels: np.ndarray, k: int = 5, seed: int = 28) -> dict[st
     """Seconds for sklearn's StratifiedKFold and `stratified_folds` on the same codes."""
     from sklearn.model_selection import StratifiedKFold
 
-    from fmlkit.data.split import stratified_folds
+    from fmlkit.data.split.folds import stratified_folds
 
     start = time.perf_counter()
     theirs = np.empty(len(labels), dtype=np.int64)

@@ -32,7 +32,7 @@ def _one_core() -> str:
 
 
 def _end_to_end(workdir: Path, images: int, seed: int) -> float:
-    from fmlkit.data.synth import generate_synthetic_dataset
+    from fmlkit.data.synth.synth import generate_synthetic_dataset
 
     out = workdir / f"e2e{seed}"
     per_id = 40
@@ -51,7 +51,7 @@ def _end_to_end(workdir: Path, images: int, seed: int) -> float:
 def _render_only(images: int, seed: int) -> float:
     import numpy as np
 
-    from fmlkit.data.faces import create_identity, render_face
+    from fmlkit.data.synth.faces import create_identity, render_face
 
     idents = [
         create_identity(np.random.default_rng([seed, i])) for i in range(max(1, images // 40))
@@ -66,7 +66,7 @@ def _render_only(images: int, seed: int) -> float:
 def _encode_write_only(workdir: Path, images: int, seed: int) -> float:
     import numpy as np
 
-    from fmlkit.data.faces import create_identity, render_face
+    from fmlkit.data.synth.faces import create_identity, render_face
 
     img = render_face(create_identity(np.random.default_rng(seed)), np.random.default_rng(seed))
     out = workdir / f"enc{seed}"

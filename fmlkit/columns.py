@@ -58,6 +58,11 @@ ERROR_REASONS = {
     "no_label": "the file lies directly in the dataset folder, not in a class folder",
 }
 
+# a verification pair table (`fmlkit pairs`, the pair lists `fmlkit evaluate` reads)
+ISSAME = "is_same"  # 1: the two files share a label; 0: they do not
+FIRST = "first"  # the first file of the pair (a file_name, or a row position)
+SECOND = "second"
+
 # ground truth of a synthetic dataset (written by `fmlkit synth`)
 KIND = "kind"  # one of TRUTH_KINDS
 SOURCE = "source"  # FILE_NAME of the original, for the three duplicate kinds

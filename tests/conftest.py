@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from fmlkit.data.synth import SynthReport, generate_synthetic_dataset
+from fmlkit.data.synth.synth import SynthReport, generate_synthetic_dataset
 from tests.bad_tree import BadTree, build_bad_tree
 
 # Property tests draw the same examples on every run (CI and laptops agree); no per-example
@@ -43,7 +43,7 @@ def synth_tree(tmp_path_factory: pytest.TempPathFactory) -> SynthTree:
 @pytest.fixture(scope="session")
 def synth_scan(synth_tree: SynthTree, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`fmlkit prepare`'s dataset_info of ``synth_tree`` (planted defects included). Read-only."""
-    from fmlkit.data.scan import scan_dataset
+    from fmlkit.data.prepare.scan import scan_dataset
 
     out = tmp_path_factory.mktemp("synth_scan") / "dataset_info.csv"
     scan_dataset(synth_tree.root, out, workers=2)
@@ -53,7 +53,7 @@ def synth_scan(synth_tree: SynthTree, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def synth_filtered(synth_scan: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``synth_scan`` after `fmlkit filter --dedup --scope global`: 160 clean rows. Read-only."""
-    from fmlkit.data.filter import FilterRules, filter_dataset
+    from fmlkit.data.filter.filter import FilterRules, filter_dataset
 
     out = tmp_path_factory.mktemp("synth_filtered") / "filtered.csv"
     filter_dataset(synth_scan, out, FilterRules(dedup=True, scope="global"))

@@ -54,7 +54,7 @@ def comma_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 def hash_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    from fmlkit.data.hashing import parse_hash_names
+    from fmlkit.data.formats.hashing import parse_hash_names
 
     try:
         return parse_hash_names(value.split(","))
@@ -64,7 +64,7 @@ def hash_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
 
 def table_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """A .csv or .parquet path (the table format follows the suffix)."""
-    from fmlkit.data.info import info_format
+    from fmlkit.data.formats.table import info_format
 
     if value is not None:
         try:

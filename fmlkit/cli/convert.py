@@ -87,7 +87,7 @@ def convert(
     and a _manifest.json written last; outputs appear under their final names only when
     complete. Damaged input is an error naming file and offset, unless --skip-bad.
     """
-    from fmlkit.data.conversion import convert as run
+    from fmlkit.data.convert.dispatch import convert as run
 
     report = run(
         source,
@@ -120,6 +120,6 @@ def inspect(path: Path, sample: int) -> None:
     sizes, and warnings (identity records that disagree with the images' labels, labels past
     float32's exact range, rows with errors).
     """
-    from fmlkit.data.inspect import inspect_path
+    from fmlkit.data.convert.inspect import inspect_path
 
     echo_report(inspect_path(path, sample=sample).summary())

@@ -82,7 +82,7 @@ def synth(
     non-image files, listed with their kind and source in the truth CSV
     (file_name,label,kind,source).
     """
-    from fmlkit.data.synth import generate_synthetic_dataset
+    from fmlkit.data.synth.synth import generate_synthetic_dataset
 
     report = generate_synthetic_dataset(
         out_dir,
@@ -155,7 +155,7 @@ def prepare(
     unreadable, no_label); other entries (hidden, non-image extension, links leaving the
     folder or looping) are counted and listed in the summary.
     """
-    from fmlkit.data.scan import scan_dataset
+    from fmlkit.data.prepare.scan import scan_dataset
 
     report = scan_dataset(
         dataset_dir,
@@ -251,7 +251,7 @@ def filter_(
     --threshold bits (near_duplicate), or with --scope global another label with the same md5
     or within --global-threshold bits (cross_label_duplicate). Kept + removed = input.
     """
-    from fmlkit.data.filter import FilterRules, filter_dataset
+    from fmlkit.data.filter.filter import FilterRules, filter_dataset
 
     if report_dir is not None and root is None:
         raise click.UsageError("--report needs --root DATASET_DIR to show the images")

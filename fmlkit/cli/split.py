@@ -79,7 +79,7 @@ def split(
     (random labels held out).
     Rows with an error are not assigned (empty fold/split).
     """
-    from fmlkit.data.split import split_dataset
+    from fmlkit.data.split.folds import split_dataset
 
     wrong = _FOLD_OPTIONS if mode == "classes" else _CLASS_OPTIONS
     for name in wrong:
@@ -154,7 +154,7 @@ def pairs(
     pairs are spread as evenly as the labels allow. The list comes in 10 blocks with a tenth
     of each kind, for the 10-fold protocol. Rows with an error are never used.
     """
-    from fmlkit.data.pair_lists import make_pairs
+    from fmlkit.data.split.pairs import make_pairs
 
     if (fold is None) == (split_value is None):
         raise click.UsageError("select the rows with exactly one of --fold F or --split test")

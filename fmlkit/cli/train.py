@@ -68,7 +68,7 @@ def export(checkpoint: Path, output: Path, opset: int) -> None:
     """Export the backbone of CHECKPOINT to ONNX: input `images` (batch, 3, S, S), normalised
     as in training; output `embeddings` (batch, E); dynamic batch. The file is checked with
     onnxruntime against torch before the command ends."""
-    from fmlkit.models.export import export_onnx
+    from fmlkit.train.export import export_onnx
 
     report = export_onnx(checkpoint, output, opset=opset)
     echo_report(

@@ -27,8 +27,8 @@ from fmlkit.io import atomic_path
 if TYPE_CHECKING:  # torch is imported where it is used: `fmlkit evaluate --embeddings` needs none
     import torch
 
-    from fmlkit.data.datasets import ImageDataset
-    from fmlkit.data.transforms import ImageTransform
+    from fmlkit.data.loading.datasets import ImageDataset
+    from fmlkit.data.loading.transforms import ImageTransform
 
 EMBEDDING = "embedding"
 READ_ROWS = 16_384  # rows per batch when reading an embeddings Parquet (32 MiB at 512-d)
@@ -69,7 +69,7 @@ class Embedder:
         """
         import torch
 
-        from fmlkit.data.datasets import decode_image
+        from fmlkit.data.formats.images import decode_image
 
         chunks: list[tuple[list[int], np.ndarray]] = []
         failed: dict[int, str] = {}
@@ -152,7 +152,7 @@ def embed_dataset(
     """
     from torch.utils.data import DataLoader
 
-    from fmlkit.data.datasets import collate_items
+    from fmlkit.data.loading.datasets import collate_items
 
     dataset = _dataset(Path(input), root, embedder.transform)
     loader = DataLoader(
@@ -185,7 +185,7 @@ def load_embedder(
         InputError: neither or both given, not a checkpoint / ONNX model, or an ONNX model
             without a fixed image size.
     """
-    from fmlkit.data.transforms import build_transforms
+    from fmlkit.data.loading.transforms import build_transforms
 
     if (checkpoint is None) == (onnx is None):
         raise InputError("give exactly one of a checkpoint and an ONNX model")
@@ -202,7 +202,7 @@ def _model(
     import torch
 
     if checkpoint is not None:
-        from fmlkit.models.export import load_backbone
+        from fmlkit.train.export import load_backbone
 
         model, data = load_backbone(checkpoint)  # one read of the checkpoint
         size, norm = data.image_size, data.normalisation
@@ -212,7 +212,7 @@ def _model(
                 return model(images).float().numpy()
 
         return run_torch, size, norm.mean, norm.std
-    from fmlkit.models.export import OnnxModel
+    from fmlkit.train.export import OnnxModel
 
     assert onnx is not None
     session = OnnxModel(onnx)
@@ -228,7 +228,7 @@ def _model(
 def _dataset(
     input: Path, root: str | os.PathLike[str] | None, transform: ImageTransform
 ) -> ImageDataset:
-    from fmlkit.data.datasets import ImageFolderDataset, ParquetImageDataset
+    from fmlkit.data.loading.datasets import ImageFolderDataset, ParquetImageDataset
 
     if input.is_dir():
         return ParquetImageDataset(input, transform=transform, cache="memory")

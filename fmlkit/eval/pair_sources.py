@@ -3,7 +3,7 @@ formats, told apart by their content (never by the file name's extension):
 
 - an InsightFace ``.bin`` (a pickle: the first byte is ``\\x80``, or ``(``/``]`` for protocols
   0-1): the images are inside the file; pair k is images 2k and 2k + 1 (REFERENCE §2). Loaded
-  with `fmlkit.data.insightface_bin.load_bin`, which runs nothing the file contains.
+  with `fmlkit.data.formats.insightface_bin.load_bin`, which runs nothing the file contains.
 - LFW's ``pairs.txt``: a first line ``<folds> <pairs per fold>``, then ``name n1 n2`` (matched)
   and ``name1 n1 name2 n2`` (mismatched) lines; the files are ``name/name_%04d.jpg``
   (REFERENCE §3). When that ``.jpg`` is absent, the same name with another image extension
@@ -101,10 +101,11 @@ def load_pairs(path: str | os.PathLike[str]) -> PairList:
 
 
 def _read(source: Path, kind: PairSource) -> PairList:
-    from fmlkit.data.pair_lists import FIRST, ISSAME, SECOND, read_csv_pairs, read_lfw_pairs
+    from fmlkit.columns import FIRST, ISSAME, SECOND
+    from fmlkit.data.formats.pair_lists import read_csv_pairs, read_lfw_pairs
 
     if kind == "bin":
-        from fmlkit.data.insightface_bin import load_bin
+        from fmlkit.data.formats.insightface_bin import load_bin
 
         data = load_bin(source)
         index = np.arange(0, 2 * data.num_pairs, 2, dtype=np.int64)

@@ -18,7 +18,7 @@ than `RACY_SECONDS` before it was hashed is not cached (its mtime might not chan
 second write within the clock's resolution), as git does for "racily clean" entries.
 """
 
-# Walks every file of a folder: plain str paths and os calls, as fmlkit/data/walk.py.
+# Walks every file of a folder: plain str paths and os calls, as fmlkit/data/prepare/walk.py.
 # ruff: noqa: PTH113, PTH114, PTH115, PTH116, PTH118, PTH123
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from fmlkit.io import Closing
 
-MANIFEST = "_manifest.json"  # fmlkit.data.parquet_dataset.MANIFEST (not imported: pyarrow)
+MANIFEST = "_manifest.json"  # fmlkit.data.formats.parquet.MANIFEST (not imported: pyarrow)
 RACY_SECONDS = 2.0
 CHUNK = 1 << 20
 

@@ -9,16 +9,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fmlkit.data.arrow_cache import ensure_arrow_cache
-from fmlkit.data.datasets import (
+from fmlkit.data.loading.arrow_cache import ensure_arrow_cache
+from fmlkit.data.loading.datasets import (
     ImageDataset,
     ImageFolderDataset,
     ParquetImageDataset,
     collate_items,
 )
-from fmlkit.data.gpu_decode import DeviceDecoder, EncodedDataset, collate_encoded
-from fmlkit.data.samplers import MPerClassSampler, ResumableSampler, ShuffleSampler
-from fmlkit.data.transforms import ImageTransform, build_transforms
+from fmlkit.data.loading.gpu_decode import DeviceDecoder, EncodedDataset, collate_encoded
+from fmlkit.data.loading.samplers import MPerClassSampler, ResumableSampler, ShuffleSampler
+from fmlkit.data.loading.transforms import ImageTransform, build_transforms
 from fmlkit.train.config import DataConfig, TrainConfig
 from fmlkit.train.distributed import Runtime, barrier
 
@@ -150,7 +150,7 @@ def create_training_head(config: TrainConfig, num_classes: int, runtime: Runtime
     the run's processes."""
     head = config.head
     if head.partial_fc.sample_rate is not None:
-        from fmlkit.models.partial_fc import create_partial_fc
+        from fmlkit.models.heads.partial_fc import create_partial_fc
 
         return create_partial_fc(
             head.name,

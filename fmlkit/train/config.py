@@ -132,7 +132,7 @@ class DataConfig(Section):
             process decodes each batch's JPEGs with ``torchvision.io.decode_jpeg`` on the
             training device (nvJPEG, batched, when training on CUDA; the CPU on a CPU run),
             other formats with PIL, then resizes, flips and normalises on the device
-            (`fmlkit.data.gpu_decode`). Needs torchvision. Only the flip has a device
+            (`fmlkit.data.loading.gpu_decode`). Needs torchvision. Only the flip has a device
             version: ``device`` with any other augmentation enabled is refused.
     """
 

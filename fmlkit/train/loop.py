@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from fmlkit.errors import FmlkitError, InputError
-from fmlkit.models.distributed import all_reduce_sum
+from fmlkit.models.collectives import all_reduce_sum
 from fmlkit.train import build
 from fmlkit.train.callbacks import Callback, MetricsCSV, ProgressBar, TensorBoard
 from fmlkit.train.checkpoint import (

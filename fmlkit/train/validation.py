@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmlkit.data.transforms import ImageTransform
+from fmlkit.data.loading.transforms import ImageTransform
 from fmlkit.errors import InputError
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmlkit.data.insightface_bin import write_bin
+from fmlkit.data.formats.insightface_bin import write_bin
 from tests.eval.test_evaluate import (
     CLASSES,
     PER_CLASS,

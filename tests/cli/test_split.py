@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from fmlkit.cli import main
 from fmlkit.columns import FOLD, LABEL, SPLIT
-from fmlkit.data.info import read_table
-from fmlkit.data.pair_lists import read_csv_pairs, read_lfw_pairs
+from fmlkit.data.formats.pair_lists import read_csv_pairs, read_lfw_pairs
+from fmlkit.data.formats.table import read_table
 from tests.processes import run_fmlkit
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fmlkit.data.recordio import MAGIC_BYTES, IRHeader, RecordWriter, pack
+from fmlkit.data.formats.recordio import MAGIC_BYTES, IRHeader, RecordWriter, pack
 
 
 def jpeg(seed: int) -> bytes:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmlkit.data.insightface_bin import write_bin
+from fmlkit.data.formats.insightface_bin import write_bin
 from fmlkit.errors import FormatError, InputError, SchemaError
 from fmlkit.eval.evaluate import evaluate
 from fmlkit.eval.verification import score_pairs
@@ -90,7 +90,7 @@ def make_checkpoint(images: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def models(faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Models:
-    from fmlkit.models.export import export_onnx
+    from fmlkit.train.export import export_onnx
 
     out = tmp_path_factory.mktemp("models")
     checkpoint = make_checkpoint(faces, out / "run")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fmlkit.data.insightface_bin import write_bin
+from fmlkit.data.formats.insightface_bin import write_bin
 from fmlkit.errors import FormatError, InputError
 from fmlkit.eval.pair_sources import load_pairs, locate_files, pair_positions
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fmlkit.models.heads import create_head
-from fmlkit.models.partial_fc import create_partial_fc
+from fmlkit.models.heads.partial_fc import create_partial_fc
 
 WORLD = 2
 BATCH = 12  # global; each rank takes BATCH / WORLD rows

@@ -172,7 +172,7 @@ def test_export_to_onnx_and_embed_agree_with_the_checkpoint(images: Path, tmp_pa
     import pyarrow.parquet as pq
 
     from fmlkit.eval.embed import embed
-    from fmlkit.models.export import export_onnx
+    from fmlkit.train.export import export_onnx
 
     train(load_config(None, _overrides(images, tmp_path / "run", "train.max_steps=6")))
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"

@@ -1,0 +1,179 @@
+"""`fmlkit convert` from image files: a folder tree or a dataset_info table, and InsightFace
+``.bin`` verification sets, to Parquet image datasets (`fmlkit.data.formats.parquet`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from fmlkit.columns import ERROR, FILE_NAME, INTEGER_COLUMNS, LABEL
+from fmlkit.data.convert.from_rec import BadRecord, ConvertReport, shard_count
+from fmlkit.data.formats.images import image_suffix
+from fmlkit.data.formats.parquet import (
+    IMAGE,
+    KEY,
+    LABEL_ID,
+    LABEL_NAME,
+    ROW_GROUP_ROWS,
+    SHARD_BYTES,
+    ParquetDatasetWriter,
+)
+from fmlkit.data.formats.table import read_table
+from fmlkit.errors import InputError
+
+PAIRS_FILE = "_pairs.csv"  # a .bin's pairs, inside its Parquet dataset directory
+
+
+def folder_to_parquet(
+    root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    skip_bad: bool = False,
+    shard_bytes: int = SHARD_BYTES,
+    overwrite: bool = False,
+) -> ConvertReport:
+    """Scan ``root/<label>/…/<image>`` (as `fmlkit prepare` does) and convert the table."""
+    from fmlkit.data.prepare.scan import scan_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        info = Path(tmp) / "dataset_info.parquet"
+        scan_dataset(root, info, workers=workers)
+        report = table_to_parquet(
+            info,
+            out_dir,
+            root=root,
+            skip_bad=skip_bad,
+            shard_bytes=shard_bytes,
+            overwrite=overwrite,
+        )
+    return dataclasses.replace(report, source=Path(root), kind="folder → parquet")
+
+
+def table_to_parquet(
+    info: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str],
+    skip_bad: bool = False,
+    shard_bytes: int = SHARD_BYTES,
+    row_group_rows: int = ROW_GROUP_ROWS,
+    overwrite: bool = False,
+) -> ConvertReport:
+    """Convert the rows of a dataset_info table, reading each ``root/file_name``.
+
+    ``label`` (a name) becomes ``label_name``, and ``label`` the class id in sorted name order;
+    every other column is carried (``fold``, ``split``, sizes, hashes, …); ``key`` is the row
+    number and ``image.path`` the file name. Rows with an ``error``, missing or empty files are
+    an error, or with ``skip_bad`` skipped and listed.
+    """
+    start = time.perf_counter()
+    df = read_table(info, required=[FILE_NAME, LABEL], what="dataset_info")
+    names = sorted(set(df[LABEL]))
+    class_id = {name: i for i, name in enumerate(names)}
+    carried = [c for c in df.columns if c != LABEL]
+    extra = {c: pa.int64() if c in INTEGER_COLUMNS else pa.string() for c in carried}
+    base = Path(root)
+    bad: list[BadRecord] = []
+    source = {"kind": "dataset_info", "path": str(Path(info).resolve()), "root": str(base)}
+    with ParquetDatasetWriter(
+        out_dir,
+        class_names=names,
+        extra=extra,
+        with_label_name=True,
+        source=source,
+        shard_bytes=shard_bytes,
+        row_group_rows=row_group_rows,
+        overwrite=overwrite,
+    ) as writer:
+        for key, row in enumerate(df.to_dict("records")):
+            data, reason = _read_image(base, row)
+            if reason:
+                if not skip_bad:
+                    raise InputError(f"row {key} ({row[FILE_NAME]}): {reason}; --skip-bad skips it")
+                bad.append(BadRecord(key, row[FILE_NAME], reason))
+                continue
+            values: dict[str, Any] = {c: _plain(row[c]) for c in carried}
+            values |= {
+                IMAGE: {"bytes": data, "path": row[FILE_NAME]},
+                LABEL_ID: class_id[row[LABEL]],
+                LABEL_NAME: row[LABEL],
+                KEY: key,
+            }
+            writer.write(values)
+    return ConvertReport(
+        source=Path(info),
+        output=Path(out_dir),
+        kind="dataset_info → parquet",
+        rows=writer.rows,
+        classes=len(names),
+        flavour="",
+        bad=tuple(bad),
+        seconds=time.perf_counter() - start,
+        shards=shard_count(writer),
+    )
+
+
+def _read_image(root: Path, row: dict[str, Any]) -> tuple[bytes, str]:
+    if row.get(ERROR):
+        return b"", f"error:{row[ERROR]}"
+    try:
+        data = (root / row[FILE_NAME]).read_bytes()
+    except OSError as e:
+        return b"", f"unreadable: {e.strerror or e}"
+    return data, "" if data else "empty"
+
+
+def _plain(value: Any) -> Any:
+    """pandas' <NA> and numpy scalars as what Arrow takes."""
+    import pandas as pd
+
+    if value is pd.NA:
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def bin_to_parquet(
+    bin_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> ConvertReport:
+    """An InsightFace ``.bin`` to a Parquet dataset of its images (``<name>/<index>.<ext>``,
+    one class ``unlabelled``: the file has pairs, not identities) plus ``_pairs.csv`` in the
+    dataset directory: ``1,a,b`` / ``0,a,b`` lines naming the images by ``image.path``. The
+    leading underscore keeps Arrow, Spark and ``datasets`` from reading it as data."""
+    import numpy as np
+
+    from fmlkit.data.formats.insightface_bin import load_bin
+    from fmlkit.data.formats.pair_lists import format_csv_pairs
+
+    start = time.perf_counter()
+    data = load_bin(bin_path)
+    stem = Path(bin_path).stem
+    paths = [f"{stem}/{i:05d}.{image_suffix(img)}" for i, img in enumerate(data.images)]
+    source = {"kind": "insightface_bin", "path": str(Path(bin_path).resolve())}
+    with ParquetDatasetWriter(
+        out_dir, class_names=["unlabelled"], source=source, overwrite=overwrite
+    ) as writer:
+        for key, (image, path) in enumerate(zip(data.images, paths, strict=True)):
+            writer.write({IMAGE: {"bytes": image, "path": path}, LABEL_ID: 0, KEY: key})
+        same = np.asarray(data.issame, dtype=np.int64)
+        files = np.asarray(paths, dtype=object)
+        writer.add_file(PAIRS_FILE, format_csv_pairs(same, files[0::2], files[1::2]))
+    return ConvertReport(
+        source=Path(bin_path),
+        output=Path(out_dir),
+        kind=".bin → parquet",
+        rows=len(paths),
+        classes=1,
+        flavour="",
+        seconds=time.perf_counter() - start,
+        shards=shard_count(writer),
+    )

@@ -1,0 +1,163 @@
+"""`fmlkit convert` from a Parquet image dataset: to RecordIO (InsightFace's layout when it
+fits) and to image folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pyarrow.parquet as pq
+
+from fmlkit.data.convert.from_rec import ConvertReport
+from fmlkit.data.formats.images import image_suffix, peek_image
+from fmlkit.data.formats.parquet import IMAGE, KEY, LABEL_ID, iter_batches, read_manifest
+from fmlkit.data.formats.recordio import IRHeader, RecordWriter, pack
+from fmlkit.io import atomic_path, atomic_write_text, check_overwrite
+
+
+def dataset_labels(dataset: Path) -> tuple[list[int], list[str]]:
+    """Every row's label id (one column read) and the class names from the schema."""
+    labels: list[int] = []
+    for batch in iter_batches(dataset, columns=[LABEL_ID]):
+        labels += batch.column(0).to_pylist()
+    first = pq.ParquetFile(dataset / read_manifest(dataset).shards[0]["file"]).schema_arrow
+    features = json.loads((first.metadata or {}).get(b"huggingface", b"{}") or b"{}")
+    names = features.get("info", {}).get("features", {}).get(LABEL_ID, {}).get("names")
+    classes = max(labels, default=-1) + 1
+    return labels, list(names) if names else [str(c) for c in range(classes)]
+
+
+def _grouped(labels: list[int]) -> bool:
+    """True when each label's rows are contiguous (identity records can name their range)."""
+    seen: set[int] = set()
+    previous = None
+    for label in labels:
+        if label != previous:
+            if label in seen:
+                return False
+            seen.add(label)
+            previous = label
+    return True
+
+
+def parquet_to_rec(
+    dataset: str | os.PathLike[str],
+    rec: str | os.PathLike[str],
+    *,
+    insightface: bool = True,
+    shuffle: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> ConvertReport:
+    """Write a Parquet image dataset as ``rec`` + ``.idx`` (+ ``property``), rows in order.
+
+    With ``insightface`` and each label's rows contiguous, the layout is InsightFace's flavour A
+    (header record 0, images 1..N, one identity record per class, a ``property`` file
+    ``classes,height,width``); otherwise flavour C (keys 0..N-1, scalar labels). ``shuffle``
+    writes the rows in a random order fixed by ``seed`` (for sequential readers such as DALI;
+    flavour C), with memory bounded by one shard (`fmlkit.data.convert.shuffle`).
+    """
+    start = time.perf_counter()
+    source, rec_path = Path(dataset), Path(rec)
+    check_overwrite(rec_path, overwrite)
+    labels, names = dataset_labels(source)
+    flavour_a = insightface and not shuffle and bool(labels) and _grouped(labels)
+    n, k = len(labels), len(names)
+    size = None
+    rows = _rows(source)
+    if shuffle:
+        from fmlkit.data.convert.shuffle import shuffled
+
+        total = sum(int(s["bytes"]) for s in read_manifest(source).shards)
+        rows = shuffled(rows, total_bytes=total, seed=seed, tmp_dir=rec_path.parent)
+    with RecordWriter(rec_path, rec_path.with_suffix(".idx")) as writer:
+        if flavour_a:
+            writer.write(0, pack(IRHeader(2, (float(n + 1), float(n + 1 + k)))))
+        for key, (label, data) in enumerate(rows, 1 if flavour_a else 0):
+            size = size or _image_size(data)
+            writer.write(key, pack(IRHeader(0, float(label), id=key), data))
+        if flavour_a:
+            _write_identities(writer, labels, k)
+    if flavour_a:
+        height, width = size or (0, 0)
+        atomic_write_text(rec_path.with_name("property"), f"{k},{height},{width}\n")
+    return ConvertReport(
+        source=source,
+        output=rec_path,
+        kind="parquet → rec",
+        rows=n,
+        classes=k,
+        flavour="A" if flavour_a else "C",
+        warnings=()
+        if flavour_a or not insightface or shuffle
+        else ("rows of a label are not contiguous: no InsightFace header or identity records",),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _rows(source: Path) -> Iterator[tuple[int, bytes]]:
+    """(label, image bytes) of every row, in order."""
+    for batch in iter_batches(source, columns=[IMAGE, LABEL_ID]):
+        for image, label in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+            yield label, image["bytes"]
+
+
+def _write_identities(writer: RecordWriter, labels: list[int], classes: int) -> None:
+    """Flavour A's identity records: class c's image keys [first, end), keyed N+1+c."""
+    n, counts = len(labels), Counter(labels)
+    firsts: dict[int, int] = {}
+    for row, label in enumerate(labels, 1):
+        firsts.setdefault(label, row)
+    for c in range(classes):  # an unused class gets an empty range
+        begin = firsts.get(c, n + 1)
+        writer.write(n + 1 + c, pack(IRHeader(2, (float(begin), float(begin + counts[c])))))
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of encoded image bytes, or None if Pillow cannot tell."""
+    peek = peek_image(data)
+    return None if peek is None else (peek[1], peek[0])
+
+
+def parquet_to_folder(
+    dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, overwrite: bool = False
+) -> ConvertReport:
+    """Write every row's image bytes to ``out_dir/<label name>/<file>`` (the file from
+    ``image.path``, else ``<key>.<ext>``), unchanged."""
+    start = time.perf_counter()
+    source = Path(dataset)
+    _, names = dataset_labels(source)
+    rows = 0
+    with atomic_path(out_dir, overwrite=overwrite) as tmp:
+        tmp.mkdir()
+        for batch in iter_batches(source, columns=[IMAGE, LABEL_ID, KEY]):
+            for image, label, key in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                name = (
+                    PurePosixPath(image["path"] or "").name
+                    or f"{key}.{image_suffix(image['bytes'])}"
+                )
+                target = tmp / _safe_part(names[label]) / _safe_part(name)
+                if target.exists():
+                    target = target.with_name(f"{key}_{target.name}")
+                target.parent.mkdir(exist_ok=True)
+                target.write_bytes(image["bytes"])
+                rows += 1
+    return ConvertReport(
+        source=source,
+        output=Path(out_dir),
+        kind="parquet → folder",
+        rows=rows,
+        classes=len(names),
+        flavour="",
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _safe_part(name: str) -> str:
+    """A single path component: no separators, not '.', '..' or empty."""
+    cleaned = name.replace("/", "_").replace("\\", "_").replace("\0", "_")
+    return cleaned if cleaned not in ("", ".", "..") else f"_{cleaned}_"

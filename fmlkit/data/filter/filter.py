@@ -1,0 +1,176 @@
+"""`fmlkit filter`: drop broken, badly sized and duplicate rows from a dataset_info table.
+
+Decisions, in order: rows with an ``error`` go (reason ``error:<kind>``) unless kept; then
+``too_small`` (shorter side < min_size) and ``too_large`` (longer side > max_size); then
+duplicates among the rows left (`fmlkit.data.filter.dedup`). Every input row ends up in exactly one
+of the two outputs: FILTERED (input columns, input order) or REMOVED (plus ``reason``,
+``duplicate_of`` and ``distance``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fmlkit.columns import ERROR, FILE_NAME, HEIGHT, LABEL, PHASH, WIDTH, validate_columns
+from fmlkit.data.filter.dedup import (
+    DISTANCE,
+    DUPLICATE_OF,
+    REASON,
+    KeepOrder,
+    Scope,
+    check_options,
+    find_duplicates,
+)
+from fmlkit.data.formats.table import read_table, write_table
+from fmlkit.errors import InputError
+
+TOO_SMALL, TOO_LARGE = "too_small", "too_large"
+# Shorter sides below this are thumbnails or icons, useless for training (None: no limit).
+DEFAULT_MIN_SIZE = 32
+
+
+@dataclass(frozen=True)
+class FilterReport:
+    """What `filter_dataset` decided and wrote."""
+
+    output: Path
+    removed_output: Path | None
+    report_dir: Path | None
+    rows: int
+    kept: int
+    removed: Mapping[str, int]  # by reason
+    seconds: float
+
+    def summary(self) -> str:
+        by_reason = ", ".join(f"{k} {v:,}" for k, v in sorted(self.removed.items())) or "none"
+        lines = [
+            f"Filtered {self.rows:,} rows in {self.seconds:.2f} s: kept {self.kept:,}, "
+            f"removed {self.rows - self.kept:,} ({by_reason})",
+            f"Wrote {self.output}",
+        ]
+        if self.removed_output is not None:
+            lines.append(f"Wrote {self.removed_output}")
+        if self.report_dir is not None:
+            lines.append(f"Report: {self.report_dir / 'index.html'}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class FilterRules:
+    """What `decide` removes; checked on construction (`InputError` for a bad value).
+
+    Attributes:
+        dedup: remove duplicates (needs ``phash``).
+        threshold: same-label near-duplicate radius in pHash bits (0..64).
+        scope: ``label`` or ``global`` (also across labels).
+        global_threshold: cross-label radius in bits (0..64), with ``scope="global"``.
+        keep: which row of a duplicate group stays: ``first`` or ``largest``.
+        min_size: shorter side below this is ``too_small``; None for no limit.
+        max_size: longer side above this is ``too_large``; None for no limit.
+        keep_errors: keep rows with an error (they skip dedup).
+    """
+
+    dedup: bool = False
+    threshold: int = 10
+    scope: Scope = "label"
+    global_threshold: int = 3
+    keep: KeepOrder = "first"
+    min_size: int | None = DEFAULT_MIN_SIZE
+    max_size: int | None = None
+    keep_errors: bool = False
+
+    def __post_init__(self) -> None:
+        check_options(self.threshold, self.scope, self.global_threshold, self.keep)
+
+
+def decide(df: pd.DataFrame, rules: FilterRules = FilterRules()) -> pd.DataFrame:
+    """Why each row of ``df`` goes: ``reason`` ("" to keep), ``duplicate_of``, ``distance``.
+
+    Pure: no I/O. See the module docstring for the order of decisions.
+    """
+    sized = rules.min_size is not None or rules.max_size is not None
+    required = [FILE_NAME, LABEL] + ([PHASH] if rules.dedup else [])
+    if sized or rules.keep == "largest":
+        required += [WIDTH, HEIGHT]
+    validate_columns(df, required, what="the table to filter")
+    out = pd.DataFrame(
+        {
+            REASON: pd.Series("", index=df.index, dtype=object),
+            DUPLICATE_OF: "",
+            DISTANCE: pd.Series(pd.NA, index=df.index, dtype="Int64"),
+        }
+    )
+    errors = df[ERROR].astype(str) if ERROR in df else pd.Series("", index=df.index)
+    has_error = errors != ""
+    if not rules.keep_errors:
+        out.loc[has_error, REASON] = "error:" + errors[has_error]
+    if sized:
+        width, height = df[WIDTH].astype("Int64"), df[HEIGHT].astype("Int64")
+        open_rows = (out[REASON] == "") & width.notna() & height.notna()
+        sides = pd.concat([width, height], axis=1)
+        short, long = sides.min(axis=1), sides.max(axis=1)
+        if rules.min_size is not None:
+            out.loc[open_rows & (short < rules.min_size), REASON] = TOO_SMALL
+        if rules.max_size is not None:
+            out.loc[(out[REASON] == "") & open_rows & (long > rules.max_size), REASON] = TOO_LARGE
+    if rules.dedup:
+        candidates = (out[REASON] == "") & ~has_error  # kept broken rows have no hash
+        dup = find_duplicates(
+            df.loc[candidates],
+            threshold=rules.threshold,
+            scope=rules.scope,
+            global_threshold=rules.global_threshold,
+            keep=rules.keep,
+        )
+        out.loc[dup.index, [REASON, DUPLICATE_OF]] = dup[[REASON, DUPLICATE_OF]].to_numpy()
+        out.loc[dup.index, DISTANCE] = dup[DISTANCE]
+    return out
+
+
+def filter_dataset(
+    info: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    rules: FilterRules = FilterRules(),
+    *,
+    removed: str | os.PathLike[str] | None = None,
+    report_dir: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> FilterReport:
+    """Read ``info``, `decide` by ``rules`` (a frozen default is safe to share), write the kept
+    rows to ``output`` and the removed ones to ``removed``; with ``report_dir`` (and the
+    dataset folder ``root``), an HTML report.
+
+    Outputs are CSV or Parquet by suffix, written atomically.
+    """
+    start = time.perf_counter()
+    if report_dir is not None and root is None:
+        raise InputError("a report shows the images: give the dataset folder with --root")
+    df = read_table(info, required=[FILE_NAME, LABEL], what="dataset_info")
+    decision = decide(df, rules)
+    gone = decision[REASON] != ""
+    write_table(df.loc[~gone], output)
+    removed_rows = pd.concat([df.loc[gone], decision.loc[gone]], axis=1)
+    if removed is not None:
+        write_table(removed_rows, removed)
+    report_path = None
+    if report_dir is not None and root is not None:
+        from fmlkit.data.filter.report import write_filter_report
+
+        report_path = Path(report_dir)
+        write_filter_report(df, decision, report_path, root=Path(root))
+    return FilterReport(
+        output=Path(output),
+        removed_output=None if removed is None else Path(removed),
+        report_dir=report_path,
+        rows=len(df),
+        kept=int((~gone).sum()),
+        removed=dict(Counter(decision.loc[gone, REASON])),
+        seconds=time.perf_counter() - start,
+    )

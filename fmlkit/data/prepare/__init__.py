@@ -1,0 +1,8 @@
+"""`fmlkit prepare`: scan class folders into a dataset_info table (`walk` lists the files,
+`probe` reads each one once, `scan` runs them in parallel and writes the table)."""
+
+from __future__ import annotations
+
+from fmlkit.data.prepare.scan import ScanReport, scan_dataset
+
+__all__ = ["ScanReport", "scan_dataset"]

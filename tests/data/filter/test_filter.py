@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fmlkit.columns import ERROR, FILE_NAME, LABEL, PHASH, WIDTH
+from fmlkit.data.filter.dedup import CROSS, DISTANCE, DUPLICATE_OF, EXACT, NEAR, REASON
+from fmlkit.data.filter.filter import FilterRules, decide, filter_dataset
+from fmlkit.data.formats.table import read_dataset_info, read_table
+from fmlkit.data.prepare.scan import scan_dataset
+from fmlkit.errors import InputError, SchemaError
+from tests.conftest import SynthTree
+
+
+@pytest.fixture(scope="module")
+def synth_info(synth_tree: SynthTree, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("filter") / "info.csv"
+    scan_dataset(synth_tree.root, out, workers=2)
+    return out
+
+
+def _pairs(synth_tree: SynthTree, kind: str) -> list[tuple[str, str]]:
+    return [(t[FILE_NAME], t["source"]) for t in synth_tree.truth if t["kind"] == kind]
+
+
+@pytest.mark.parametrize("scope", ["label", "global"])
+def test_filter_resolves_the_planted_defects(
+    synth_tree: SynthTree, synth_info: Path, scope: str
+) -> None:
+    df = read_dataset_info(synth_info)
+    decision = decide(df, FilterRules(dedup=True, scope=scope))  # defaults otherwise
+    reason = dict(zip(df[FILE_NAME], decision[REASON], strict=True))
+    kinds = {t[FILE_NAME]: t["kind"] for t in synth_tree.truth}
+    # no clean image is removed
+    assert [f for f, k in kinds.items() if k == "clean" and reason[f]] == []
+    for f, src in _pairs(synth_tree, "exact_duplicate"):
+        assert (reason[f], reason[src]) == (EXACT, ""), f
+    near = _pairs(synth_tree, "near_duplicate")
+    resolved = [f for f, src in near if reason[f] == NEAR and reason[src] == ""]
+    assert len(resolved) >= 0.95 * len(near) and near
+    cross = _pairs(synth_tree, "cross_label_duplicate")
+    assert cross
+    for f, src in cross:
+        assert (reason[f], reason[src]) == (CROSS if scope == "global" else "", ""), f
+    for f, k in kinds.items():
+        if k in ("tiny", "corrupt", "empty", "not_image"):
+            assert reason[f] != "", (f, k)
+
+
+def test_filter_outputs_partition_the_input(synth_info: Path, tmp_path: Path) -> None:
+    report = filter_dataset(
+        synth_info,
+        tmp_path / "kept.parquet",
+        FilterRules(dedup=True, scope="global"),
+        removed=tmp_path / "removed.csv",
+    )
+    src = read_table(synth_info)
+    kept = read_table(tmp_path / "kept.parquet")
+    removed = read_table(tmp_path / "removed.csv")
+    assert len(kept) + len(removed) == len(src) == report.rows
+    assert sorted([*kept[FILE_NAME], *removed[FILE_NAME]]) == sorted(src[FILE_NAME])
+    assert list(kept.columns) == list(src.columns)  # input columns, input order
+    assert list(kept[FILE_NAME]) == [f for f in src[FILE_NAME] if f in set(kept[FILE_NAME])]
+    assert list(removed.columns) == [*src.columns, REASON, DUPLICATE_OF, DISTANCE]
+    dup = removed[removed[REASON].isin([EXACT, NEAR, CROSS])]
+    assert set(dup[DUPLICATE_OF]) <= set(kept[FILE_NAME])  # they point at kept rows
+    assert dup[DISTANCE].notna().all()
+    assert set(removed.loc[~removed[REASON].isin([EXACT, NEAR, CROSS]), DUPLICATE_OF]) == {""}
+    assert report.removed == dict(removed[REASON].value_counts())
+
+
+def test_filter_keep_errors_and_size_limits(synth_info: Path) -> None:
+    df = read_dataset_info(synth_info)
+    kept_errors = decide(df, FilterRules(keep_errors=True, min_size=None))
+    assert (kept_errors[REASON] == "").all()
+    sized = decide(df, FilterRules(min_size=110, max_size=114))
+    w = df[WIDTH]
+    assert set(sized.loc[(df[ERROR] == "") & (w < 110), REASON]) == {"too_small"}
+    assert set(sized.loc[(df[ERROR] == "") & (w > 114), REASON]) == {"too_large"}
+    assert set(sized.loc[df[ERROR] != "", REASON]) == {f"error:{e}" for e in set(df[ERROR]) - {""}}
+
+
+def test_filter_errors_name_columns_and_rows(tmp_path: Path) -> None:
+    table = pd.DataFrame({FILE_NAME: ["a/1.jpg", "a/2.jpg"], LABEL: ["a", "a"]})
+    with pytest.raises(SchemaError, match="phash"):
+        decide(table, FilterRules(dedup=True, min_size=None))
+    with pytest.raises(SchemaError, match="width, height"):
+        decide(table)  # the default --min-size needs sizes
+    table[PHASH] = ["00000000000000ff", "not-a-hash"]
+    with pytest.raises(InputError, match=r"row 1 \(a/2.jpg\)"):
+        decide(table, FilterRules(dedup=True, min_size=None))
+    with pytest.raises(InputError, match="between 0 and 64"):
+        decide(table, FilterRules(dedup=True, threshold=-1, min_size=None))
+    with pytest.raises(InputError, match="--root"):
+        filter_dataset(tmp_path / "x.csv", tmp_path / "y.csv", report_dir=tmp_path / "r")
+
+
+def test_filter_report_shows_counts_histogram_and_sheets(
+    synth_tree: SynthTree, synth_info: Path, tmp_path: Path
+) -> None:
+    report_dir = tmp_path / "report"
+    filter_dataset(
+        synth_info,
+        tmp_path / "kept.csv",
+        FilterRules(dedup=True, scope="global"),
+        report_dir=report_dir,
+        root=synth_tree.root,
+    )
+    page = (report_dir / "index.html").read_text(encoding="utf-8")
+    cross = len(_pairs(synth_tree, "cross_label_duplicate"))
+    assert f"<td>{CROSS}</td><td>{cross}</td>" in page
+    for png in sorted(report_dir.glob("*.png")):
+        assert f"src='{png.name}'" in page or f'src="{png.name}"' in page
+        with Image.open(png) as img:
+            img.verify()
+    names = {p.name for p in report_dir.glob("*.png")}
+    assert {"distances.png", "groups.png", "cross_001.png"} <= names
+    with Image.open(report_dir / "cross_001.png") as img:
+        assert img.height >= cross * 112  # one row per cross-label pair
