@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -39,14 +38,8 @@ def train(config_path: Path, overrides: tuple[str, ...], resume: bool, device: s
 
     config = load_config(config_path, overrides)
     report = run_training(config, resume=resume, device=device)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
-        return
-    echo_report(
-        f"trained {report.steps} steps in {report.seconds:.0f} s; last loss "
-        f"{report.last_loss:.4g}; {report.skipped_images} images skipped, "
-        f"{report.nonfinite_steps} non-finite steps skipped\n"
-        f"      checkpoint {report.checkpoint}, metrics {report.output_dir / 'metrics.csv'}"
-    )
+    if report.is_main:  # under torchrun, rank 0 alone reports
+        echo_report(report.summary())
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

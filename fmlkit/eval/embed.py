@@ -5,9 +5,11 @@ per readable image in the input's order; images that cannot be decoded are left 
 and named in the report. With ``flip_sum`` (the default, insightface's evaluation) each
 embedding is emb(image) + emb(horizontally flipped image). Embeddings are not normalised.
 
-`load_embedder` gives the model with its evaluation transform as an `Embedder`, which
-`fmlkit evaluate` and the training's validation use to embed the images of a pair list
-(`Embedder.embed_images`); `embed_dataset` embeds a whole dataset in memory.
+`load_embedder` gives the model with its evaluation transform as an `Embedder`
+(`fmlkit.eval.embedder`, which the training's validation uses too), with which `fmlkit evaluate`
+embeds the images of a pair list (`Embedder.embed_images`); `embed_dataset` embeds a whole
+dataset in memory. This module loads checkpoints through `fmlkit.train.export`, so it sits
+above `fmlkit.train`; nothing in `fmlkit.train` imports it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fmlkit.columns import EMBEDDING
 from fmlkit.errors import InputError
+from fmlkit.eval.embedder import Embedder
 from fmlkit.io import atomic_path
 
 if TYPE_CHECKING:  # torch is imported where it is used: `fmlkit evaluate --embeddings` needs none
@@ -30,7 +34,6 @@ if TYPE_CHECKING:  # torch is imported where it is used: `fmlkit evaluate --embe
     from fmlkit.data.loading.datasets import ImageDataset
     from fmlkit.data.loading.transforms import ImageTransform
 
-EMBEDDING = "embedding"
 READ_ROWS = 16_384  # rows per batch when reading an embeddings Parquet (32 MiB at 512-d)
 
 
@@ -40,57 +43,6 @@ class EmbedReport:
     images: int
     dimension: int
     skipped: tuple[str, ...]  # file names that could not be decoded
-
-
-@dataclass(frozen=True)
-class Embedder:
-    """A model ready to embed images.
-
-    Attributes:
-        run: a batch of normalised images (B, 3, S, S) → embeddings (B, E) as float32 numpy.
-        transform: decoded PIL image → normalised tensor, as the model was trained.
-    """
-
-    run: Callable[[torch.Tensor], np.ndarray]
-    transform: ImageTransform
-
-    def __call__(self, images: torch.Tensor, *, flip_sum: bool = True) -> np.ndarray:
-        """Embeddings of a batch: emb(x) + emb(flip(x)) with ``flip_sum``, else emb(x)."""
-        return self.run(images) + self.run(images.flip(3)) if flip_sum else self.run(images)
-
-    def embed_images(
-        self, sources: Sequence[bytes | Path], *, flip_sum: bool = True, batch_size: int = 64
-    ) -> tuple[np.ndarray, dict[int, str]]:
-        """Embed encoded images (bytes) or image files (paths), in order.
-
-        Returns:
-            The (len(sources), E) float32 embeddings, and the positions of the sources that
-            could not be read or decoded with the reason; their rows are zero.
-        """
-        import torch
-
-        from fmlkit.data.formats.images import decode_image
-
-        chunks: list[tuple[list[int], np.ndarray]] = []
-        failed: dict[int, str] = {}
-        for start in range(0, len(sources), batch_size):
-            tensors, positions = [], []
-            for at in range(start, min(start + batch_size, len(sources))):
-                source = sources[at]
-                try:
-                    data = source.read_bytes() if isinstance(source, Path) else source
-                    tensors.append(self.transform(decode_image(data)))
-                except Exception as exc:  # unreadable file or bytes PIL cannot decode
-                    failed[at] = f"{type(exc).__name__}: {exc}"
-                    continue
-                positions.append(at)
-            if tensors:
-                chunks.append((positions, self(torch.stack(tensors), flip_sum=flip_sum)))
-        width = chunks[0][1].shape[1] if chunks else 0
-        out = np.zeros((len(sources), width), np.float32)
-        for positions, vectors in chunks:
-            out[positions] = vectors
-        return out, failed
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,22 @@
-"""From a `TrainConfig` to the objects a run trains: dataset, sampler, loader, model, head."""
+"""From a `TrainConfig` to every part of a run: `build_run` gives the `TrainParts` the loop
+(`fmlkit.train.loop`) steps through.
+
+The parts are built in one fixed order, because building them draws random numbers (the
+model's and the head's initial weights): the global RNGs are seeded from ``config.seed``, then
+come the dataset, sampler, loader, decoder, model, head, optimizer, schedule, gradient scaler,
+the forward wrappers (DDP under torchrun, ``torch.compile``) and rank 0's validation. The same
+config therefore gives the same initial weights, and a resumed run (which restores every RNG
+state from its checkpoint afterwards) the same random numbers, as an uninterrupted one.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -19,10 +31,94 @@ from fmlkit.data.loading.datasets import (
 from fmlkit.data.loading.gpu_decode import DeviceDecoder, EncodedDataset, collate_encoded
 from fmlkit.data.loading.samplers import MPerClassSampler, ResumableSampler, ShuffleSampler
 from fmlkit.data.loading.transforms import ImageTransform, build_transforms
+from fmlkit.errors import InputError
 from fmlkit.train.config import DataConfig, TrainConfig
 from fmlkit.train.distributed import Runtime, barrier
+from fmlkit.train.optim import Schedule, create_optimizer, create_scheduler, scaled_lr
+from fmlkit.train.validation import PairValidation
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainParts:
+    """Everything a run trains with, as `build_run` made it from the config.
+
+    Attributes:
+        dataset, sampler, loader: the training images, their order, their batches.
+        decoder: with ``data.decode=device``, turns the loader's encoded batches into images
+            on the run's device; None when the loader's workers decode.
+        steps_per_epoch, total_steps: optimizer steps in an epoch and in the whole run.
+        model, head: the backbone and the training head, on the run's device; their state is
+            what checkpoints hold.
+        optimizer, scheduler, scaler: over the model's and the head's parameters.
+        forward_model, forward_head: what the forward pass calls: the model and the head, or
+            their DDP wrappers under torchrun, the model compiled with ``train.compile``.
+        validation: rank 0's verification on ``val.pairs``; None elsewhere or without a list.
+    """
+
+    dataset: ImageDataset
+    sampler: ResumableSampler
+    loader: DataLoader[Any]
+    decoder: DeviceDecoder | None
+    steps_per_epoch: int
+    total_steps: int
+    model: nn.Module
+    head: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    forward_model: nn.Module
+    forward_head: nn.Module
+    validation: PairValidation | None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_run(config: TrainConfig, runtime: Runtime) -> TrainParts:
+    """Every part of a run, in the order the module docstring gives (the global RNGs seeded
+    first, from ``config.seed``).
+
+    Raises:
+        ConfigError, InputError: a config or input that cannot be trained on (e.g. fewer
+            images than one step needs, or an unusable ``val.pairs``).
+    """
+    seed_everything(config.seed)
+    dataset = create_dataset(config, runtime)
+    sampler = create_sampler(config, dataset, runtime)
+    loader = create_loader(config, dataset, sampler, runtime)
+    decoder = create_decoder(config, runtime)  # None: the workers decode
+    steps_per_epoch = count_steps(config, dataset, sampler)
+    total_steps = config.train.total_steps(steps_per_epoch)
+    model = create_model(config).to(runtime.device)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    head = create_training_head(config, dataset.num_classes, runtime).to(runtime.device)
+    optimizer = create_run_optimizer(config, [model, head], runtime)
+    scheduler = create_scheduler(optimizer, create_schedule(config, total_steps))
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=config.train.precision == "fp16")
+    forward_model, forward_head = wrap_for_forward(config, model, head, runtime)
+    return TrainParts(
+        dataset=dataset,
+        sampler=sampler,
+        loader=loader,
+        decoder=decoder,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        model=model,
+        head=head,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        forward_model=forward_model,
+        forward_head=forward_head,
+        validation=create_validation(config, runtime),
+    )
 
 
 def create_transform(data: DataConfig, *, train: bool) -> ImageTransform:
@@ -162,3 +258,85 @@ def create_training_head(config: TrainConfig, num_classes: int, runtime: Runtime
     from fmlkit.models.heads import create_head
 
     return create_head(head.name, config.model.embedding_size, num_classes, **head.args)
+
+
+def count_steps(config: TrainConfig, dataset: ImageDataset, sampler: ResumableSampler) -> int:
+    """Optimizer steps per epoch: the sampler's full batches per process, ``train.grad_accum``
+    to a step.
+
+    Raises:
+        InputError: too few images for one step.
+    """
+    loop = config.train
+    batches = len(sampler) // loop.batch_size
+    if batches < loop.grad_accum:
+        raise InputError(
+            f"{len(dataset)} images give {batches} batches of {loop.batch_size} per "
+            f"process, fewer than one step (grad_accum {loop.grad_accum}); lower the batch"
+        )
+    return batches // loop.grad_accum
+
+
+def create_run_optimizer(
+    config: TrainConfig, modules: list[nn.Module], runtime: Runtime
+) -> torch.optim.Optimizer:
+    """The configured optimizer over the parameters of ``modules``, its learning rate scaled
+    to the global batch (batch_size × grad_accum × world_size)."""
+    loop = config.train
+    global_batch = loop.batch_size * loop.grad_accum * runtime.world_size
+    return create_optimizer(
+        [p for module in modules for p in module.parameters()],
+        config.optim.name,
+        lr=scaled_lr(config.optim.lr, global_batch),
+        momentum=config.optim.momentum,
+        weight_decay=config.optim.weight_decay,
+    )
+
+
+def create_schedule(config: TrainConfig, total_steps: int) -> Schedule:
+    """The ``schedule`` section's learning-rate factor over ``total_steps``."""
+    s = config.schedule
+    return Schedule(
+        s.name,
+        total_steps=total_steps,
+        warmup_steps=s.warmup_steps,
+        power=s.power,
+        milestones=s.milestones,
+        gamma=s.gamma,
+    )
+
+
+def wrap_for_forward(
+    config: TrainConfig, model: nn.Module, head: nn.Module, runtime: Runtime
+) -> tuple[nn.Module, nn.Module]:
+    """The modules the forward pass calls: under torchrun the model in DDP, and the head
+    too unless it is a PartialFC (which shards itself); with ``train.compile`` the model
+    compiled."""
+    forward_model, forward_head = model, head
+    if runtime.distributed:
+        ids = [runtime.device] if runtime.device.type == "cuda" else None
+        forward_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if not hasattr(head, "sample"):  # PartialFC shards itself; others replicate
+            forward_head = nn.parallel.DistributedDataParallel(
+                head, device_ids=ids, broadcast_buffers=False
+            )
+    if config.train.compile:
+        forward_model = torch.compile(forward_model)  # type: ignore[assignment]
+    return forward_model, forward_head
+
+
+def create_validation(config: TrainConfig, runtime: Runtime) -> PairValidation | None:
+    """Rank 0's verification on ``val.pairs`` (images from ``val.root``, transformed as for
+    evaluation); None on other ranks or without a pair list.
+
+    Raises:
+        InputError, FormatError: an unusable pair list (see `PairValidation`).
+    """
+    if not runtime.is_main or config.val.pairs is None:
+        return None
+    return PairValidation(
+        config.val.pairs,
+        config.val.root or ".",
+        create_transform(config.data, train=False),
+        config.train.batch_size,
+    )

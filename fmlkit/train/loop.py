@@ -1,5 +1,9 @@
 """The training loop: `train(config)` runs a whole training, or resumes one exactly.
 
+`fmlkit.train.build.build_run` makes every part of the run (data, model, head, optimizer,
+schedule, scaler, DDP and compile wrappers, validation); this module only loops over them:
+steps, logging callbacks, validation calls, checkpoints saved and loaded.
+
 One step = ``train.grad_accum`` batches of ``train.batch_size`` images per process, forward
 under autocast (``train.precision``), backward, gradient clipping, one optimizer and scheduler
 step. Rank 0 alone logs (metrics.csv, TensorBoard, progress bar) and saves checkpoints.
@@ -20,14 +24,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -46,7 +48,6 @@ from fmlkit.train.checkpoint import (
 )
 from fmlkit.train.config import TrainConfig, config_to_dict, save_config, validate_for_training
 from fmlkit.train.distributed import Runtime, barrier, setup_runtime, teardown_runtime
-from fmlkit.train.optim import Schedule, create_optimizer, create_scheduler, scaled_lr
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,30 @@ class TrainingError(FmlkitError):
 
 @dataclass(frozen=True)
 class TrainReport:
-    """What a run did: where, how far, and what it skipped."""
+    """What a run did: where, how far, and what it skipped.
+
+    Every process of a torchrun launch gets one; ``is_main`` marks rank 0's, the one that
+    wrote the metrics and the checkpoints (``checkpoint`` is None on the other ranks).
+    """
 
     output_dir: Path
     steps: int
     epochs_started: int
     last_loss: float
-    skipped_images: int
+    skipped_images: int  # over every process
     nonfinite_steps: int
     seconds: float
     checkpoint: Path | None
+    is_main: bool  # rank 0's report: the one the command line shows
+
+    def summary(self) -> str:
+        """Two lines: steps, time, last loss, what was skipped; the checkpoint and metrics."""
+        return (
+            f"trained {self.steps} steps in {self.seconds:.0f} s; last loss "
+            f"{self.last_loss:.4g}; {self.skipped_images} images skipped, "
+            f"{self.nonfinite_steps} non-finite steps skipped\n"
+            f"      checkpoint {self.checkpoint}, metrics {self.output_dir / 'metrics.csv'}"
+        )
 
 
 def train(config: TrainConfig, *, resume: bool = False, device: str | None = None) -> TrainReport:
@@ -78,6 +93,9 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
         config: a validated training config.
         resume: continue from ``output_dir/checkpoints/last.pt``.
         device: ``cpu``, ``cuda``, ``cuda:1`` …; default this rank's GPU if any, else the CPU.
+
+    Returns:
+        This process's report; under torchrun only rank 0's has ``is_main`` (the one to show).
 
     Raises:
         ConfigError, InputError: a config or input that cannot be trained on.
@@ -91,94 +109,24 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
         teardown_runtime(runtime)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class _Run:
     def __init__(self, config: TrainConfig, runtime: Runtime, *, resume: bool) -> None:
         self.config, self.runtime = config, runtime
         self.out = Path(config.output_dir)
         _check_output(self.out, resume)
-        seed_everything(config.seed)
-        self.dataset = build.create_dataset(config, runtime)
-        self.sampler = build.create_sampler(config, self.dataset, runtime)
-        self.loader = build.create_loader(config, self.dataset, self.sampler, runtime)
-        self.decoder = build.create_decoder(config, runtime)  # None: the workers decode
-        loop = config.train
-        batches = len(self.sampler) // loop.batch_size
-        if batches < loop.grad_accum:
-            raise InputError(
-                f"{len(self.dataset)} images give {batches} batches of {loop.batch_size} per "
-                f"process, fewer than one step (grad_accum {loop.grad_accum}); lower the batch"
-            )
-        self.steps_per_epoch = batches // loop.grad_accum
-        self.total_steps = loop.total_steps(self.steps_per_epoch)
-        self._build_model()
+        self.parts = build.build_run(config, runtime)
         self.step, self.epoch, self.skipped, self.nonfinite, self.nonfinite_run = 0, 0, 0, 0, 0
         if resume:
             self._load(checkpoint_dir(self.out) / LAST)
         self.callbacks: list[Callback] = []
-        self.validation = None
-        if runtime.is_main and config.val.pairs is not None:
-            from fmlkit.train.validation import PairValidation
-
-            self.validation = PairValidation(
-                config.val.pairs,
-                config.val.root or ".",
-                build.create_transform(config.data, train=False),
-                config.train.batch_size,
-            )
         if runtime.is_main:
             save_config(config, self.out / "config.yaml")
             start = self.step if resume else None
             self.callbacks = [
                 MetricsCSV(self.out, resume_step=start),
                 TensorBoard(self.out, resume_step=start),
-                ProgressBar(self.total_steps, initial=self.step),
+                ProgressBar(self.parts.total_steps, initial=self.step),
             ]
-
-    def _build_model(self) -> None:
-        config, runtime = self.config, self.runtime
-        self.model = build.create_model(config).to(runtime.device)
-        if config.train.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.head = build.create_training_head(config, self.dataset.num_classes, runtime)
-        self.head = self.head.to(runtime.device)
-        global_batch = config.train.batch_size * config.train.grad_accum * runtime.world_size
-        params = [*self.model.parameters(), *self.head.parameters()]
-        self.optimizer = create_optimizer(
-            params,
-            config.optim.name,
-            lr=scaled_lr(config.optim.lr, global_batch),
-            momentum=config.optim.momentum,
-            weight_decay=config.optim.weight_decay,
-        )
-        s = config.schedule
-        schedule = Schedule(
-            s.name,
-            total_steps=self.total_steps,
-            warmup_steps=s.warmup_steps,
-            power=s.power,
-            milestones=s.milestones,
-            gamma=s.gamma,
-        )
-        self.scheduler = create_scheduler(self.optimizer, schedule)
-        fp16 = config.train.precision == "fp16"
-        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=fp16)
-        self.forward_model: nn.Module = self.model
-        self.forward_head: nn.Module = self.head
-        if runtime.distributed:
-            ids = [runtime.device] if runtime.device.type == "cuda" else None
-            self.forward_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-            if not hasattr(self.head, "sample"):  # PartialFC shards itself; others replicate
-                self.forward_head = nn.parallel.DistributedDataParallel(
-                    self.head, device_ids=ids, broadcast_buffers=False
-                )
-        if config.train.compile:
-            self.forward_model = torch.compile(self.forward_model)  # type: ignore[assignment]
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -186,12 +134,12 @@ class _Run:
         started, last_loss, path = time.monotonic(), math.nan, None
         window: list[float] = []
         images, tick = 0, time.monotonic()
-        loop = self.config.train
-        while self.step < self.total_steps:
-            self.sampler.set_epoch(self.epoch)
-            self.dataset.set_epoch(self.epoch)
+        loop, parts = self.config.train, self.parts
+        while self.step < parts.total_steps:
+            parts.sampler.set_epoch(self.epoch)
+            parts.dataset.set_epoch(self.epoch)
             taken = 0
-            for batches in _chunks(iter(self.loader), loop.grad_accum):
+            for batches in _chunks(iter(parts.loader), loop.grad_accum):
                 taken += len(batches)
                 loss, count = self._step(batches)
                 self.step += 1
@@ -199,7 +147,7 @@ class _Run:
                 if math.isfinite(loss):
                     window.append(loss)
                     last_loss = loss
-                last = self.step == self.total_steps
+                last = self.step == parts.total_steps
                 validate = self.step % self.config.val.every_steps == 0 or last
                 extra = self._validate() if validate else {}
                 if self.step % loop.log_every == 0 or last or extra:
@@ -224,16 +172,17 @@ class _Run:
             self.nonfinite,
             time.monotonic() - started,
             path,
+            self.runtime.is_main,
         )
 
     def _step(self, batches: list[dict[str, Any]]) -> tuple[float, int]:
         """One optimizer step over ``batches``: the mean loss (NaN when skipped), images used."""
-        loop, device = self.config.train, self.runtime.device
+        loop, device, parts = self.config.train, self.runtime.device, self.parts
         dtype = DTYPES[loop.precision]
         total, count, finite = 0.0, 0, True
-        self.optimizer.zero_grad(set_to_none=True)
+        parts.optimizer.zero_grad(set_to_none=True)
         for i, loaded in enumerate(batches):
-            batch = loaded if self.decoder is None else self.decoder(loaded)
+            batch = loaded if parts.decoder is None else parts.decoder(loaded)
             self.skipped += len(batch["skipped"])
             for item in batch["skipped"]:  # every rank names its own
                 where = f"rank {self.runtime.rank}: " if self.runtime.distributed else ""
@@ -250,36 +199,37 @@ class _Run:
                 break
             last = i == len(batches) - 1
             with self._no_sync(not last):
-                self.scaler.scale(loss / len(batches)).backward()
+                parts.scaler.scale(loss / len(batches)).backward()
             total += value
             count += len(images)
         if not finite:
             return self._skip_step()
         self.nonfinite_run = 0
         if loop.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            parts.scaler.unscale_(parts.optimizer)
+            params = [p for g in parts.optimizer.param_groups for p in g["params"]]
             nn.utils.clip_grad_norm_(params, loop.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+        parts.scheduler.step()
         return total / len(batches), count
 
     def _loss(self, images: Tensor, labels: Tensor) -> Tensor:
+        parts = self.parts
         if len(images) == 0:  # every image of the batch was skipped: a zero loss on every
-            params = [*self.model.parameters(), *self.head.parameters()]  # parameter keeps DDP
+            params = [*parts.model.parameters(), *parts.head.parameters()]  # parameter keeps DDP
             return sum((p.sum() * 0 for p in params), torch.zeros((), device=images.device))
-        loss: Tensor = self.forward_head(self.forward_model(images), labels)
+        loss: Tensor = parts.forward_head(parts.forward_model(images), labels)
         return loss
 
     def _no_sync(self, skip: bool) -> Any:
-        if skip and isinstance(self.forward_model, nn.parallel.DistributedDataParallel):
-            return self.forward_model.no_sync()
+        if skip and isinstance(self.parts.forward_model, nn.parallel.DistributedDataParallel):
+            return self.parts.forward_model.no_sync()
         return contextlib.nullcontext()
 
     def _skip_step(self) -> tuple[float, int]:
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        self.parts.optimizer.zero_grad(set_to_none=True)
+        self.parts.scheduler.step()
         self.nonfinite += 1
         self.nonfinite_run += 1
         if self.runtime.is_main:
@@ -300,8 +250,8 @@ class _Run:
     def _validate(self) -> dict[str, float]:
         """Rank 0 scores the pair list (if any) while the others wait at a barrier."""
         metrics = {}
-        if self.validation is not None:
-            metrics = self.validation(self.model, self.runtime.device)
+        if self.parts.validation is not None:
+            metrics = self.parts.validation(self.parts.model, self.runtime.device)
         barrier(self.runtime)
         return metrics
 
@@ -311,7 +261,7 @@ class _Run:
             **extra,
             "epoch": self.epoch,
             "loss": loss,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self.parts.optimizer.param_groups[0]["lr"],
             "img_per_s": img_per_s,
         }
         for callback in self.callbacks:
@@ -320,19 +270,20 @@ class _Run:
     # -- checkpoints ------------------------------------------------------------------------
 
     def _save(self, *, consumed: int) -> Path | None:
-        head_state = self.head.state_dict()  # PartialFC gathers its rows: every rank calls it
+        parts = self.parts
+        head_state = parts.head.state_dict()  # PartialFC gathers its rows: every rank calls it
         skipped = self._skipped_everywhere()  # a collective too
         if not self.runtime.is_main:
             return None
         state = {
             "step": self.step,
             "epoch": self.epoch,
-            "sampler": self.sampler.state_dict(consumed=consumed),
-            "model": self.model.state_dict(),
+            "sampler": parts.sampler.state_dict(consumed=consumed),
+            "model": parts.model.state_dict(),
             "head": head_state,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict(),
             "rng": rng_state(),
             "skipped_images": skipped,
             "nonfinite_steps": self.nonfinite,
@@ -341,16 +292,16 @@ class _Run:
         return save_checkpoint(self.out, self.step, state, keep=self.config.checkpoint.keep)
 
     def _load(self, path: Path) -> None:
-        state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        self.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        state, parts = load_checkpoint(path), self.parts
+        parts.model.load_state_dict(state["model"])
+        parts.head.load_state_dict(state["head"])
+        parts.optimizer.load_state_dict(state["optimizer"])
         # the schedule comes from the config (a resumed run may train for longer), its
         # position from the checkpoint
-        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
-        self.scaler.load_state_dict(state["scaler"])
+        parts.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
+        parts.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        self.sampler.load_state_dict(state["sampler"])  # an epoch's end: its loop ends at once
+        parts.sampler.load_state_dict(state["sampler"])  # an epoch's end: its loop ends at once
         # the checkpoint holds the count over every rank: carried on by rank 0 alone
         self.skipped = int(state["skipped_images"]) if self.runtime.is_main else 0
         self.nonfinite = int(state["nonfinite_steps"])

@@ -6,6 +6,11 @@ from the file itself. Its images are embedded with the current model in eval mod
 and scored by `fmlkit.eval.verification.score_pairs`: the numbers `fmlkit evaluate` reports.
 Rank 0 runs it; the metrics (``val_<list stem>_accuracy``, ``_accuracy_std``, ``_threshold``,
 ``_val_at_far_1e-3``, ``_auc``, ``_eer``) join that step's metrics row.
+
+It imports only modules of `fmlkit.eval` that import nothing from `fmlkit.train`
+(`embedder`, `pair_sources`, `verification`, all light: numpy and the standard library), so
+the imports sit at the top without a loop; `fmlkit.eval.embed`, which loads checkpoints
+through `fmlkit.train.export`, is above `fmlkit.train` and is not imported here.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from torch import nn
 
 from fmlkit.data.loading.transforms import ImageTransform
 from fmlkit.errors import InputError
+from fmlkit.eval.embedder import Embedder
+from fmlkit.eval.pair_sources import load_pairs, locate_files, pair_positions, unusable_error
+from fmlkit.eval.verification import score_pairs
 
 
 class PairValidation:
@@ -33,13 +41,6 @@ class PairValidation:
     def __init__(
         self, pairs: str | Path, root: str | Path, transform: ImageTransform, batch_size: int
     ) -> None:
-        from fmlkit.eval.pair_sources import (
-            load_pairs,
-            locate_files,
-            pair_positions,
-            unusable_error,
-        )
-
         self.pairs = load_pairs(pairs)
         self.name = self.pairs.name
         self.transform, self.batch_size = transform, batch_size
@@ -64,9 +65,6 @@ class PairValidation:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        from fmlkit.eval.embed import Embedder
-        from fmlkit.eval.verification import score_pairs
-
         def run(images: torch.Tensor) -> np.ndarray:
             return model(images.to(device)).float().cpu().numpy()
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from fmlkit.errors import InputError
 from fmlkit.train.config import load_config
-from fmlkit.train.loop import TrainingError, train
+from fmlkit.train.loop import TrainingError, TrainReport, train
 from tests.processes import kill_fmlkit_when, run_fmlkit
 
 CLASSES, PER_CLASS = 4, 8
@@ -75,13 +75,24 @@ def _losses(out: Path) -> dict[int, str]:
 def test_training_loss_falls_and_the_run_is_recorded(images: Path, tmp_path: Path) -> None:
     config = load_config(None, _overrides(images, tmp_path / "run"))
     report = train(config)
-    assert report.steps == 40 and report.skipped_images == 0
+    assert report.steps == 40 and report.skipped_images == 0 and report.is_main
     losses = [float(v) for v in _losses(tmp_path / "run").values()]
     assert len(losses) == 40
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert load_config(tmp_path / "run" / "config.yaml") == config
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_the_report_summary_is_what_fmlkit_train_prints(tmp_path: Path) -> None:
+    report = TrainReport(
+        tmp_path, 40, 3, 0.123456, 2, 1, 61.7, tmp_path / "checkpoints" / "last.pt", True
+    )
+    assert report.summary() == (
+        "trained 40 steps in 62 s; last loss 0.1235; 2 images skipped, 1 non-finite steps "
+        f"skipped\n      checkpoint {tmp_path / 'checkpoints' / 'last.pt'}, metrics "
+        f"{tmp_path / 'metrics.csv'}"
+    )
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_with_the_same_losses(
@@ -100,6 +111,9 @@ def test_a_run_killed_after_a_checkpoint_resumes_with_the_same_losses(
     assert max(logged) < 40  # the kill came before the end
     resumed = run_fmlkit(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith("trained 40 steps in ")  # the report's summary()
+    newest = killed / "checkpoints" / "step_00000040.pt"
+    assert resumed.stdout.endswith(f"checkpoint {newest}, metrics {killed / 'metrics.csv'}\n")
     expected, got = _losses(whole), _losses(killed)
     assert sorted(got) == list(range(1, 41))
     assert [got[s] for s in range(21, 41)] == [expected[s] for s in range(21, 41)]
