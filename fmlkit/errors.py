@@ -1,10 +1,16 @@
-"""Errors a user can cause. The CLI turns each into one ``Error: …`` line and exit code 1.
+"""Errors a user can cause. The CLI turns each into one ``Error: …`` line and exit code 1
+(`OptionError`: a usage error, exit code 2).
 
 Library code raises these (never ``SystemExit`` or click exceptions); messages say what was
 expected, what was found and how to fix it.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")  # an option name in an OptionError message
 
 
 class FmlkitError(Exception):
@@ -35,3 +41,44 @@ class BatchError(FmlkitError):
 class PipelineError(FmlkitError):
     """A pipeline file is invalid (each problem named by its YAML path, e.g.
     ``stages.train.deps.config``), or one of its stages failed."""
+
+
+class OptionError(InputError):
+    """A stage's options that do not fit together, or an option value out of range.
+
+    The message is a template that names each option by its Python keyword in braces
+    (``"{k} does not apply to {mode}"``); keyword arguments bind an option to the value the
+    message speaks of (``mode="classes"``). ``str()`` reads the Python way, which is also the
+    way of a pipeline YAML: ``k does not apply to mode='classes'``. `render` writes the names
+    another way: the command line shows ``--k does not apply to --mode classes`` (a usage
+    error, exit 2).
+
+    Attributes:
+        template: the message with ``{name}`` placeholders.
+        settings: option name → the value the message names it with.
+        options: the option names in the message, in order of first appearance.
+    """
+
+    def __init__(self, template: str, **settings: object) -> None:
+        self.template = template
+        self.settings = settings
+        self.options = tuple(dict.fromkeys(_PLACEHOLDER.findall(template)))
+        unused = set(settings) - set(self.options)
+        assert not unused, f"settings {sorted(unused)} are not in the message {template!r}"
+        super().__init__(self.render())
+
+    def render(
+        self,
+        name: Callable[[str], str] = str,
+        setting: Callable[[str, object], str] = lambda option, value: f"{option}={value!r}",
+    ) -> str:
+        """The message with each option written by ``name(option)``, or by
+        ``setting(option, value)`` where the message binds it to a value."""
+
+        def write(match: re.Match[str]) -> str:
+            option = match.group(1)
+            if option in self.settings:
+                return setting(option, self.settings[option])
+            return name(option)
+
+        return _PLACEHOLDER.sub(write, self.template)

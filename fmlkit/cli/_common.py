@@ -1,33 +1,105 @@
-"""What every fmlkit command shares: the error-reporting group, report printing, logging and
-option callbacks."""
+"""What every fmlkit command shares: the error-reporting group, report printing, logging,
+option callbacks and choices."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from fmlkit.errors import FmlkitError
+from fmlkit.errors import FmlkitError, OptionError
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class FmlkitGroup(click.Group):
-    """A group that reports library and OS errors as one ``Error:`` line (exit 1)."""
+    """A group that reports library and OS errors as one ``Error:`` line (exit 1), and options
+    that do not fit together (`OptionError`) as a usage error naming the flags (exit 2)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except OptionError as e:
+            raise self._usage_error(ctx, e) from e
         except FmlkitError as e:
             raise click.ClickException(str(e)) from e
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
             raise click.ClickException(f"{e.strerror or e}{where}") from e
+
+    def _usage_error(self, ctx: click.Context, error: OptionError) -> click.UsageError:
+        """``error`` as the subcommand's usage error, its options written as that command's
+        flags (the subcommand's context is gone by now: a fresh one prints its usage line)."""
+        name = ctx.invoked_subcommand
+        command = self.get_command(ctx, name) if name else None
+        if command is None:
+            return click.UsageError(str(error), ctx)
+        sub = click.Context(command, info_name=name, parent=ctx, **command.context_settings)
+        return click.UsageError(flag_message(error, command), sub)
+
+
+def find_option(command: click.Command, name: str) -> click.Option | None:
+    """The option of ``command`` that a library keyword ``name`` stands for: the option of that
+    parameter name, else the one whose flag is ``--name`` (``--split`` stored as
+    ``split_value``); None if there is none."""
+    options = [p for p in command.params if isinstance(p, click.Option)]
+    flag = "--" + name.replace("_", "-")
+    return next((p for p in options if p.name == name), None) or next(
+        (p for p in options if flag in p.opts), None
+    )
+
+
+def flag_message(error: OptionError, command: click.Command) -> str:
+    """An `OptionError`'s message with its options written as ``command``'s flags: ``--k``,
+    ``--mode classes``, ``--no-flip-sum``."""
+
+    def flag(name: str) -> str:
+        option = find_option(command, name)
+        return name if option is None else _long_flag(option.opts)
+
+    def setting(name: str, value: object) -> str:
+        option = find_option(command, name)
+        if option is not None and option.is_bool_flag and isinstance(value, bool):
+            flags = option.opts if value else option.secondary_opts
+            if flags:
+                return _long_flag(flags)
+        return f"{flag(name)} {value}"
+
+    return error.render(flag, setting)
+
+
+def _long_flag(flags: Sequence[str]) -> str:
+    return next((f for f in flags if f.startswith("--")), flags[0])
+
+
+class LiteralChoice(click.Choice[str]):
+    """A choice among the values of a library ``Literal`` type, named ``"module:Type"``
+    (``"fmlkit.data.split.folds:SplitMode"``) and imported when first needed, so that loading
+    the command line loads no stage module (``fmlkit --help`` stays fast); the library's type
+    is the one list of values."""
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+        self._values: tuple[str, ...] | None = None
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._values is None:
+            module, _, name = self.literal.partition(":")
+            self._values = typing.get_args(getattr(importlib.import_module(module), name))
+        return self._values
+
+    @choices.setter
+    def choices(self, values: Sequence[str]) -> None:
+        """click.Choice sets its choices on construction: the Literal type replaces them."""
 
 
 def echo_report(text: str) -> None:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
+    LiteralChoice,
     echo_report,
     seed_option,
 )
+
+if TYPE_CHECKING:
+    from fmlkit.data.convert.dispatch import Target
 
 _UNITS = {None: 1, "K": 2**10, "M": 2**20, "G": 2**30}
 
@@ -29,7 +34,7 @@ def size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option(
     "--to",
-    type=click.Choice(["parquet", "rec", "folder"]),
+    type=LiteralChoice("fmlkit.data.convert.dispatch:Target"),
     help="What to write.  [default: inferred from the paths]",
 )
 @click.option(
@@ -65,7 +70,7 @@ def size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 def convert(
     source: Path,
     output: Path,
-    to: str | None,
+    to: Target | None,
     root: Path | None,
     shard_size: int,
     workers: int | None,
@@ -92,7 +97,7 @@ def convert(
     report = run(
         source,
         output,
-        to=to,  # type: ignore[arg-type]
+        to=to,
         root=root,
         skip_bad=skip_bad,
         shard_bytes=shard_size,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
+    LiteralChoice,
     comma_list,
     echo_report,
     hash_list,
@@ -16,6 +18,9 @@ from fmlkit.cli._common import (
     table_output_option,
     table_path,
 )
+
+if TYPE_CHECKING:
+    from fmlkit.data.filter.dedup import KeepOrder, Scope
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -187,7 +192,7 @@ def prepare(
 )
 @click.option(
     "--scope",
-    type=click.Choice(["label", "global"]),
+    type=LiteralChoice("fmlkit.data.filter.dedup:Scope"),
     default="label",
     show_default=True,
     help="label: compare rows of one label; global: also across labels (label noise).",
@@ -201,7 +206,7 @@ def prepare(
 )
 @click.option(
     "--keep",
-    type=click.Choice(["first", "largest"]),
+    type=LiteralChoice("fmlkit.data.filter.dedup:KeepOrder"),
     default="first",
     show_default=True,
     help="Which image of a duplicate group stays: first in input order, or largest area.",
@@ -234,9 +239,9 @@ def filter_(
     removed: Path | None,
     dedup: bool,
     threshold: int,
-    scope: str,
+    scope: Scope,
     global_threshold: int,
-    keep: str,
+    keep: KeepOrder,
     min_size: int,
     max_size: int | None,
     keep_errors: bool,
@@ -258,9 +263,9 @@ def filter_(
     rules = FilterRules(
         dedup=dedup,
         threshold=threshold,
-        scope=scope,  # type: ignore[arg-type]
+        scope=scope,
         global_threshold=global_threshold,
-        keep=keep,  # type: ignore[arg-type]
+        keep=keep,
         min_size=min_size or None,
         max_size=max_size,
         keep_errors=keep_errors,

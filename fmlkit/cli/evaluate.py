@@ -42,7 +42,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option(
     "--input",
-    "input_",
+    "retrieval_input",
     type=click.Path(exists=True, path_type=Path),
     help="Model-mode retrieval: a dataset_info table (with --root) or a Parquet dataset folder.",
 )
@@ -74,7 +74,7 @@ def evaluate(
     pairs: tuple[Path, ...],
     root: Path | None,
     retrieval: bool,
-    input_: Path | None,
+    retrieval_input: Path | None,
     out_dir: Path,
     flip_sum: bool,
     skip_missing: bool,
@@ -101,16 +101,6 @@ def evaluate(
     """
     from fmlkit.eval.evaluate import evaluate as run_evaluate
 
-    if sum(x is not None for x in (checkpoint, onnx, embeddings)) != 1:
-        raise click.UsageError("give exactly one of --checkpoint, --onnx and --embeddings")
-    if not pairs and not retrieval:
-        raise click.UsageError("nothing to evaluate: give --pairs, --retrieval, or both")
-    if input_ is not None and not retrieval:
-        raise click.UsageError("--input is the retrieval dataset: add --retrieval")
-    if embeddings is not None and not flip_sum:
-        raise click.UsageError(
-            "--no-flip-sum has no effect with --embeddings: flip-sum is chosen at `fmlkit embed`"
-        )
     report = run_evaluate(
         out_dir,
         pairs=pairs,
@@ -119,7 +109,7 @@ def evaluate(
         embeddings=embeddings,
         root=root,
         retrieval=retrieval,
-        retrieval_input=input_,
+        retrieval_input=retrieval_input,
         flip_sum=flip_sum,
         skip_missing=skip_missing,
         batch_size=batch_size,

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
+    LiteralChoice,
     echo_report,
     seed_option,
     table_argument,
     table_output_option,
 )
+from fmlkit.columns import SPLIT_VALUES
 
-_FOLD_OPTIONS = ("k", "by")
-_CLASS_OPTIONS = ("min_samples", "max_samples", "test_fraction")
+if TYPE_CHECKING:
+    from fmlkit.data.formats.pair_lists import PairFormat
+    from fmlkit.data.split.folds import FoldBy, SplitMode
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -30,7 +34,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 )
 @click.option(
     "--mode",
-    type=click.Choice(["folds", "classes"]),
+    type=LiteralChoice("fmlkit.data.split.folds:SplitMode"),
     default="folds",
     show_default=True,
     help="folds: add `fold` (--k, --by); classes: add `split` = train/test by label.",
@@ -38,7 +42,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--k", type=click.IntRange(min=2), default=5, show_default=True, help="Folds.")
 @click.option(
     "--by",
-    type=click.Choice(["image", "label"]),
+    type=LiteralChoice("fmlkit.data.split.folds:FoldBy"),
     default="image",
     show_default=True,
     help="image: stratified by label (labels with fewer than k images get fold -1, always "
@@ -62,9 +66,9 @@ def split(
     ctx: click.Context,
     dataset_info: Path,
     output: Path,
-    mode: str,
+    mode: SplitMode,
     k: int,
-    by: str,
+    by: FoldBy,
     seed: int,
     min_samples: int | None,
     max_samples: int | None,
@@ -81,23 +85,14 @@ def split(
     """
     from fmlkit.data.split.folds import split_dataset
 
-    wrong = _FOLD_OPTIONS if mode == "classes" else _CLASS_OPTIONS
-    for name in wrong:
-        if _given(ctx, name):
-            flag = "--" + name.replace("_", "-")
-            raise click.UsageError(f"{flag} does not apply to --mode {mode}")
-    if mode == "classes" and test_fraction is not None and (min_samples or max_samples):
-        raise click.UsageError("give --test-fraction or --min-samples/--max-samples, not both")
-    if mode == "classes" and test_fraction is None and not (min_samples or max_samples):
-        raise click.UsageError(
-            "--mode classes needs --min-samples/--max-samples or --test-fraction"
-        )
+    # The option rules are SplitOptions'. --k and --by go to it only when given (on the
+    # command line or in a pipeline), so that --mode classes refuses them, not their defaults.
     report = split_dataset(
         dataset_info,
         output,
-        mode=mode,  # type: ignore[arg-type]
-        k=k,
-        by=by,  # type: ignore[arg-type]
+        mode=mode,
+        k=k if _given(ctx, "k") else None,
+        by=by if _given(ctx, "by") else None,
         seed=seed,
         min_samples=min_samples,
         max_samples=max_samples,
@@ -116,16 +111,14 @@ def split(
     help="Pair list to write.",
 )
 @click.option("--fold", type=int, help="Draw among the rows of this fold.")
-@click.option(
-    "--split", "split_value", type=click.Choice(["train", "test"]), help="…or of this split."
-)
+@click.option("--split", "split_value", type=click.Choice(SPLIT_VALUES), help="…or of this split.")
 @click.option("--positives", type=click.IntRange(min=0), required=True, help="Same-label pairs.")
 @click.option("--negatives", type=click.IntRange(min=0), required=True, help="Cross-label pairs.")
 @seed_option()
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "lfw"]),
+    type=LiteralChoice("fmlkit.data.formats.pair_lists:PairFormat"),
     default="csv",
     show_default=True,
     help="csv: `1,a.jpg,b.jpg` lines; lfw: LFW pairs.txt with 10 folds (equal counts, "
@@ -145,7 +138,7 @@ def pairs(
     positives: int,
     negatives: int,
     seed: int,
-    fmt: str,
+    fmt: PairFormat,
     max_per_label: int | None,
 ) -> None:
     """Draw verification pairs among the rows of one fold or split of SPLIT_INFO.
@@ -156,14 +149,6 @@ def pairs(
     """
     from fmlkit.data.split.pairs import make_pairs
 
-    if (fold is None) == (split_value is None):
-        raise click.UsageError("select the rows with exactly one of --fold F or --split test")
-    if positives + negatives == 0:
-        raise click.UsageError("ask for some --positives or --negatives")
-    if fmt == "lfw" and (positives != negatives or positives % 10):
-        raise click.UsageError(
-            "--format lfw needs --positives equal to --negatives and a multiple of 10"
-        )
     report = make_pairs(
         split_info,
         output,
@@ -172,7 +157,7 @@ def pairs(
         fold=fold,
         split=split_value,
         seed=seed,
-        fmt=fmt,  # type: ignore[arg-type]
+        fmt=fmt,
         max_per_label=max_per_label,
     )
     echo_report(report.summary())

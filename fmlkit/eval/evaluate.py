@@ -16,7 +16,7 @@ embeddings, or under ``root``), that lead outside ``root`` (never opened), or wh
 cannot be decoded stop the evaluation with an error listing the first few; with
 ``skip_missing`` the pairs naming them are dropped instead and counted per benchmark
 (``skipped_missing`` in ``metrics.json``). Scores come from `fmlkit.eval.verification`
-(REFERENCE §4) and `fmlkit.eval.retrieval`; `fmlkit.eval.report` writes the files.
+(docs/formats.md) and `fmlkit.eval.retrieval`; `fmlkit.eval.report` writes the files.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmlkit.errors import InputError
+from fmlkit.errors import InputError, OptionError
 from fmlkit.eval.pair_sources import (
     SHOWN,
     PairList,
@@ -108,6 +108,74 @@ def _num(value: object, scale: float, digits: int = 2) -> str:
     return f"{value * scale:.{digits}f}"
 
 
+_SOURCES = ("checkpoint", "onnx", "embeddings")  # the options naming the source of embeddings
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateOptions:
+    """`evaluate`'s options, checked on construction: `OptionError` (naming the options) for
+    options that do not fit together or a bad value. See `evaluate` for each option.
+
+    The rules: exactly one of ``checkpoint``, ``onnx`` and ``embeddings``; something to
+    evaluate (``pairs``, ``retrieval`` or both); ``batch_size`` ≥ 1; ``retrieval_input`` only
+    with ``retrieval``, which with a model needs it; with ``embeddings``, no ``root``, no
+    ``retrieval_input`` and ``flip_sum`` left on (it was chosen when the embeddings were made).
+    """
+
+    pairs: Sequence[PathLike] = ()
+    checkpoint: PathLike | None = None
+    onnx: PathLike | None = None
+    embeddings: PathLike | None = None
+    root: PathLike | None = None
+    retrieval: bool = False
+    retrieval_input: PathLike | None = None
+    flip_sum: bool = True
+    skip_missing: bool = False
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        given = [f"{{{n}}}" for n in _SOURCES if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise OptionError(
+                "give exactly one of {checkpoint}, {onnx} and {embeddings} (the source of the "
+                f"embeddings); found {', '.join(given) or 'none'}"
+            )
+        if not self.pairs and not self.retrieval:
+            raise OptionError(
+                "nothing to evaluate: give {pairs}, {retrieval}, or both", retrieval=True
+            )
+        if self.batch_size < 1:
+            raise OptionError(f"{{batch_size}}: expected ≥ 1, found {self.batch_size}")
+        if self.retrieval_input is not None and not self.retrieval:
+            raise OptionError(
+                "{retrieval_input} is the retrieval dataset: add {retrieval}", retrieval=True
+            )
+        if self.embeddings is not None:
+            self._check_embeddings_mode()
+        elif self.retrieval and self.retrieval_input is None:
+            raise OptionError(
+                "retrieval with a model embeds a dataset: pass {retrieval_input} (a "
+                "dataset_info table with {root}, or a Parquet dataset folder)"
+            )
+
+    def _check_embeddings_mode(self) -> None:
+        if not self.flip_sum:
+            raise OptionError(
+                "{flip_sum} has no effect with {embeddings}: flip-sum is chosen at `fmlkit embed`",
+                flip_sum=False,
+            )
+        model_only = [
+            f"{{{n}}}" for n in ("root", "retrieval_input") if getattr(self, n) is not None
+        ]
+        if model_only:
+            are = "is" if len(model_only) == 1 else "are"
+            raise OptionError(
+                f"{' and '.join(model_only)} {are} for model mode; with {{embeddings}}, pairs "
+                "are looked up by file name and retrieval uses the table's labels: drop "
+                + ("it" if len(model_only) == 1 else "them")
+            )
+
+
 def evaluate(
     out_dir: PathLike,
     *,
@@ -141,16 +209,27 @@ def evaluate(
         batch_size: images per forward pass (model mode).
 
     Raises:
-        InputError: an impossible combination of options, unusable images (without
-            ``skip_missing``), an empty pair list, or a bad embeddings table.
+        OptionError: options that do not fit together (`EvaluateOptions`), checked first.
+        InputError: unusable images (without ``skip_missing``), an empty pair list, or a bad
+            embeddings table.
         FormatError: a pair list in no known format, or embeddings that are not Parquet.
         SchemaError: an embeddings table without the needed columns.
     """
     from fmlkit.eval.verification import score_pairs
 
     start = time.perf_counter()
-    _check_options(pairs, checkpoint, onnx, embeddings, root, retrieval, retrieval_input,
-                   batch_size)  # fmt: skip
+    EvaluateOptions(
+        pairs=pairs,
+        checkpoint=checkpoint,
+        onnx=onnx,
+        embeddings=embeddings,
+        root=root,
+        retrieval=retrieval,
+        retrieval_input=retrieval_input,
+        flip_sum=flip_sum,
+        skip_missing=skip_missing,
+        batch_size=batch_size,
+    )
     lists = [load_pairs(p) for p in pairs]
     names = benchmark_names(lists, retrieval=retrieval)
     notes: dict[str, dict[str, object]] = {}
@@ -183,41 +262,6 @@ def evaluate(
     metrics = json.loads((out / METRICS_JSON).read_text(encoding="utf-8"))
     return EvaluateReport(out, metrics, dropped if skip_missing else {},
                           time.perf_counter() - start)  # fmt: skip
-
-
-def _check_options(
-    pairs: Sequence[PathLike],
-    checkpoint: PathLike | None,
-    onnx: PathLike | None,
-    embeddings: PathLike | None,
-    root: PathLike | None,
-    retrieval: bool,
-    retrieval_input: PathLike | None,
-    batch_size: int,
-) -> None:
-    given = [n for n, v in (("checkpoint", checkpoint), ("ONNX model", onnx),
-                            ("embeddings table", embeddings)) if v is not None]  # fmt: skip
-    if len(given) != 1:
-        raise InputError(
-            "give exactly one source of embeddings: a checkpoint, an ONNX model or an "
-            f"embeddings table; found {', '.join(given) or 'none'}"
-        )
-    if not pairs and not retrieval:
-        raise InputError("nothing to evaluate: give pair lists (--pairs), --retrieval, or both")
-    if batch_size < 1:
-        raise InputError(f"batch size {batch_size}: expected ≥ 1")
-    if retrieval_input is not None and not retrieval:
-        raise InputError("a retrieval input is given but retrieval is off: add --retrieval")
-    if embeddings is not None and (root is not None or retrieval_input is not None):
-        raise InputError(
-            "--root and --input are for model mode; with --embeddings, pairs are looked up "
-            "by file name and retrieval uses the table's labels: drop them"
-        )
-    if embeddings is None and retrieval and retrieval_input is None:
-        raise InputError(
-            "retrieval with a model embeds a dataset: pass --input (a dataset_info table with "
-            "--root, or a Parquet dataset folder)"
-        )
 
 
 def benchmark_names(lists: Sequence[PairList], *, retrieval: bool) -> list[str]:

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from fmlkit.data.formats.insightface_bin import write_bin
-from fmlkit.errors import FormatError, InputError, SchemaError
-from fmlkit.eval.evaluate import evaluate
+from fmlkit.errors import FormatError, InputError, OptionError, SchemaError
+from fmlkit.eval.evaluate import EvaluateOptions, evaluate
 from fmlkit.eval.verification import score_pairs
 
 CLASSES, PER_CLASS, FOLD_PAIRS = 4, 6, 2  # LFW layout: 10 folds of 2 matched + 2 mismatched
@@ -459,13 +459,14 @@ def test_benchmark_names_are_stems_prefixed_by_their_folder_when_they_clash(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({}, "exactly one source of embeddings"),
-        ({"checkpoint": "c.pt", "onnx": "m.onnx"}, "found checkpoint, ONNX model"),
+        ({}, "give exactly one of checkpoint, onnx and embeddings"),
+        ({"checkpoint": "c.pt", "onnx": "m.onnx"}, "found checkpoint, onnx"),
         ({"onnx": "m.onnx", "pairs": ()}, "nothing to evaluate"),
-        ({"onnx": "m.onnx", "retrieval": True}, "pass --input"),
-        ({"onnx": "m.onnx", "retrieval_input": "info.csv", "pairs": ("p",)}, "add --retrieval"),
-        ({"embeddings": "e.parquet", "root": "."}, "--root and --input are for model mode"),
+        ({"onnx": "m.onnx", "retrieval": True}, "pass retrieval_input"),
+        ({"onnx": "m.onnx", "retrieval_input": "info.csv", "pairs": ("p",)}, "add retrieval=True"),
+        ({"embeddings": "e.parquet", "root": "."}, "root is for model mode"),
         ({"onnx": "m.onnx", "batch_size": 0}, "expected ≥ 1"),
+        ({"embeddings": "e.parquet", "flip_sum": False}, "flip_sum=False has no effect with"),
     ],
 )
 def test_impossible_option_combinations_are_refused(
@@ -474,6 +475,67 @@ def test_impossible_option_combinations_are_refused(
     options = {"pairs": ("p.csv",), **kwargs}
     with pytest.raises(InputError, match=re.escape(message)):
         evaluate(tmp_path / "out", **options)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "names", "message"),
+    [
+        (
+            {"onnx": "m.onnx", "embeddings": "e.parquet"},
+            ("checkpoint", "onnx", "embeddings"),
+            "give exactly one of checkpoint, onnx and embeddings (the source of the embeddings); "
+            "found onnx, embeddings",
+        ),
+        (
+            {"onnx": "m.onnx", "pairs": ()},
+            ("pairs", "retrieval"),
+            "nothing to evaluate: give pairs, retrieval=True, or both",
+        ),
+        ({"onnx": "m.onnx", "batch_size": 0}, ("batch_size",), "batch_size: expected ≥ 1, found 0"),
+        (
+            {"onnx": "m.onnx", "retrieval_input": "info.csv"},
+            ("retrieval_input", "retrieval"),
+            "retrieval_input is the retrieval dataset: add retrieval=True",
+        ),
+        (
+            {"onnx": "m.onnx", "pairs": (), "retrieval": True},
+            ("retrieval_input", "root"),
+            "retrieval with a model embeds a dataset: pass retrieval_input (a dataset_info table "
+            "with root, or a Parquet dataset folder)",
+        ),
+        (
+            {"embeddings": "e.parquet", "flip_sum": False},
+            ("flip_sum", "embeddings"),
+            "flip_sum=False has no effect with embeddings: flip-sum is chosen at `fmlkit embed`",
+        ),
+        (
+            {"embeddings": "e.parquet", "root": ".", "retrieval": True, "retrieval_input": "d"},
+            ("root", "retrieval_input", "embeddings"),
+            "root and retrieval_input are for model mode; with embeddings, pairs are looked up by "
+            "file name and retrieval uses the table's labels: drop them",
+        ),
+    ],
+)
+def test_evaluate_options_refuse_each_bad_combination_naming_the_options(
+    kwargs: dict[str, Any], names: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(OptionError) as err:
+        EvaluateOptions(**{"pairs": ("p.csv",), **kwargs})
+    assert str(err.value) == message
+    assert err.value.options == names
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"embeddings": "e.parquet", "retrieval": True},
+        {"checkpoint": "c.pt", "root": "faces", "flip_sum": False, "skip_missing": True},
+        {"onnx": "m.onnx", "pairs": (), "retrieval": True, "retrieval_input": "p/"},
+    ],
+)
+def test_evaluate_options_accept_each_good_combination(kwargs: dict[str, Any]) -> None:
+    options = EvaluateOptions(**{"pairs": ("p.csv",), **kwargs})
+    assert options == EvaluateOptions(**{"pairs": ("p.csv",), **kwargs})
 
 
 def test_text_lists_in_model_mode_need_a_root(models: Models, tmp_path: Path) -> None:

@@ -27,20 +27,23 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from fmlkit.columns import ERROR, FOLD, LABEL, SPLIT
 from fmlkit.data.formats.table import read_table, write_table
-from fmlkit.errors import InputError
+from fmlkit.errors import InputError, OptionError
 
 log = logging.getLogger(__name__)
 
 SplitMode = Literal["folds", "classes"]
 FoldBy = Literal["image", "label"]
 ALWAYS_TRAIN = -1  # the fold of rows whose label has fewer than k rows (``by="image"``)
+DEFAULT_K: int = 5
+DEFAULT_BY: FoldBy = "image"
+_CLASS_OPTIONS = ("min_samples", "max_samples", "test_fraction")  # mode="classes" only
 
 
 def stratified_folds(codes: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -134,13 +137,87 @@ class SplitReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True, kw_only=True)
+class SplitOptions:
+    """`split_dataset`'s options, checked on construction: `OptionError` (naming the options)
+    for a bad value or options that do not fit the mode.
+
+    Attributes:
+        mode: ``folds`` (k folds by image or label) or ``classes`` (train/test by label).
+        k: number of folds (≥ 2), ``mode="folds"`` only; None: 5.
+        by: ``image`` (stratified) or ``label`` (identity-disjoint), ``mode="folds"`` only;
+            None: ``image``.
+        seed: integer seed (≥ 0); the same input and seed give the same bytes.
+        min_samples, max_samples: ``mode="classes"``: labels with ``min_samples`` to
+            ``max_samples`` rows (either bound alone is fine) are train, the others test.
+        test_fraction: ``mode="classes"``: instead, hold out this fraction of the labels
+            (strictly between 0 and 1), chosen at random, as test.
+
+    An option of the other mode is refused rather than ignored; ``k`` and ``by`` are None
+    unless given, so that ``mode="classes"`` can tell.
+    """
+
+    mode: SplitMode = "folds"
+    k: int | None = None
+    by: FoldBy | None = None
+    seed: int = 0
+    min_samples: int | None = None
+    max_samples: int | None = None
+    test_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in get_args(SplitMode):
+            raise OptionError(f"{{mode}} must be 'folds' or 'classes', not {self.mode!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise OptionError(f"{{seed}} must be an integer ≥ 0, not {self.seed!r}")
+        for name in ("min_samples", "max_samples"):
+            value = getattr(self, name)
+            if value is not None and not _is_int(value):
+                raise OptionError(f"{{{name}}} must be an integer, not {value!r}")
+        fraction = self.test_fraction
+        if fraction is not None and not isinstance(fraction, (int, float)):
+            raise OptionError(f"{{test_fraction}} must be a number, not {fraction!r}")
+        self._refuse_other_mode()
+        if self.mode == "folds":
+            if self.k is not None and (not _is_int(self.k) or self.k < 2):
+                raise OptionError(f"{{k}} must be an integer ≥ 2 (folds), not {self.k!r}")
+            if self.by is not None and self.by not in get_args(FoldBy):
+                raise OptionError(f"{{by}} must be 'image' or 'label', not {self.by!r}")
+        else:
+            self._check_classes()
+
+    def _refuse_other_mode(self) -> None:
+        other = ("k", "by") if self.mode == "classes" else _CLASS_OPTIONS
+        given = [name for name in other if getattr(self, name) is not None]
+        if given:
+            names = " and ".join(f"{{{name}}}" for name in given)
+            verb = "does" if len(given) == 1 else "do"
+            raise OptionError(f"{names} {verb} not apply to {{mode}}", mode=self.mode)
+
+    def _check_classes(self) -> None:
+        low, high, fraction = self.min_samples, self.max_samples, self.test_fraction
+        if fraction is not None:
+            if low is not None or high is not None:
+                raise OptionError("give {test_fraction} or {min_samples}/{max_samples}, not both")
+            if not 0 < fraction < 1:
+                raise OptionError(
+                    f"{{test_fraction}} must lie strictly between 0 and 1, not {fraction}"
+                )
+        elif low is None and high is None:
+            raise OptionError(
+                "{mode} needs {min_samples}/{max_samples} or {test_fraction}", mode="classes"
+            )
+        elif (low or 1) < 1 or (high is not None and high < (low or 1)):
+            raise OptionError(f"need 1 ≤ {{min_samples}} ≤ {{max_samples}}, got {low} and {high}")
+
+
 def split_dataset(
     info: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
     mode: SplitMode = "folds",
-    k: int = 5,
-    by: FoldBy = "image",
+    k: int | None = None,
+    by: FoldBy | None = None,
     seed: int = 0,
     min_samples: int | None = None,
     max_samples: int | None = None,
@@ -153,22 +230,34 @@ def split_dataset(
         info: dataset_info table (filtered or not) with ``file_name`` and ``label``.
         output: table to write; may be ``info`` itself.
         mode: ``folds`` (k folds ``by`` image or label) or ``classes`` (train/test by label).
-        k: number of folds (≥ 2), with ``mode="folds"``.
-        by: ``image`` (stratified) or ``label`` (identity-disjoint), with ``mode="folds"``.
+        k: number of folds (≥ 2), with ``mode="folds"`` only; None: 5.
+        by: ``image`` (stratified) or ``label`` (identity-disjoint), with ``mode="folds"``
+            only; None: ``image``.
         seed: integer seed (≥ 0); the same input and seed give the same bytes.
         min_samples, max_samples: with ``mode="classes"``: the class-range rule.
         test_fraction: with ``mode="classes"``: a random holdout of this fraction of labels.
 
     Raises:
-        InputError: options that do not fit the mode or the data (too few rows or labels).
+        OptionError: a bad option value, or options that do not fit the mode (`SplitOptions`,
+            checked before anything is read).
+        InputError: options that do not fit the data (too few rows or labels).
         SchemaError: no ``label`` column.
     """
     start = time.perf_counter()
-    _check_options(mode, k, by, seed, min_samples, max_samples, test_fraction)
+    SplitOptions(
+        mode=mode,
+        k=k,
+        by=by,
+        seed=seed,
+        min_samples=min_samples,
+        max_samples=max_samples,
+        test_fraction=test_fraction,
+    )
     df = read_table(info, required=[LABEL], what="dataset_info")
     usable = (df[ERROR] == "").to_numpy() if ERROR in df else np.ones(len(df), dtype=bool)
     codes, names = pd.factorize(df.loc[usable, LABEL], sort=True)
     if mode == "folds":
+        k, by = k or DEFAULT_K, by or DEFAULT_BY
         column, values = FOLD, _folds(codes, len(names), k=k, by=by, seed=seed)
         rule = f"into {k} folds by {by} (seed {seed})"
         out = pd.Series(pd.NA, index=df.index, dtype="Int64")
@@ -193,45 +282,6 @@ def split_dataset(
         groups=_group_sizes(df.loc[usable], column),
         seconds=time.perf_counter() - start,
     )
-
-
-def _check_options(
-    mode: str,
-    k: int,
-    by: str,
-    seed: int,
-    min_samples: int | None,
-    max_samples: int | None,
-    test_fraction: float | None,
-) -> None:
-    if mode not in ("folds", "classes"):
-        raise InputError(f"mode must be 'folds' or 'classes', not {mode!r}")
-    if not _is_int(seed) or seed < 0:
-        raise InputError(f"seed must be an integer ≥ 0, not {seed!r}")
-    for name, value in (("min_samples", min_samples), ("max_samples", max_samples)):
-        if value is not None and not _is_int(value):
-            raise InputError(f"{name} must be an integer, not {value!r}")
-    if test_fraction is not None and not isinstance(test_fraction, (int, float)):
-        raise InputError(f"test_fraction must be a number, not {test_fraction!r}")
-    if mode == "folds":
-        if not _is_int(k) or k < 2:
-            raise InputError(f"k must be an integer ≥ 2 (folds), not {k!r}")
-        if by not in ("image", "label"):
-            raise InputError(f"by must be 'image' or 'label', not {by!r}")
-        if (min_samples, max_samples, test_fraction) != (None, None, None):
-            raise InputError("min_samples, max_samples and test_fraction need mode='classes'")
-        return
-    if test_fraction is not None:
-        if min_samples is not None or max_samples is not None:
-            raise InputError("give either test_fraction or min_samples/max_samples, not both")
-        if not 0 < test_fraction < 1:
-            raise InputError(
-                f"test_fraction must lie strictly between 0 and 1, not {test_fraction}"
-            )
-    elif min_samples is None and max_samples is None:
-        raise InputError("mode='classes' needs min_samples/max_samples or test_fraction")
-    elif (min_samples or 1) < 1 or (max_samples is not None and max_samples < (min_samples or 1)):
-        raise InputError(f"need 1 ≤ min_samples ≤ max_samples, got {min_samples} and {max_samples}")
 
 
 def _is_int(value: object) -> bool:

@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from fmlkit.data.formats.pair_lists import (
 )
 from fmlkit.data.formats.table import read_table
 from fmlkit.data.split.draw import draw_pairs
-from fmlkit.errors import InputError
+from fmlkit.errors import InputError, OptionError
 from fmlkit.io import atomic_write_text
 
 
@@ -59,6 +60,59 @@ class PairsReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PairsOptions:
+    """`make_pairs`'s options, checked on construction: `OptionError` (naming the options) for
+    a bad value or options that do not fit together.
+
+    Attributes:
+        positives: same-label pairs to draw (≥ 0).
+        negatives: cross-label pairs to draw (≥ 0; not both 0).
+        fold: draw among the rows of this fold…
+        split: …or of this split (``train`` or ``test``): exactly one of the two.
+        seed: integer seed (≥ 0).
+        fmt: ``csv`` or ``lfw`` (LFW's pairs.txt: equal counts, a multiple of 10).
+        max_per_label: a label takes part in at most this many positive pairs, and this many
+            negative pairs (≥ 1); None: no cap beyond the even spread.
+    """
+
+    positives: int
+    negatives: int
+    fold: int | None = None
+    split: str | None = None
+    seed: int = 0
+    fmt: PairFormat = "csv"
+    max_per_label: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fold is None) == (self.split is None):
+            raise OptionError("select the rows with exactly one of {fold} or {split}")
+        if self.split is not None and self.split not in SPLIT_VALUES:
+            raise OptionError(
+                f"{{split}} must be one of {', '.join(SPLIT_VALUES)}, not {self.split!r}"
+            )
+        if self.positives < 0 or self.negatives < 0:
+            raise OptionError(
+                f"{{positives}} and {{negatives}} must be ≥ 0, not {self.positives} and "
+                f"{self.negatives}"
+            )
+        if self.positives + self.negatives == 0:
+            raise OptionError("ask for some {positives} or {negatives}, not both 0")
+        if self.seed < 0:
+            raise OptionError(f"need {{seed}} ≥ 0, not {self.seed}")
+        if self.max_per_label is not None and self.max_per_label < 1:
+            raise OptionError(f"need {{max_per_label}} ≥ 1, not {self.max_per_label}")
+        if self.fmt not in get_args(PairFormat):
+            raise OptionError(f"{{fmt}} must be csv or lfw, not {self.fmt!r}")
+        if self.fmt == "lfw" and (self.positives != self.negatives or self.positives % PAIR_FOLDS):
+            raise OptionError(
+                f"{{fmt}} needs {{positives}} equal to {{negatives}} and a multiple of "
+                f"{PAIR_FOLDS} (got {self.positives} and {self.negatives}): an LFW pairs.txt "
+                f"holds the same number of each in each of its {PAIR_FOLDS} folds",
+                fmt="lfw",
+            )
+
+
 def make_pairs(
     info: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -78,12 +132,22 @@ def make_pairs(
     docstring for the formats.
 
     Raises:
-        InputError: not exactly one of fold/split, nothing selected, too many pairs asked for,
-            or an LFW list that cannot be written (unequal counts, labels with whitespace).
+        OptionError: options that do not fit together (`PairsOptions`: not exactly one of
+            fold/split, no pairs asked for, LFW with unequal counts), checked first.
+        InputError: nothing selected, too many pairs asked for, or an LFW list that cannot be
+            written (labels with whitespace).
         SchemaError: no ``fold``/``split`` column to select by.
     """
     start = time.perf_counter()
-    _check_options(positives, negatives, fold, split, seed, fmt, max_per_label)
+    PairsOptions(
+        positives=positives,
+        negatives=negatives,
+        fold=fold,
+        split=split,
+        seed=seed,
+        fmt=fmt,
+        max_per_label=max_per_label,
+    )
     column, value = (FOLD, fold) if fold is not None else (SPLIT, split)
     how = f"Add it with `fmlkit split --mode {'folds' if column == FOLD else 'classes'}`."
     df = read_table(info, required=[FILE_NAME, LABEL, column], what="split table", fix=how)
@@ -129,32 +193,3 @@ def make_pairs(
         numbering=numbering,
         seconds=time.perf_counter() - start,
     )
-
-
-def _check_options(
-    positives: int,
-    negatives: int,
-    fold: int | None,
-    split: str | None,
-    seed: int,
-    fmt: str,
-    max_per_label: int | None,
-) -> None:
-    if (fold is None) == (split is None):
-        raise InputError("select the rows with exactly one of fold or split")
-    if split is not None and split not in SPLIT_VALUES:
-        raise InputError(f"split must be one of {', '.join(SPLIT_VALUES)}, not {split!r}")
-    if positives < 0 or negatives < 0 or positives + negatives == 0:
-        raise InputError(
-            f"ask for ≥ 0 positives and negatives, not both 0: {positives}, {negatives}"
-        )
-    if seed < 0 or (max_per_label is not None and max_per_label < 1):
-        raise InputError(f"need seed ≥ 0 and max_per_label ≥ 1: {seed}, {max_per_label}")
-    if fmt not in ("csv", "lfw"):
-        raise InputError(f"format must be csv or lfw, not {fmt!r}")
-    if fmt == "lfw" and (positives != negatives or positives % PAIR_FOLDS):
-        raise InputError(
-            f"an LFW pairs.txt holds the same number of positives and negatives in each of "
-            f"{PAIR_FOLDS} folds: ask for equal counts, a multiple of {PAIR_FOLDS} "
-            f"(got {positives} and {negatives})"
-        )

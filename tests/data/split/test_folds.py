@@ -16,13 +16,14 @@ from sklearn.model_selection import StratifiedKFold
 from fmlkit.columns import ERROR, FILE_NAME, FOLD, LABEL, SPLIT
 from fmlkit.data.formats.table import read_table, write_table
 from fmlkit.data.split.folds import (
+    SplitOptions,
     class_range_split,
     holdout_split,
     label_folds,
     split_dataset,
     stratified_folds,
 )
-from fmlkit.errors import FmlkitError, InputError, SchemaError
+from fmlkit.errors import FmlkitError, InputError, OptionError, SchemaError
 
 # --- strategies and helpers -------------------------------------------------------------------
 
@@ -522,9 +523,13 @@ def tiny_info(tmp_path: Path) -> Path:
         ({"k": 4, "by": "label"}, "4 identity-disjoint folds need at least 4 labels.*has 3"),
         ({"by": "row"}, "by must be 'image' or 'label'"),
         ({"mode": "pairs"}, "mode must be 'folds' or 'classes'"),
-        ({"test_fraction": 0.2}, "need mode='classes'"),
-        ({"min_samples": 2}, "need mode='classes'"),
-        ({"max_samples": 2}, "need mode='classes'"),
+        ({"test_fraction": 0.2}, "test_fraction does not apply to mode='folds'"),
+        ({"min_samples": 2}, "min_samples does not apply to mode='folds'"),
+        ({"max_samples": 2}, "max_samples does not apply to mode='folds'"),
+        ({"min_samples": 2, "test_fraction": 0.2}, "min_samples and test_fraction do not apply"),
+        ({"mode": "classes", "k": 3, "test_fraction": 0.5}, "k does not apply to mode='classes'"),
+        ({"mode": "classes", "k": 5, "min_samples": 2}, "k does not apply to mode='classes'"),
+        ({"mode": "classes", "by": "image", "min_samples": 2}, "by does not apply to mode="),
         ({"mode": "classes"}, "needs min_samples/max_samples or test_fraction"),
         ({"mode": "classes", "test_fraction": 0.2, "min_samples": 2}, "not both"),
         ({"mode": "classes", "test_fraction": 0.2, "max_samples": 2}, "not both"),
@@ -549,6 +554,83 @@ def test_split_dataset_rejects_bad_options(
     with pytest.raises(InputError, match=match):
         split_dataset(tiny_info, out, **options)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "names", "message"),
+    [
+        ({"mode": "rows"}, ("mode",), "mode must be 'folds' or 'classes', not 'rows'"),
+        ({"seed": -1}, ("seed",), "seed must be an integer ≥ 0, not -1"),
+        ({"k": 1}, ("k",), "k must be an integer ≥ 2 (folds), not 1"),
+        ({"by": "row"}, ("by",), "by must be 'image' or 'label', not 'row'"),
+        ({"min_samples": 2.5}, ("min_samples",), "min_samples must be an integer, not 2.5"),
+        ({"test_fraction": "a"}, ("test_fraction",), "test_fraction must be a number, not 'a'"),
+        (
+            {"max_samples": 3, "test_fraction": 0.5},
+            ("max_samples", "test_fraction", "mode"),
+            "max_samples and test_fraction do not apply to mode='folds'",
+        ),
+        (
+            {"mode": "classes", "k": 5, "by": "label", "test_fraction": 0.5},
+            ("k", "by", "mode"),
+            "k and by do not apply to mode='classes'",
+        ),
+        (
+            {"mode": "classes", "min_samples": 2, "test_fraction": 0.5},
+            ("test_fraction", "min_samples", "max_samples"),
+            "give test_fraction or min_samples/max_samples, not both",
+        ),
+        (
+            {"mode": "classes"},
+            ("mode", "min_samples", "max_samples", "test_fraction"),
+            "mode='classes' needs min_samples/max_samples or test_fraction",
+        ),
+        (
+            {"mode": "classes", "test_fraction": 1.0},
+            ("test_fraction",),
+            "test_fraction must lie strictly between 0 and 1, not 1.0",
+        ),
+        (
+            {"mode": "classes", "min_samples": 4, "max_samples": 3},
+            ("min_samples", "max_samples"),
+            "need 1 ≤ min_samples ≤ max_samples, got 4 and 3",
+        ),
+    ],
+)
+def test_split_options_refuse_each_bad_combination_naming_the_options(
+    options: dict[str, Any], names: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(OptionError) as err:
+        SplitOptions(**options)
+    assert str(err.value) == message
+    assert err.value.options == names
+    assert isinstance(err.value, InputError)  # callers catching InputError still do
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"k": 2, "by": "label", "seed": 7},
+        {"mode": "classes", "test_fraction": 0.25},
+        {"mode": "classes", "min_samples": 3},
+        {"mode": "classes", "max_samples": 3},
+        {"mode": "classes", "min_samples": 3, "max_samples": 3, "seed": 1},
+    ],
+)
+def test_split_options_accept_each_good_combination(options: dict[str, Any]) -> None:
+    assert SplitOptions(**options) == SplitOptions(**options)  # frozen, compares by value
+
+
+def test_split_dataset_classes_mode_refuses_k_rather_than_ignoring_it(
+    tiny_info: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.csv"
+    with pytest.raises(OptionError, match="k does not apply to mode='classes'"):
+        split_dataset(tiny_info, out, mode="classes", k=3, test_fraction=0.5)
+    assert not out.exists()
+    split_dataset(tiny_info, out, mode="classes", test_fraction=0.5)  # k not given: fine
+    assert read_table(out)[SPLIT].isin(["train", "test", ""]).all()
 
 
 def test_split_dataset_needs_a_label_column(tmp_path: Path) -> None:

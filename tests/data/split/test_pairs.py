@@ -4,24 +4,27 @@ import csv
 import itertools
 import re
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from fmlkit.columns import ERROR, FILE_NAME, FIRST, FOLD, ISSAME, LABEL, SECOND, SPLIT
-from fmlkit.data.formats.pair_lists import (
+from fmlkit.columns import (
+    ERROR,
+    FILE_NAME,
+    FIRST,
+    FOLD,
+    ISSAME,
+    LABEL,
     LFW_COLUMNS,
-    PAIR_FOLDS,
-    format_csv_pairs,
-    lfw_numbers,
-    read_csv_pairs,
-    read_lfw_pairs,
+    SECOND,
+    SPLIT,
 )
+from fmlkit.data.formats.pair_lists import PAIR_FOLDS, read_csv_pairs, read_lfw_pairs
 from fmlkit.data.formats.table import read_table, write_table
 from fmlkit.data.split.folds import split_dataset
-from fmlkit.data.split.pairs import make_pairs
-from fmlkit.errors import FormatError, InputError, SchemaError
+from fmlkit.data.split.pairs import PairsOptions, make_pairs
+from fmlkit.errors import InputError, OptionError, SchemaError
 
 
 @pytest.fixture(scope="module")
@@ -253,26 +256,6 @@ def test_csv_pairs_round_trip_awkward_file_names(tmp_path: Path) -> None:
         assert all(len(r) == 3 for r in csv.reader(f))
 
 
-def test_format_csv_pairs_round_trip(tmp_path: Path) -> None:
-    first = np.array(["x/a,b.jpg", 'x/"c".jpg', "x/ lead.jpg"], dtype=object)
-    second = np.array(["y/é ü.jpg", 'y/d"",e.jpg', "y/plain.jpg"], dtype=object)
-    same = np.array([1, 0, 1])
-    out = tmp_path / "pairs.csv"
-    out.write_text(format_csv_pairs(same, first, second), encoding="utf-8")
-    pairs = read_csv_pairs(out)
-    assert pairs[ISSAME].tolist() == [1, 0, 1]
-    assert pairs[FIRST].tolist() == first.tolist()
-    assert pairs[SECOND].tolist() == second.tolist()
-
-
-@pytest.mark.parametrize("text", ["2,a.jpg,b.jpg\n", "1,a.jpg\n", "1,a.jpg,b.jpg,c.jpg\n"])
-def test_read_csv_pairs_rejects_bad_lines(tmp_path: Path, text: str) -> None:
-    path = tmp_path / "pairs.csv"
-    path.write_text("1,x.jpg,y.jpg\n" + text, encoding="utf-8")
-    with pytest.raises(FormatError, match=r"line 2"):
-        read_csv_pairs(path)
-
-
 # --- LFW ---
 
 
@@ -367,36 +350,6 @@ def test_make_pairs_lfw_names_numbering(tmp_path: Path) -> None:
     ]
 
 
-def test_lfw_numbers_names_and_positions() -> None:
-    files = pd.Series(["B/B_0007.jpg", "A/A_0003.png", "A/A_0010.jpg", "B/B_0002.jpg"])
-    labels = pd.Series(["B", "A", "A", "B"])
-    numbers, how = lfw_numbers(files, labels)
-    assert (how, numbers.tolist()) == ("names", [7, 3, 10, 2])
-    # one file not named the LFW way: every number is a position in file_name order
-    files = pd.Series(["B/B_0007.jpg", "A/A_0003.png", "A/other.jpg", "B/B_0002.jpg", "A/A_0.jpg"])
-    labels = pd.Series(["B", "A", "A", "B", "A"])
-    numbers, how = lfw_numbers(files, labels)
-    assert (how, numbers.tolist()) == ("positions", [2, 2, 3, 1, 1])
-
-
-@pytest.mark.parametrize(
-    "files",
-    [
-        ["A/A_0001.jpg", "A/A_2.jpg"],  # a reader would look for A_0002.jpg
-        ["A/A_0001.jpg", "A/A_0001.png"],  # two files, one number
-        ["A/A_00001.jpg", "A/A_0002.jpg"],  # over-padded: not name_%04d
-    ],
-)
-def test_lfw_numbers_falls_back_where_names_would_not_map_back(files: list[str]) -> None:
-    numbers, how = lfw_numbers(pd.Series(files), pd.Series(["A"] * len(files)))
-    assert (how, numbers.tolist()) == ("positions", [1, 2])
-
-
-def test_lfw_numbers_label_must_match_the_folder() -> None:
-    numbers, how = lfw_numbers(pd.Series(["x/A_0001.jpg", "x/A_0002.jpg"]), pd.Series(["A", "A"]))
-    assert (how, numbers.tolist()) == ("positions", [1, 2])
-
-
 def test_make_pairs_lfw_rejects_labels_with_whitespace(tmp_path: Path) -> None:
     names = [f"{lab}/{n}.jpg" for lab in ("Ann Lee", "Bo\tChan") for n in range(6)]
     table = pd.DataFrame(
@@ -418,7 +371,9 @@ def test_make_pairs_lfw_needs_equal_counts_in_tens(
     classes_table: Path, tmp_path: Path, positives: int, negatives: int
 ) -> None:
     out = tmp_path / "pairs.txt"
-    with pytest.raises(InputError, match=r"equal counts, a multiple of 10"):
+    with pytest.raises(
+        InputError, match=r"fmt='lfw' needs positives equal to negatives and a multiple of 10"
+    ):
         make_pairs(
             classes_table,
             out,
@@ -428,23 +383,6 @@ def test_make_pairs_lfw_needs_equal_counts_in_tens(
             fmt="lfw",
         )
     assert not out.exists()
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("10\n", r"first line"),
-        ("x\t1\n", r"first line"),
-        ("2\t1\nA\t1\t2\nA\t1\tB\t1\n", r"2 folds of 1 matched .* found 2"),
-        ("1\t1\nA\t1\tB\t2\nA\t1\tB\t1\n", r"line 2: expected matched"),
-        ("1\t1\nA\t1\t2\nA\t1\t2\n", r"line 3: expected mismatched"),
-    ],
-)
-def test_read_lfw_pairs_rejects_bad_files(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "pairs.txt"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(FormatError, match=message):
-        read_lfw_pairs(path)
 
 
 # --- selecting rows ---
@@ -532,7 +470,7 @@ def test_make_pairs_negatives_need_two_labels(label_folds_table: Path, tmp_path:
         ({"positives": -1, "negatives": 5}, r"≥ 0"),
         ({"positives": 5, "negatives": 5, "seed": -1}, r"seed ≥ 0"),
         ({"positives": 5, "negatives": 5, "max_per_label": 0}, r"max_per_label ≥ 1"),
-        ({"positives": 5, "negatives": 5, "fmt": "tsv"}, r"format must be csv or lfw"),
+        ({"positives": 5, "negatives": 5, "fmt": "tsv"}, r"fmt must be csv or lfw"),
     ],
 )
 def test_make_pairs_rejects_bad_options(
@@ -540,3 +478,53 @@ def test_make_pairs_rejects_bad_options(
 ) -> None:
     with pytest.raises(InputError, match=message):
         make_pairs(classes_table, tmp_path / "pairs.csv", split="test", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "names", "message"),
+    [
+        ({}, ("fold", "split"), "select the rows with exactly one of fold or split"),
+        ({"fold": 0, "split": "test"}, ("fold", "split"), "exactly one of fold or split"),
+        ({"split": "val"}, ("split",), "split must be one of train, test, not 'val'"),
+        ({"fold": 0, "positives": -1}, ("positives", "negatives"), "must be ≥ 0, not -1 and 10"),
+        (
+            {"fold": 0, "positives": 0, "negatives": 0},
+            ("positives", "negatives"),
+            "ask for some positives or negatives, not both 0",
+        ),
+        ({"fold": 0, "seed": -2}, ("seed",), "need seed ≥ 0, not -2"),
+        ({"fold": 0, "max_per_label": 0}, ("max_per_label",), "need max_per_label ≥ 1, not 0"),
+        ({"fold": 0, "fmt": "tsv"}, ("fmt",), "fmt must be csv or lfw, not 'tsv'"),
+        (
+            {"fold": 0, "fmt": "lfw", "negatives": 20},
+            ("fmt", "positives", "negatives"),
+            "fmt='lfw' needs positives equal to negatives and a multiple of 10 (got 10 and 20)",
+        ),
+        (
+            {"fold": 0, "fmt": "lfw", "positives": 5, "negatives": 5},
+            ("fmt", "positives", "negatives"),
+            "a multiple of 10 (got 5 and 5)",
+        ),
+    ],
+)
+def test_pairs_options_refuse_each_bad_combination_naming_the_options(
+    kwargs: dict[str, Any], names: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(OptionError) as err:
+        PairsOptions(**{"positives": 10, "negatives": 10, **kwargs})
+    assert message in str(err.value)
+    assert err.value.options == names
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"fold": 0},
+        {"fold": -1, "positives": 0},  # fold -1 (always train) is a fold like any other
+        {"split": "train", "negatives": 0, "seed": 3, "max_per_label": 1},
+        {"split": "test", "fmt": "lfw", "positives": 20, "negatives": 20},
+    ],
+)
+def test_pairs_options_accept_each_good_combination(kwargs: dict[str, Any]) -> None:
+    options = PairsOptions(**{"positives": 10, "negatives": 10, **kwargs})
+    assert options == PairsOptions(**{"positives": 10, "negatives": 10, **kwargs})
