@@ -63,6 +63,35 @@ ISSAME = "is_same"  # 1: the two files share a label; 0: they do not
 FIRST = "first"  # the first file of the pair (a file_name, or a row position)
 SECOND = "second"
 
+# LFW's pairs.txt read into a table (`fmlkit.data.formats.pair_lists.read_lfw_pairs`): ISSAME,
+# each image as a label and a number (the file label/label_%04d.jpg), and FOLD (0..folds-1, from
+# the line order)
+FIRST_LABEL = "first_label"
+FIRST_NUMBER = "first_number"
+SECOND_LABEL = "second_label"
+SECOND_NUMBER = "second_number"
+LFW_COLUMNS = (ISSAME, FIRST_LABEL, FIRST_NUMBER, SECOND_LABEL, SECOND_NUMBER, FOLD)
+
+# added to the rows `fmlkit filter --removed` writes (`fmlkit.data.filter`): why each one went
+REASON = "reason"  # error:<kind>, too_small, too_large, or the duplicate kind
+DUPLICATE_OF = "duplicate_of"  # FILE_NAME of the kept row it duplicates; "" for other reasons
+DISTANCE = "distance"  # pHash bits to that row; empty for other reasons
+
+# an image Parquet dataset (`fmlkit convert`, `fmlkit.data.formats.parquet`), in this order,
+# then the dataset_info columns it carries (FILE_NAME, FOLD, SPLIT, …)
+IMAGE = "image"  # struct<bytes, path>: Hugging Face's Image layout
+CLASS_ID = "label"  # int64 class id 0..classes-1 (a ClassLabel)
+LABEL_NAME = "label_name"  # the class name (dataset_info's LABEL), when known
+KEY = "key"  # int64: the .rec record key, or the row number
+# CLASS_ID and LABEL are one string ("label", as Hugging Face names a class column) with two
+# meanings: a class id in a Parquet dataset, a class name in dataset_info and embeddings.
+
+# an embeddings Parquet (`fmlkit embed`): FILE_NAME, LABEL (the class name), then
+EMBEDDING = "embedding"  # list<float32> per image, not normalised
+
+# the Arrow cache of a Parquet dataset's image bytes (`fmlkit.data.loading.arrow_cache`)
+CACHE_COLUMN = "bytes"  # its one column: each row's encoded image
+
 # ground truth of a synthetic dataset (written by `fmlkit synth`)
 KIND = "kind"  # one of TRUTH_KINDS
 SOURCE = "source"  # FILE_NAME of the original, for the three duplicate kinds

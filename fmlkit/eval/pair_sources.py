@@ -2,11 +2,11 @@
 formats, told apart by their content (never by the file name's extension):
 
 - an InsightFace ``.bin`` (a pickle: the first byte is ``\\x80``, or ``(``/``]`` for protocols
-  0-1): the images are inside the file; pair k is images 2k and 2k + 1 (REFERENCE §2). Loaded
+  0-1): the images are inside the file; pair k is images 2k and 2k + 1 (docs/formats.md). Loaded
   with `fmlkit.data.formats.insightface_bin.load_bin`, which runs nothing the file contains.
 - LFW's ``pairs.txt``: a first line ``<folds> <pairs per fold>``, then ``name n1 n2`` (matched)
   and ``name1 n1 name2 n2`` (mismatched) lines; the files are ``name/name_%04d.jpg``
-  (REFERENCE §3). When that ``.jpg`` is absent, the same name with another image extension
+  (docs/formats.md). When that ``.jpg`` is absent, the same name with another image extension
   (`LFW_SUFFIXES`, in that order) is used, so lists that `fmlkit pairs --format lfw` wrote for
   PNG files work too.
 - a CSV of ``is_same,first,second`` lines (``1,a/1.jpg,a/2.jpg``), no header.
@@ -101,7 +101,15 @@ def load_pairs(path: str | os.PathLike[str]) -> PairList:
 
 
 def _read(source: Path, kind: PairSource) -> PairList:
-    from fmlkit.columns import FIRST, ISSAME, SECOND
+    from fmlkit.columns import (
+        FIRST,
+        FIRST_LABEL,
+        FIRST_NUMBER,
+        ISSAME,
+        SECOND,
+        SECOND_LABEL,
+        SECOND_NUMBER,
+    )
     from fmlkit.data.formats.pair_lists import read_csv_pairs, read_lfw_pairs
 
     if kind == "bin":
@@ -116,12 +124,10 @@ def _read(source: Path, kind: PairSource) -> PairList:
     elif kind == "lfw":
         table = read_lfw_pairs(source)
         first = [
-            _lfw_name(a, n)
-            for a, n in zip(table["first_label"], table["first_number"], strict=True)
+            _lfw_name(a, n) for a, n in zip(table[FIRST_LABEL], table[FIRST_NUMBER], strict=True)
         ]
         second = [
-            _lfw_name(b, n)
-            for b, n in zip(table["second_label"], table["second_number"], strict=True)
+            _lfw_name(b, n) for b, n in zip(table[SECOND_LABEL], table[SECOND_NUMBER], strict=True)
         ]
         same = table[ISSAME].to_numpy() == 1
         pairs = PairList(source.stem, source, kind, _names(first), _names(second), same)

@@ -1,4 +1,4 @@
-"""Verification metrics of a pair list (REFERENCE §4), pure array code.
+"""Verification metrics of a pair list, pure array code (docs/formats.md#the-verification-protocol).
 
 Accuracy by insightface's 10-fold protocol (`verify`): embeddings (flip-summed by the caller) are
 L2-normalised; a pair's distance is the squared L2 distance between them, in [0, 4]; a pair is

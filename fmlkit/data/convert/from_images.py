@@ -12,18 +12,19 @@ from typing import Any
 
 import pyarrow as pa
 
-from fmlkit.columns import ERROR, FILE_NAME, INTEGER_COLUMNS, LABEL
+from fmlkit.columns import (
+    CLASS_ID,
+    ERROR,
+    FILE_NAME,
+    IMAGE,
+    INTEGER_COLUMNS,
+    KEY,
+    LABEL,
+    LABEL_NAME,
+)
 from fmlkit.data.convert.from_rec import BadRecord, ConvertReport, shard_count
 from fmlkit.data.formats.images import image_suffix
-from fmlkit.data.formats.parquet import (
-    IMAGE,
-    KEY,
-    LABEL_ID,
-    LABEL_NAME,
-    ROW_GROUP_ROWS,
-    SHARD_BYTES,
-    ParquetDatasetWriter,
-)
+from fmlkit.data.formats.parquet import ROW_GROUP_ROWS, SHARD_BYTES, ParquetDatasetWriter
 from fmlkit.data.formats.table import read_table
 from fmlkit.errors import InputError
 
@@ -102,7 +103,7 @@ def table_to_parquet(
             values: dict[str, Any] = {c: _plain(row[c]) for c in carried}
             values |= {
                 IMAGE: {"bytes": data, "path": row[FILE_NAME]},
-                LABEL_ID: class_id[row[LABEL]],
+                CLASS_ID: class_id[row[LABEL]],
                 LABEL_NAME: row[LABEL],
                 KEY: key,
             }
@@ -163,7 +164,7 @@ def bin_to_parquet(
         out_dir, class_names=["unlabelled"], source=source, overwrite=overwrite
     ) as writer:
         for key, (image, path) in enumerate(zip(data.images, paths, strict=True)):
-            writer.write({IMAGE: {"bytes": image, "path": path}, LABEL_ID: 0, KEY: key})
+            writer.write({IMAGE: {"bytes": image, "path": path}, CLASS_ID: 0, KEY: key})
         same = np.asarray(data.issame, dtype=np.int64)
         files = np.asarray(paths, dtype=object)
         writer.add_file(PAIRS_FILE, format_csv_pairs(same, files[0::2], files[1::2]))

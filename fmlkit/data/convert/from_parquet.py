@@ -12,9 +12,10 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow.parquet as pq
 
+from fmlkit.columns import CLASS_ID, IMAGE, KEY
 from fmlkit.data.convert.from_rec import ConvertReport
 from fmlkit.data.formats.images import image_suffix, peek_image
-from fmlkit.data.formats.parquet import IMAGE, KEY, LABEL_ID, iter_batches, read_manifest
+from fmlkit.data.formats.parquet import iter_batches, read_manifest
 from fmlkit.data.formats.recordio import IRHeader, RecordWriter, pack
 from fmlkit.io import atomic_path, atomic_write_text, check_overwrite
 
@@ -22,11 +23,11 @@ from fmlkit.io import atomic_path, atomic_write_text, check_overwrite
 def dataset_labels(dataset: Path) -> tuple[list[int], list[str]]:
     """Every row's label id (one column read) and the class names from the schema."""
     labels: list[int] = []
-    for batch in iter_batches(dataset, columns=[LABEL_ID]):
+    for batch in iter_batches(dataset, columns=[CLASS_ID]):
         labels += batch.column(0).to_pylist()
     first = pq.ParquetFile(dataset / read_manifest(dataset).shards[0]["file"]).schema_arrow
     features = json.loads((first.metadata or {}).get(b"huggingface", b"{}") or b"{}")
-    names = features.get("info", {}).get("features", {}).get(LABEL_ID, {}).get("names")
+    names = features.get("info", {}).get("features", {}).get(CLASS_ID, {}).get("names")
     classes = max(labels, default=-1) + 1
     return labels, list(names) if names else [str(c) for c in range(classes)]
 
@@ -101,7 +102,7 @@ def parquet_to_rec(
 
 def _rows(source: Path) -> Iterator[tuple[int, bytes]]:
     """(label, image bytes) of every row, in order."""
-    for batch in iter_batches(source, columns=[IMAGE, LABEL_ID]):
+    for batch in iter_batches(source, columns=[IMAGE, CLASS_ID]):
         for image, label in zip(*(c.to_pylist() for c in batch.columns), strict=True):
             yield label, image["bytes"]
 
@@ -134,7 +135,7 @@ def parquet_to_folder(
     rows = 0
     with atomic_path(out_dir, overwrite=overwrite) as tmp:
         tmp.mkdir()
-        for batch in iter_batches(source, columns=[IMAGE, LABEL_ID, KEY]):
+        for batch in iter_batches(source, columns=[IMAGE, CLASS_ID, KEY]):
             for image, label, key in zip(*(c.to_pylist() for c in batch.columns), strict=True):
                 name = (
                     PurePosixPath(image["path"] or "").name

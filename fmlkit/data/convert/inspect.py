@@ -106,8 +106,9 @@ def _inspect_rec(path: Path, sample: int, seed: int) -> InspectReport:
 
 
 def _inspect_parquet(path: Path, sample: int, seed: int) -> InspectReport:
+    from fmlkit.columns import IMAGE
     from fmlkit.data.convert.from_parquet import dataset_labels
-    from fmlkit.data.formats.parquet import IMAGE, read_manifest, take_rows
+    from fmlkit.data.formats.parquet import read_manifest, take_rows
 
     manifest = read_manifest(path)
     labels, names = dataset_labels(path)

@@ -22,7 +22,18 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from fmlkit.columns import FILE_NAME, HEIGHT, LABEL, MD5, PHASH, WIDTH, validate_columns
+from fmlkit.columns import (
+    DISTANCE,
+    DUPLICATE_OF,
+    FILE_NAME,
+    HEIGHT,
+    LABEL,
+    MD5,
+    PHASH,
+    REASON,
+    WIDTH,
+    validate_columns,
+)
 from fmlkit.data.filter.hamming import (
     HASH_BITS,
     MalformedHash,
@@ -39,8 +50,6 @@ KEEP_ORDERS: tuple[KeepOrder, ...] = ("first", "largest")
 
 EXACT, NEAR, CROSS = "exact_duplicate", "near_duplicate", "cross_label_duplicate"
 DUPLICATE_REASONS = (EXACT, NEAR, CROSS)
-# columns find_duplicates returns
-REASON, DUPLICATE_OF, DISTANCE = "reason", "duplicate_of", "distance"
 
 
 def find_duplicates(

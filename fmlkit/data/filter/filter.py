@@ -18,16 +18,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from fmlkit.columns import ERROR, FILE_NAME, HEIGHT, LABEL, PHASH, WIDTH, validate_columns
-from fmlkit.data.filter.dedup import (
+from fmlkit.columns import (
     DISTANCE,
     DUPLICATE_OF,
+    ERROR,
+    FILE_NAME,
+    HEIGHT,
+    LABEL,
+    PHASH,
     REASON,
-    KeepOrder,
-    Scope,
-    check_options,
-    find_duplicates,
+    WIDTH,
+    validate_columns,
 )
+from fmlkit.data.filter.dedup import KeepOrder, Scope, check_options, find_duplicates
 from fmlkit.data.formats.table import read_table, write_table
 from fmlkit.errors import InputError
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, ImageDraw, ImageOps
 
-from fmlkit.columns import FILE_NAME, LABEL
-from fmlkit.data.filter.dedup import CROSS, DISTANCE, DUPLICATE_OF, DUPLICATE_REASONS, REASON
+from fmlkit.columns import DISTANCE, DUPLICATE_OF, FILE_NAME, LABEL, REASON
+from fmlkit.data.filter.dedup import CROSS, DUPLICATE_REASONS
 from fmlkit.io import atomic_path
 
 THUMB = 112

@@ -28,12 +28,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from fmlkit.columns import FIRST, FOLD, ISSAME, SECOND
+from fmlkit.columns import FIRST, ISSAME, LFW_COLUMNS, SECOND
 from fmlkit.errors import FormatError, InputError
 
 PairFormat = Literal["csv", "lfw"]
 PAIR_FOLDS = 10  # the verification protocol's folds, and the blocks of a pair list
-LFW_COLUMNS = (ISSAME, "first_label", "first_number", "second_label", "second_number", FOLD)
 
 
 def format_csv_pairs(is_same: np.ndarray, first: np.ndarray, second: np.ndarray) -> str:

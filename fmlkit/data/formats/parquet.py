@@ -35,10 +35,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fmlkit import __version__
+from fmlkit.columns import CLASS_ID, IMAGE, KEY, LABEL_NAME
 from fmlkit.errors import FormatError, InputError
 from fmlkit.io import StagedOutput, check_overwrite, commit, temp_sibling
 
-IMAGE, LABEL_ID, LABEL_NAME, KEY = "image", "label", "label_name", "key"
 MANIFEST = "_manifest.json"
 SHARD_BYTES = 512 * 2**20
 ROW_GROUP_ROWS = 1000
@@ -64,8 +64,8 @@ def _hf_features(schema: pa.Schema, class_names: Sequence[str]) -> dict[str, Any
     for field in schema:
         if field.name == IMAGE:
             features[IMAGE] = {"_type": "Image"}
-        elif field.name == LABEL_ID:
-            features[LABEL_ID] = {"names": list(class_names), "_type": "ClassLabel"}
+        elif field.name == CLASS_ID:
+            features[CLASS_ID] = {"names": list(class_names), "_type": "ClassLabel"}
         else:
             dtype = "string" if pa.types.is_string(field.type) else str(field.type)
             features[field.name] = {"dtype": dtype, "_type": "Value"}
@@ -97,7 +97,7 @@ class ParquetDatasetWriter(StagedOutput):
     ) -> None:
         self.out_dir = Path(out_dir)
         check_overwrite(self.out_dir, overwrite)
-        fields = [pa.field(IMAGE, IMAGE_TYPE), pa.field(LABEL_ID, pa.int64(), nullable=False)]
+        fields = [pa.field(IMAGE, IMAGE_TYPE), pa.field(CLASS_ID, pa.int64(), nullable=False)]
         if with_label_name:
             fields.append(pa.field(LABEL_NAME, pa.string()))
         fields.append(pa.field(KEY, pa.int64(), nullable=False))
@@ -125,7 +125,7 @@ class ParquetDatasetWriter(StagedOutput):
     def write(self, row: Mapping[str, Any]) -> None:
         """Append one row: ``image`` (dict with ``bytes`` and ``path``), ``label``, ``key``,
         ``label_name`` if enabled, and the carried columns."""
-        label = row[LABEL_ID]
+        label = row[CLASS_ID]
         if not 0 <= label < len(self.class_names):
             raise InputError(
                 f"label {label} of key {row[KEY]} is outside the {len(self.class_names)} classes"
@@ -139,7 +139,7 @@ class ParquetDatasetWriter(StagedOutput):
         """Append rows already in Arrow form (this writer's schema, labels in range): the
         fast path for large conversions; they follow any rows given to `write`."""
         self._flush()
-        labels = batch.column(LABEL_ID)
+        labels = batch.column(CLASS_ID)
         if len(batch) and not (
             0 <= pc.min(labels).as_py() <= pc.max(labels).as_py() < len(self.class_names)
         ):

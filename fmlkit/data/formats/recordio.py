@@ -1,6 +1,6 @@
 """MXNet RecordIO (.rec + .idx), read and written exactly, without mxnet.
 
-The byte layout (dmlc-core ``recordio.h``; REFERENCE §1): each part is the magic
+The byte layout (dmlc-core's ``recordio.h``; docs/formats.md): each part is the magic
 ``0xCED7230A``, a little-endian uint32 ``lrecord`` (``cflag = lrecord >> 29``, ``length =
 lrecord & (2**29 - 1)``), ``length`` data bytes and zero padding to a 4-byte boundary. A payload
 holding the magic at a 4-byte-aligned offset is split there: the writer drops those 4 bytes and
@@ -509,7 +509,7 @@ def header_block(buffer: mmap.mmap | None, size: int, offsets: np.ndarray) -> He
 
 @dataclass(frozen=True)
 class Flavour:
-    """Which InsightFace layout a .rec has (REFERENCE §1).
+    """Which InsightFace layout a .rec has (docs/formats.md#insightfaces-rec-flavours).
 
     Attributes:
         kind: ``A`` (face2rec2: a header record, images, identity records), ``B`` (im2rec,

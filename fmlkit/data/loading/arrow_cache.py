@@ -19,13 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fmlkit.data.formats.parquet import IMAGE, iter_batches, read_manifest
+from fmlkit.columns import CACHE_COLUMN, IMAGE
+from fmlkit.data.formats.parquet import iter_batches, read_manifest
 from fmlkit.errors import InputError
 from fmlkit.io import atomic_path
 
 log = logging.getLogger(__name__)
-
-CACHE_COLUMN = "bytes"  # the one column of an Arrow cache file
 
 
 class ImageBytes:

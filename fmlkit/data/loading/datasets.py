@@ -50,9 +50,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from fmlkit.columns import ERROR, FILE_NAME, FOLD, LABEL, SPLIT
+from fmlkit.columns import CLASS_ID, ERROR, FILE_NAME, FOLD, IMAGE, LABEL, LABEL_NAME, SPLIT
 from fmlkit.data.formats.images import decode_image
-from fmlkit.data.formats.parquet import IMAGE, LABEL_ID, LABEL_NAME, read_manifest
+from fmlkit.data.formats.parquet import read_manifest
 from fmlkit.data.loading.arrow_cache import ImageBytes
 from fmlkit.data.loading.arrow_cache import default_cache_dir as default_cache_dir  # re-exported
 from fmlkit.data.loading.arrow_cache import ensure_arrow_cache as ensure_arrow_cache
@@ -285,7 +285,7 @@ class ParquetImageDataset(ImageDataset):
         if LABEL_NAME in df:
             self._set_rows(df[LABEL_NAME].tolist(), df[FILE_NAME].tolist())
         else:  # class ids in id order, named from the metadata
-            self._set_rows(df[LABEL_ID].tolist(), df[FILE_NAME].tolist())
+            self._set_rows(df[CLASS_ID].tolist(), df[FILE_NAME].tolist())
             self.class_names = [names.get(int(i), i) for i in self.class_names]
         self.cache = cache
         if cache == "arrow":
@@ -308,13 +308,13 @@ class ParquetImageDataset(ImageDataset):
 def _parquet_rows(root: Path) -> tuple[pd.DataFrame, dict[int, str]]:
     """Every column of a Parquet dataset but the image bytes (``file_name`` made from
     ``image.path`` when not carried), and its class names by id (from the metadata)."""
-    wanted = (LABEL_ID, LABEL_NAME, FILE_NAME, ERROR, FOLD, SPLIT)
+    wanted = (CLASS_ID, LABEL_NAME, FILE_NAME, ERROR, FOLD, SPLIT)
     tables = []
     for shard in read_manifest(root).shards:
         parquet = pq.ParquetFile(root / shard["file"])
         names = parquet.schema_arrow.names
-        if LABEL_ID not in names:
-            raise SchemaError(f"{root / shard['file']} has no {LABEL_ID} column; re-create the "
+        if CLASS_ID not in names:
+            raise SchemaError(f"{root / shard['file']} has no {CLASS_ID} column; re-create the "
                               "dataset with `fmlkit convert`")  # fmt: skip
         table = parquet.read(columns=[c for c in wanted if c in names])
         if FILE_NAME not in names:
@@ -324,7 +324,7 @@ def _parquet_rows(root: Path) -> tuple[pd.DataFrame, dict[int, str]]:
     metadata = tables[0].schema.metadata or {}
     try:
         features = json.loads(metadata[b"huggingface"])["info"]["features"]
-        class_names = dict(enumerate(map(str, features[LABEL_ID]["names"])))
+        class_names = dict(enumerate(map(str, features[CLASS_ID]["names"])))
     except (KeyError, TypeError, ValueError):
         class_names = {}
     return pa.concat_tables(tables).to_pandas(), class_names

@@ -30,7 +30,7 @@ from fmlkit.errors import ConfigError
 
 Step = Callable[[Image.Image], Image.Image]
 Backend = Literal["auto", "torchvision", "pil"]
-MEAN = (0.5, 0.5, 0.5)  # REFERENCE §6: (x / 255 − 0.5) / 0.5
+MEAN = (0.5, 0.5, 0.5)  # (x / 255 − 0.5) / 0.5: docs/train.md, data.normalisation
 STD = (0.5, 0.5, 0.5)
 RATIO = (3 / 4, 4 / 3)  # default aspect-ratio range of random_resized_crop (torchvision's)
 BILINEAR = Image.Resampling.BILINEAR

@@ -5,7 +5,7 @@ AdaCos s̃, AdaFace μ/σ) lives in buffers, so it is saved in ``state_dict``; l
 is updated only in training mode, before it is used, from the statistics of the global batch
 under DDP (`fmlkit.models.collectives`: in one process the collectives are no-ops, and the
 update equals the one-process update on the concatenation of the ranks' batches). The state is
-detached: gradients treat it as a constant. Formulas and defaults: docs/heads.md (REFERENCE §5).
+detached: gradients treat it as a constant. Formulas and defaults: docs/heads.md.
 """
 
 from __future__ import annotations

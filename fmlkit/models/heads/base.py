@@ -3,8 +3,7 @@
 A head is an ``nn.Module`` called as ``head(embeddings, labels)`` → the mean softmax
 cross-entropy over the batch; ``head.logits(embeddings, labels)`` gives the logits it feeds to
 it. Cosine heads hold the class centres as ``head.weight`` (num_classes, embedding_size) and
-work on cos θ_j = Ŵ_j · x̂. Margins are in radians. Formulas and defaults: docs/heads.md
-(REFERENCE §5).
+work on cos θ_j = Ŵ_j · x̂. Margins are in radians. Formulas and defaults: docs/heads.md.
 
 Numerics: logits are computed with autocast off, in float32 or wider (float64 inputs stay
 float64). Angle terms come from the cosine without ``acos`` where the formula allows

@@ -1,5 +1,5 @@
 """Pair and episode losses: triplet, contrastive, prototypical, angular prototypical, GE2E and
-softmax + angular prototypical (the losses of clovaai's voxceleb_trainer, REFERENCE §5).
+softmax + angular prototypical (the losses of clovaai's voxceleb_trainer; docs/heads.md).
 
 They are heads like the others, ``loss(embeddings, labels)`` → a scalar mean, built by
 `create_head`, but they compare the embeddings of a batch with each other instead of with

@@ -6,16 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmlkit.columns import FILE_NAME, HEIGHT, LABEL, MD5, PHASH, WIDTH
-from fmlkit.data.filter.dedup import (
-    CROSS,
+from fmlkit.columns import (
     DISTANCE,
     DUPLICATE_OF,
-    EXACT,
-    NEAR,
+    FILE_NAME,
+    HEIGHT,
+    LABEL,
+    MD5,
+    PHASH,
     REASON,
-    find_duplicates,
+    WIDTH,
 )
+from fmlkit.data.filter.dedup import CROSS, EXACT, NEAR, find_duplicates
 from fmlkit.data.filter.hamming import equal_pairs, radius_pairs
 from fmlkit.errors import InputError, SchemaError
 

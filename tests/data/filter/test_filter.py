@@ -6,8 +6,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fmlkit.columns import ERROR, FILE_NAME, LABEL, PHASH, WIDTH
-from fmlkit.data.filter.dedup import CROSS, DISTANCE, DUPLICATE_OF, EXACT, NEAR, REASON
+from fmlkit.columns import (
+    DISTANCE,
+    DUPLICATE_OF,
+    ERROR,
+    FILE_NAME,
+    LABEL,
+    PHASH,
+    REASON,
+    WIDTH,
+)
+from fmlkit.data.filter.dedup import CROSS, EXACT, NEAR
 from fmlkit.data.filter.filter import FilterRules, decide, filter_dataset
 from fmlkit.data.formats.table import read_dataset_info, read_table
 from fmlkit.data.prepare.scan import scan_dataset

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fmlkit.data.formats.parquet import KEY, ParquetDatasetWriter, iter_batches, take_rows
+from fmlkit.columns import KEY
+from fmlkit.data.formats.parquet import ParquetDatasetWriter, iter_batches, take_rows
 
 
 def _dataset(path: Path, rows: int) -> Path:

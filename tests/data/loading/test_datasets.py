@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from fmlkit.columns import ERROR, FILE_NAME, FOLD, LABEL, SPLIT
+from fmlkit.columns import CLASS_ID, ERROR, FILE_NAME, FOLD, IMAGE, KEY, SPLIT
 from fmlkit.data.convert.from_images import table_to_parquet
 from fmlkit.data.formats.parquet import ParquetDatasetWriter
 from fmlkit.data.formats.table import read_table, write_table
@@ -21,7 +21,6 @@ from fmlkit.data.loading.datasets import (
     ParquetImageDataset,
     Skipped,
     collate_items,
-    decode_image,
     ensure_arrow_cache,
 )
 from fmlkit.data.loading.transforms import build_transforms
@@ -118,21 +117,6 @@ def test_image_folder_dataset_rejects_a_wrong_root(tree: Tree, tmp_path: Path) -
         ImageFolderDataset(tree.info, tmp_path / "missing")
     with pytest.raises(InputError, match="does not exist"):
         ImageFolderDataset(tree.info, tmp_path)
-
-
-def test_decode_image_turns_upright_and_rgb() -> None:
-    image = _image(1, size=(30, 10))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
-    data = io.BytesIO()
-    image.save(data, format="JPEG", exif=exif)
-    decoded = decode_image(data.getvalue())
-    assert (decoded.size, decoded.mode) == ((10, 30), "RGB")
-    grey = io.BytesIO()
-    image.convert("L").save(grey, format="PNG")
-    assert decode_image(grey.getvalue()).mode == "RGB"
-    with pytest.raises(OSError):
-        decode_image(b"not an image")
 
 
 def test_collate_items_drops_skipped_items_and_lists_them() -> None:
@@ -239,8 +223,8 @@ def test_parquet_dataset_without_names_uses_ids_metadata_and_paths(tmp_path: Pat
     with ParquetDatasetWriter(tmp_path / "ds", class_names=names) as writer:
         for key, label in enumerate([11, 2, 2, 10]):  # as from a .rec: ids only
             image = {"bytes": png(key), "path": f"{label}/{key}.png"}
-            writer.write({"image": image, LABEL: label, "key": key})
-        writer.write({"image": {"bytes": None, "path": "x/4.png"}, LABEL: 2, "key": 4})
+            writer.write({IMAGE: image, CLASS_ID: label, KEY: key})
+        writer.write({IMAGE: {"bytes": None, "path": "x/4.png"}, CLASS_ID: 2, KEY: 4})
     ds = ParquetImageDataset(tmp_path / "ds", cache_dir=tmp_path / "c")
     assert ds.class_names == ["c2", "c10", "c11"]  # id order, not name order
     assert ds.labels.tolist() == [2, 0, 0, 1, 0]
