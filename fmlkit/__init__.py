@@ -31,12 +31,12 @@ if TYPE_CHECKING:  # what `__getattr__` returns, for mypy and editors
     from fmlkit.data.filter import FilterReport, FilterRules, filter_dataset
     from fmlkit.data.prepare import ScanReport
     from fmlkit.data.prepare import scan_dataset as prepare
-    from fmlkit.data.split import PairsReport, SplitReport, make_pairs
+    from fmlkit.data.split import PairsOptions, PairsReport, SplitOptions, SplitReport, make_pairs
     from fmlkit.data.split import split_dataset as split
     from fmlkit.data.synth import SynthReport
     from fmlkit.data.synth import generate_synthetic_dataset as synth
     from fmlkit.eval.embed import EmbedReport, embed
-    from fmlkit.eval.evaluate import EvaluateReport, evaluate
+    from fmlkit.eval.evaluate import EvaluateOptions, EvaluateReport, evaluate
     from fmlkit.pipeline.runner import (
         RunReport,
         StageResult,
@@ -61,6 +61,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "FilterReport": ("fmlkit.data.filter", "FilterReport"),
     "split": ("fmlkit.data.split", "split_dataset"),
     "SplitReport": ("fmlkit.data.split", "SplitReport"),
+    "SplitOptions": ("fmlkit.data.split", "SplitOptions"),
+    "PairsOptions": ("fmlkit.data.split", "PairsOptions"),
     "make_pairs": ("fmlkit.data.split", "make_pairs"),
     "PairsReport": ("fmlkit.data.split", "PairsReport"),
     "convert": ("fmlkit.data.convert", "convert"),
@@ -78,6 +80,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "EmbedReport": ("fmlkit.eval.embed", "EmbedReport"),
     "evaluate": ("fmlkit.eval.evaluate", "evaluate"),
     "EvaluateReport": ("fmlkit.eval.evaluate", "EvaluateReport"),
+    "EvaluateOptions": ("fmlkit.eval.evaluate", "EvaluateOptions"),
     "load_pipeline": ("fmlkit.pipeline.spec", "load_pipeline"),
     "Pipeline": ("fmlkit.pipeline.spec", "Pipeline"),
     "run_pipeline": ("fmlkit.pipeline.runner", "run_pipeline"),
@@ -92,6 +95,7 @@ __all__ = [
     "ConfigError",
     "ConvertReport",
     "EmbedReport",
+    "EvaluateOptions",
     "EvaluateReport",
     "ExportReport",
     "FilterReport",
@@ -101,12 +105,14 @@ __all__ = [
     "InputError",
     "InspectReport",
     "OptionError",
+    "PairsOptions",
     "PairsReport",
     "Pipeline",
     "PipelineError",
     "RunReport",
     "ScanReport",
     "SchemaError",
+    "SplitOptions",
     "SplitReport",
     "StageResult",
     "StageStatus",

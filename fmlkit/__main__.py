@@ -1,6 +1,6 @@
 """``python -m fmlkit`` runs the CLI."""
 
-from fmlkit.cli import main
+from fmlkit.main import main
 
 if __name__ == "__main__":
     main()

@@ -1,62 +1,12 @@
-"""The ``fmlkit`` command line: thin click commands over the library's stage functions.
+"""The stage commands: thin click commands over the library's stage functions, one module per
+group of verbs (`data`: synth, prepare, filter; `split`: split, pairs; `convert`: convert,
+inspect; `train`: train, export, embed; `evaluate`), and `_common`, the one error funnel.
 
 Commands import their stage lazily, so ``fmlkit --help`` loads neither numpy, Pillow nor torch.
 Errors a user can cause (`FmlkitError`, `OSError`) become one ``Error: …`` line and exit 1;
-bad options exit 2 (click's usage errors).
+options that do not fit together (`OptionError`, click's usage errors) exit 2.
+
+The pipeline runs these same commands (`fmlkit.pipeline.stages`), so this package imports
+nothing from `fmlkit.pipeline`; the ``fmlkit`` group that mounts them all, with the pipeline's
+own commands (`fmlkit.pipeline.commands`: run, status, artifacts), is `fmlkit.main`.
 """
-
-from __future__ import annotations
-
-import click
-
-from fmlkit import __version__
-from fmlkit.cli._common import CONTEXT_SETTINGS, FmlkitGroup, configure_logging
-from fmlkit.cli.convert import convert, inspect
-from fmlkit.cli.data import filter_, prepare, synth
-from fmlkit.cli.evaluate import evaluate
-from fmlkit.cli.pipeline import artifacts, run, status
-from fmlkit.cli.split import pairs, split
-from fmlkit.cli.train import embed, export, train
-
-__all__ = ["main"]
-
-
-@click.group(cls=FmlkitGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, "-V", "--version", prog_name="fmlkit")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option(
-    "-q", "--quiet", is_flag=True, help="Print only errors: no summary, no progress bars."
-)
-def main(verbose: int, quiet: bool) -> None:
-    """fmlkit: from a raw identity-labelled image collection to a trained, evaluated
-    embedding model.
-
-    Stages chain through files: synth → prepare → filter → split → convert → train → evaluate;
-    `fmlkit run PIPELINE` runs them as a pipeline YAML declares, skipping unchanged ones.
-    Run `fmlkit COMMAND --help` for each.
-    """
-    if verbose and quiet:
-        raise click.UsageError("--verbose and --quiet exclude each other")
-    configure_logging(verbose, quiet)
-    from fmlkit.progress import set_progress
-
-    set_progress(False if quiet else None)
-
-
-for _command in (
-    synth,
-    prepare,
-    filter_,
-    split,
-    pairs,
-    convert,
-    inspect,
-    train,
-    export,
-    embed,
-    evaluate,
-    run,
-    status,
-    artifacts,
-):
-    main.add_command(_command)

@@ -3,10 +3,8 @@ option callbacks and choices."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
-import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,29 +75,6 @@ def flag_message(error: OptionError, command: click.Command) -> str:
 
 def _long_flag(flags: Sequence[str]) -> str:
     return next((f for f in flags if f.startswith("--")), flags[0])
-
-
-class LiteralChoice(click.Choice[str]):
-    """A choice among the values of a library ``Literal`` type, named ``"module:Type"``
-    (``"fmlkit.data.split.folds:SplitMode"``) and imported when first needed, so that loading
-    the command line loads no stage module (``fmlkit --help`` stays fast); the library's type
-    is the one list of values."""
-
-    def __init__(self, literal: str) -> None:
-        self.literal = literal
-        self._values: tuple[str, ...] | None = None
-        super().__init__(())
-
-    @property
-    def choices(self) -> tuple[str, ...]:
-        if self._values is None:
-            module, _, name = self.literal.partition(":")
-            self._values = typing.get_args(getattr(importlib.import_module(module), name))
-        return self._values
-
-    @choices.setter
-    def choices(self, values: Sequence[str]) -> None:
-        """click.Choice sets its choices on construction: the Literal type replaces them."""
 
 
 def echo_report(text: str) -> None:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import get_args
 
 import click
 
+from fmlkit.choices import Target
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
-    LiteralChoice,
     echo_report,
     seed_option,
 )
-
-if TYPE_CHECKING:
-    from fmlkit.data.convert.dispatch import Target
 
 _UNITS = {None: 1, "K": 2**10, "M": 2**20, "G": 2**30}
 
@@ -34,7 +31,7 @@ def size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option(
     "--to",
-    type=LiteralChoice("fmlkit.data.convert.dispatch:Target"),
+    type=click.Choice(get_args(Target)),
     help="What to write.  [default: inferred from the paths]",
 )
 @click.option(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import get_args
 
 import click
 
+from fmlkit.choices import KeepOrder, Scope
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
-    LiteralChoice,
     comma_list,
     echo_report,
     hash_list,
@@ -18,9 +18,6 @@ from fmlkit.cli._common import (
     table_output_option,
     table_path,
 )
-
-if TYPE_CHECKING:
-    from fmlkit.data.filter.dedup import KeepOrder, Scope
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -192,7 +189,7 @@ def prepare(
 )
 @click.option(
     "--scope",
-    type=LiteralChoice("fmlkit.data.filter.dedup:Scope"),
+    type=click.Choice(get_args(Scope)),
     default="label",
     show_default=True,
     help="label: compare rows of one label; global: also across labels (label noise).",
@@ -206,7 +203,7 @@ def prepare(
 )
 @click.option(
     "--keep",
-    type=LiteralChoice("fmlkit.data.filter.dedup:KeepOrder"),
+    type=click.Choice(get_args(KeepOrder)),
     default="first",
     show_default=True,
     help="Which image of a duplicate group stays: first in input order, or largest area.",

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import get_args
 
 import click
 
+from fmlkit.choices import FoldBy, PairFormat, SplitMode
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
-    LiteralChoice,
     echo_report,
     seed_option,
     table_argument,
     table_output_option,
 )
 from fmlkit.columns import SPLIT_VALUES
-
-if TYPE_CHECKING:
-    from fmlkit.data.formats.pair_lists import PairFormat
-    from fmlkit.data.split.folds import FoldBy, SplitMode
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -34,7 +30,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 )
 @click.option(
     "--mode",
-    type=LiteralChoice("fmlkit.data.split.folds:SplitMode"),
+    type=click.Choice(get_args(SplitMode)),
     default="folds",
     show_default=True,
     help="folds: add `fold` (--k, --by); classes: add `split` = train/test by label.",
@@ -42,7 +38,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--k", type=click.IntRange(min=2), default=5, show_default=True, help="Folds.")
 @click.option(
     "--by",
-    type=LiteralChoice("fmlkit.data.split.folds:FoldBy"),
+    type=click.Choice(get_args(FoldBy)),
     default="image",
     show_default=True,
     help="image: stratified by label (labels with fewer than k images get fold -1, always "
@@ -118,7 +114,7 @@ def split(
 @click.option(
     "--format",
     "fmt",
-    type=LiteralChoice("fmlkit.data.formats.pair_lists:PairFormat"),
+    type=click.Choice(get_args(PairFormat)),
     default="csv",
     show_default=True,
     help="csv: `1,a.jpg,b.jpg` lines; lfw: LFW pairs.txt with 10 folds (equal counts, "

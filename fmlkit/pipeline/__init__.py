@@ -7,6 +7,10 @@
 - `fmlkit.pipeline.lock`: the lock file ``pipelines/NAME.lock``.
 - `fmlkit.pipeline.artifacts`: the versioned output store, provenance and restore.
 - `fmlkit.pipeline.runner`: `run_pipeline` and `pipeline_status`.
+- `fmlkit.pipeline.commands`: ``fmlkit run``, ``fmlkit status``, ``fmlkit artifacts``.
+
+The pipeline stands on the stage commands of `fmlkit.cli` and is mounted with them by
+`fmlkit.main`; `fmlkit.cli` imports nothing from here.
 
 See docs/pipelines.md.
 """

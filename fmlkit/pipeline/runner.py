@@ -30,7 +30,7 @@ from typing import Any, Literal
 import click
 
 from fmlkit import __version__
-from fmlkit.errors import FmlkitError, PipelineError
+from fmlkit.errors import FmlkitError, OptionError, PipelineError
 from fmlkit.pipeline.artifacts import (
     STAGING,
     begin_staging,
@@ -364,6 +364,8 @@ class _Run:
             stage.adapter.invoke(stage.deps, stage.params, outputs, parent=self.parent())
         except click.ClickException as e:
             raise PipelineError(f"{where}: {e.format_message()}") from e
+        except OptionError as e:
+            raise PipelineError(f"{where}: {stage.adapter.option_message(e)}") from e
         except FmlkitError as e:
             raise PipelineError(f"{where} failed: {e}") from e
         except OSError as e:

@@ -21,7 +21,8 @@ from typing import Any
 
 import click
 
-from fmlkit.errors import FmlkitError
+from fmlkit.cli._common import find_option
+from fmlkit.errors import FmlkitError, OptionError
 from fmlkit.registry import Registry
 
 Problem = tuple[str, str]  # (YAML path relative to the stage, message)
@@ -145,6 +146,16 @@ class StageAdapter:
         command = self.command
         with command.make_context(self.name, [], parent=parent, default_map=values) as ctx:
             command.invoke(ctx)
+
+    def option_message(self, error: OptionError) -> str:
+        """An `OptionError` of this stage with its options written as the YAML keys
+        (``format`` for pairs' ``fmt``, ``input`` for evaluate's ``retrieval_input``)."""
+
+        def key(name: str) -> str:
+            option = find_option(self.command, name)
+            return name if option is None else option_key(option)
+
+        return error.render(key, lambda name, value: f"{key(name)}: {value}")
 
 
 def to_cli_value(param: click.Parameter, value: Any) -> Any:

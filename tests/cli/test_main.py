@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from fmlkit import __version__
-from fmlkit.cli import main
+from fmlkit.main import main
 from tests.conftest import SynthTree
 from tests.processes import run_fmlkit
 
@@ -40,7 +40,7 @@ def test_version_prints_package_version() -> None:
 
 def test_help_does_not_import_heavy_modules() -> None:
     code = (
-        "import sys; from fmlkit.cli import main\n"
+        "import sys; from fmlkit.main import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = ('torch', 'timm', 'numpy', 'PIL', 'pandas', 'pyarrow')\n"
         "heavy = [m for m in heavy if m in sys.modules]\n"

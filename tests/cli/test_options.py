@@ -13,20 +13,17 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from fmlkit.cli import main
-from fmlkit.cli._common import LiteralChoice, find_option, flag_message
+from fmlkit.choices import FoldBy, KeepOrder, PairFormat, Scope, SplitMode, Target
+from fmlkit.cli._common import find_option, flag_message
 from fmlkit.cli.convert import convert
 from fmlkit.cli.data import filter_
 from fmlkit.cli.evaluate import evaluate
 from fmlkit.cli.split import pairs, split
 from fmlkit.columns import SPLIT_VALUES
-from fmlkit.data.convert.dispatch import Target
-from fmlkit.data.filter.dedup import KeepOrder, Scope
-from fmlkit.data.formats.pair_lists import PairFormat
 from fmlkit.data.split import PairsOptions, SplitOptions
-from fmlkit.data.split.folds import FoldBy, SplitMode
 from fmlkit.errors import InputError, OptionError, PipelineError
 from fmlkit.eval.evaluate import EvaluateOptions
+from fmlkit.main import main
 
 FMLKIT = "fmlkit"  # the program name in usage lines
 
@@ -224,32 +221,41 @@ def test_click_choices_are_the_library_literals(
     assert tuple(param.type.choices) == values and len(values) >= 2
 
 
-def test_literal_choice_reads_its_type_when_first_needed() -> None:
-    choice = LiteralChoice("fmlkit.data.split.folds:SplitMode")
-    assert choice._values is None  # nothing imported on construction
-    assert choice.choices == ("folds", "classes")
-    assert choice.convert("classes", None, None) == "classes"
-    with pytest.raises(click.BadParameter, match="'pairs' is not one of 'folds', 'classes'"):
-        choice.convert("pairs", None, None)
-
-
 # --- a pipeline stage names the options as its YAML keys ---------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("run", "dep", "params", "message"),
+    [
+        (
+            "split",
+            "dataset_info",
+            "{mode: classes, k: 3, test_fraction: 0.5}",
+            "stage bad (split): k does not apply to mode: classes",
+        ),
+        (  # the library's keyword is fmt, the YAML key (and flag) is format
+            "pairs",
+            "split_info",
+            "{split: test, positives: 10, negatives: 20, format: lfw}",
+            "stage bad (pairs): format: lfw needs positives equal to negatives",
+        ),
+    ],
+)
 def test_pipeline_stage_with_a_bad_combination_fails_naming_the_yaml_keys(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: str, dep: str, params: str, message: str
 ) -> None:
     from fmlkit.pipeline.runner import run_pipeline
     from fmlkit.pipeline.spec import load_pipeline
 
     monkeypatch.chdir(tmp_path)
-    Path("info.csv").write_text("file_name,label\na/1.jpg,a\nb/1.jpg,b\n")
+    Path("info.csv").write_text("file_name,label,split\na/1.jpg,a,test\nb/1.jpg,b,test\n")
     Path("p.yaml").write_text(
-        "stages:\n  holdout:\n    run: split\n    deps: {dataset_info: info.csv}\n"
-        "    params: {mode: classes, k: 3, test_fraction: 0.5}\n    outs: {output: split.csv}\n"
+        f"stages:\n  bad:\n    run: {run}\n    deps: {{{dep}: info.csv}}\n"
+        f"    params: {params}\n    outs: {{output: out.csv}}\n"
     )
     with pytest.raises(PipelineError) as err:
         run_pipeline(load_pipeline("p.yaml"), quiet=True)
-    assert str(err.value) == "stage holdout (split) failed: k does not apply to mode='classes'"
+    assert str(err.value).startswith(message)
+    assert "--" not in str(err.value)
     assert isinstance(err.value.__cause__, OptionError)
-    assert not Path("split.csv").exists()
+    assert not Path("out.csv").exists()

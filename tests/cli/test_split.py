@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fmlkit.cli import main
 from fmlkit.columns import FOLD, LABEL, SPLIT
 from fmlkit.data.formats.pair_lists import read_csv_pairs, read_lfw_pairs
 from fmlkit.data.formats.table import read_table
+from fmlkit.main import main
 from tests.processes import run_fmlkit
 
 

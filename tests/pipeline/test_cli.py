@@ -11,14 +11,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fmlkit.cli._common import FmlkitGroup
-from fmlkit.cli.pipeline import artifacts, run, status
+from fmlkit.pipeline.commands import artifacts, run, status
 from tests.pipeline.conftest import ORDER, edit
 
 
 @click.group(cls=FmlkitGroup)
 @click.option("-q", "--quiet", is_flag=True)
 def fmlkit(quiet: bool) -> None:
-    """The pipeline commands, mounted as in fmlkit.cli.main."""
+    """The pipeline commands, mounted as in fmlkit.main."""
 
 
 for _command in (run, status, artifacts):

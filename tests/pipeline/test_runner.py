@@ -180,7 +180,7 @@ def _slow_pipeline(project: Path) -> None:
 
 
 def _start(project: Path) -> subprocess.Popen[bytes]:
-    code = "from fmlkit.cli.pipeline import run; run()"
+    code = "from fmlkit.pipeline.commands import run; run()"
     return subprocess.Popen(
         [sys.executable, "-c", code, "tiny.yaml"],
         cwd=project,

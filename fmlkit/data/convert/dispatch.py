@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
+from fmlkit.choices import Target
 from fmlkit.data.convert.from_rec import ConvertReport
 from fmlkit.data.formats.parquet import MANIFEST, SHARD_BYTES
 from fmlkit.errors import InputError
 
-Target = Literal["parquet", "rec", "folder"]
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 

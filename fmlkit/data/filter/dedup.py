@@ -17,11 +17,12 @@ walk over all pairs (tested).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
+from fmlkit.choices import KeepOrder, Scope
 from fmlkit.columns import (
     DISTANCE,
     DUPLICATE_OF,
@@ -43,10 +44,8 @@ from fmlkit.data.filter.hamming import (
 )
 from fmlkit.errors import InputError
 
-Scope = Literal["label", "global"]
-KeepOrder = Literal["first", "largest"]
-SCOPES: tuple[Scope, ...] = ("label", "global")
-KEEP_ORDERS: tuple[KeepOrder, ...] = ("first", "largest")
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+KEEP_ORDERS: tuple[KeepOrder, ...] = get_args(KeepOrder)
 
 EXACT, NEAR, CROSS = "exact_duplicate", "near_duplicate", "cross_label_duplicate"
 DUPLICATE_REASONS = (EXACT, NEAR, CROSS)

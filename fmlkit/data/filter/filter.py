@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fmlkit.choices import KeepOrder, Scope
 from fmlkit.columns import (
     DISTANCE,
     DUPLICATE_OF,
@@ -30,7 +31,7 @@ from fmlkit.columns import (
     WIDTH,
     validate_columns,
 )
-from fmlkit.data.filter.dedup import KeepOrder, Scope, check_options, find_duplicates
+from fmlkit.data.filter.dedup import check_options, find_duplicates
 from fmlkit.data.formats.table import read_table, write_table
 from fmlkit.errors import InputError
 

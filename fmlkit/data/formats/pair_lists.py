@@ -23,7 +23,6 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -31,7 +30,6 @@ import pandas as pd
 from fmlkit.columns import FIRST, ISSAME, LFW_COLUMNS, SECOND
 from fmlkit.errors import FormatError, InputError
 
-PairFormat = Literal["csv", "lfw"]
 PAIR_FOLDS = 10  # the verification protocol's folds, and the blocks of a pair list
 
 

@@ -27,19 +27,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
+from fmlkit.choices import FoldBy, SplitMode
 from fmlkit.columns import ERROR, FOLD, LABEL, SPLIT
 from fmlkit.data.formats.table import read_table, write_table
 from fmlkit.errors import InputError, OptionError
 
 log = logging.getLogger(__name__)
 
-SplitMode = Literal["folds", "classes"]
-FoldBy = Literal["image", "label"]
 ALWAYS_TRAIN = -1  # the fold of rows whose label has fewer than k rows (``by="image"``)
 DEFAULT_K: int = 5
 DEFAULT_BY: FoldBy = "image"

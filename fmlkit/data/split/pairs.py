@@ -15,10 +15,10 @@ from typing import get_args
 import numpy as np
 import pandas as pd
 
+from fmlkit.choices import PairFormat
 from fmlkit.columns import ERROR, FILE_NAME, FIRST, FOLD, ISSAME, LABEL, SECOND, SPLIT, SPLIT_VALUES
 from fmlkit.data.formats.pair_lists import (
     PAIR_FOLDS,
-    PairFormat,
     format_csv_pairs,
     format_lfw_pairs,
     lfw_numbers,

@@ -1,0 +1,18 @@
+"""The closed sets of option values a user can name, one `Literal` type each.
+
+The stage functions and their options classes are typed with these; the command line reads its
+choices from them (``click.Choice(get_args(SplitMode))``), so both list the same values. Like
+`fmlkit.columns`, this module imports nothing: the CLI loads it to show ``--help`` without
+loading a stage.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+SplitMode = Literal["folds", "classes"]  # fmlkit split --mode
+FoldBy = Literal["image", "label"]  # fmlkit split --by (folds mode)
+PairFormat = Literal["csv", "lfw"]  # fmlkit pairs --format: a 1,a,b CSV or LFW's pairs.txt
+Scope = Literal["label", "global"]  # fmlkit filter --scope: duplicates within a label, or across
+KeepOrder = Literal["first", "largest"]  # fmlkit filter --keep: which row of a duplicate group
+Target = Literal["parquet", "rec", "folder"]  # fmlkit convert --to
