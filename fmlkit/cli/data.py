@@ -255,8 +255,6 @@ def filter_(
     """
     from fmlkit.data.filter.filter import FilterRules, filter_dataset
 
-    if report_dir is not None and root is None:
-        raise click.UsageError("--report needs --root DATASET_DIR to show the images")
     rules = FilterRules(
         dedup=dedup,
         threshold=threshold,

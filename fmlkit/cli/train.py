@@ -103,8 +103,6 @@ def embed(
     embedding (list<float32>, not normalised; with --flip-sum emb(x) + emb(flip(x)))."""
     from fmlkit.eval.embed import embed as run_embed
 
-    if (checkpoint is None) == (onnx is None):
-        raise click.UsageError("give exactly one of --checkpoint and --onnx")
     report = run_embed(
         input_,
         output,

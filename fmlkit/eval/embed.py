@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmlkit.columns import EMBEDDING
-from fmlkit.errors import InputError
+from fmlkit.errors import InputError, OptionError
 from fmlkit.eval.embedder import Embedder
 from fmlkit.io import atomic_path
 
@@ -134,13 +134,14 @@ def load_embedder(
     input's size and the default (x/255 − 0.5)/0.5.
 
     Raises:
-        InputError: neither or both given, not a checkpoint / ONNX model, or an ONNX model
+        OptionError: neither or both given.
+        InputError: not a checkpoint / ONNX model, or an ONNX model
             without a fixed image size.
     """
     from fmlkit.data.loading.transforms import build_transforms
 
     if (checkpoint is None) == (onnx is None):
-        raise InputError("give exactly one of a checkpoint and an ONNX model")
+        raise OptionError("give exactly one of {checkpoint} and {onnx}")
     run, size, mean, std = _model(checkpoint, onnx)
     # evaluation only resizes, with fmlkit's own steps whatever the backend: "pil" spares
     # importing torchvision (seconds)

@@ -175,6 +175,16 @@ def test_filter_bad_options_exit_2(tmp_path: Path, extra: list[str]) -> None:
     assert out.returncode == 2 and "Traceback" not in out.stderr
 
 
+def test_filter_report_without_root_is_a_usage_error_naming_the_flags(tmp_path: Path) -> None:
+    (tmp_path / "info.csv").write_text("file_name,label\na/1.jpg,a\n")
+    out = run_fmlkit(
+        "filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"), "--report", "rep"
+    )
+    assert out.returncode == 2
+    assert "Error: --report needs --root, the dataset folder" in out.stderr
+    assert not (tmp_path / "k.csv").exists()
+
+
 def test_filter_missing_column_exits_1_naming_it(tmp_path: Path) -> None:
     (tmp_path / "info.csv").write_text("file_name,label\na/1.jpg,a\n")
     out = run_fmlkit("filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"), "--dedup")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -61,3 +62,12 @@ def test_the_eval_modules_validation_uses_import_nothing_from_train() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "False"]
+
+
+@pytest.mark.parametrize("models", [{}, {"checkpoint": "a.pt", "onnx": "a.onnx"}])
+def test_load_embedder_needs_exactly_one_model(models: dict[str, str]) -> None:
+    from fmlkit.errors import OptionError
+    from fmlkit.eval.embed import load_embedder
+
+    with pytest.raises(OptionError, match="give exactly one of checkpoint and onnx"):
+        load_embedder(**models)

@@ -33,7 +33,7 @@ from fmlkit.columns import (
 )
 from fmlkit.data.filter.dedup import check_options, find_duplicates
 from fmlkit.data.formats.table import read_table, write_table
-from fmlkit.errors import InputError
+from fmlkit.errors import OptionError
 
 TOO_SMALL, TOO_LARGE = "too_small", "too_large"
 # Shorter sides below this are thumbnails or icons, useless for training (None: no limit).
@@ -155,7 +155,7 @@ def filter_dataset(
     """
     start = time.perf_counter()
     if report_dir is not None and root is None:
-        raise InputError("a report shows the images: give the dataset folder with --root")
+        raise OptionError("{report_dir} needs {root}, the dataset folder, to show the images")
     df = read_table(info, required=[FILE_NAME, LABEL], what="dataset_info")
     decision = decide(df, rules)
     gone = decision[REASON] != ""

@@ -20,7 +20,7 @@ from fmlkit.data.filter.dedup import CROSS, EXACT, NEAR
 from fmlkit.data.filter.filter import FilterRules, decide, filter_dataset
 from fmlkit.data.formats.table import read_dataset_info, read_table
 from fmlkit.data.prepare.scan import scan_dataset
-from fmlkit.errors import InputError, SchemaError
+from fmlkit.errors import InputError, OptionError, SchemaError
 from tests.conftest import SynthTree
 
 
@@ -103,7 +103,7 @@ def test_filter_errors_name_columns_and_rows(tmp_path: Path) -> None:
         decide(table, FilterRules(dedup=True, min_size=None))
     with pytest.raises(InputError, match="between 0 and 64"):
         decide(table, FilterRules(dedup=True, threshold=-1, min_size=None))
-    with pytest.raises(InputError, match="--root"):
+    with pytest.raises(OptionError, match="report_dir needs root"):
         filter_dataset(tmp_path / "x.csv", tmp_path / "y.csv", report_dir=tmp_path / "r")
 
 
