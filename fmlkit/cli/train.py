@@ -18,7 +18,12 @@ from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report
     help="Training config (YAML, e.g. configs/demo.yaml).",
 )
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--resume", is_flag=True, help="Continue from OUTPUT_DIR/checkpoints/last.pt.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the newest complete checkpoint in OUTPUT_DIR/checkpoints (last.pt, or "
+    "a newer step file left by a kill; unreadable ones are skipped with a warning).",
+)
 @click.option("--device", help="cpu, cuda, cuda:1 …  [default: this rank's GPU, else the CPU]")
 def train(config_path: Path, overrides: tuple[str, ...], resume: bool, device: str | None) -> None:
     """Train an embedding model as CONFIG says, with dotted KEY=VALUE overrides.

@@ -2,19 +2,30 @@
 
 ``output_dir/checkpoints/step_<step>.pt`` holds everything a run needs to continue exactly
 (model, head, optimizer, scheduler, scaler, epoch and position in it, sampler and RNG states,
-the resolved config); ``last.pt`` is always the newest complete one. A process killed while
-saving leaves at most a hidden temporary file: ``last.pt`` still names the previous step.
+the resolved config); after a save, ``last.pt`` (a hard link) names the newest one. A save
+writes the step file under a temporary name and renames it, then links ``last.pt`` the same
+way, then prunes: a process killed at any instant leaves complete checkpoints and at most a
+hidden temporary file. `resumable_checkpoint` picks the newest complete, readable one, which
+may be a step file newer than ``last.pt`` (killed between the rename and the link).
 
 Checkpoints hold only tensors and plain Python values (dicts, lists, numbers, strings), so
 ``torch.load(weights_only=True)`` reads them without unpickling arbitrary objects.
+
+Test hook: ``FMLKIT_FAULT_SAVE=<point>@<step>`` makes `save_checkpoint` SIGKILL its own process
+at that point of the save of that step, to test what a kill leaves: ``tmp-written`` (the step
+file written under its temporary name), ``step-renamed`` (the step file in place, ``last.pt``
+not yet linked), ``last-tmp`` (``last.pt``'s temporary link made), ``last-linked`` (``last.pt``
+renamed, no pruning yet), ``pruned`` (the save done). Unset, it does nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
-from collections.abc import Mapping
+import signal
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +35,12 @@ import torch
 from fmlkit.errors import InputError
 from fmlkit.io import atomic_path
 
+log = logging.getLogger(__name__)
+
 LAST = "last.pt"
 _STEP = re.compile(r"^step_(\d+)\.pt$")
+FAULT_ENV = "FMLKIT_FAULT_SAVE"
+FAULT_POINTS = ("tmp-written", "step-renamed", "last-tmp", "last-linked", "pruned")
 
 
 def checkpoint_dir(output_dir: str | os.PathLike[str]) -> Path:
@@ -36,33 +51,106 @@ def save_checkpoint(
     output_dir: str | os.PathLike[str], step: int, state: Mapping[str, Any], *, keep: int = 0
 ) -> Path:
     """Write ``state`` as ``step_<step>.pt``, then point ``last.pt`` at it (both atomic), then
-    delete all but the ``keep`` newest step files (0 keeps them all; ``last.pt`` always stays).
+    prune the older step files to keep ``keep`` in all, this one included (0 keeps them all).
+
+    Pruning never deletes this step's file (the one ``last.pt`` names), nor step files
+    numbered above ``step`` (unreadable ones a resumed run went past; this run will replace
+    them when it gets there).
 
     Returns:
         The path of the step checkpoint.
     """
+    fault = _fault_point(step)
     folder = checkpoint_dir(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.pt"
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
-        torch.save(dict(state), f)
-        f.flush()
-        os.fsync(f.fileno())
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        _reached("tmp-written", fault)
+    _reached("step-renamed", fault)
     with atomic_path(folder / LAST) as tmp:
         os.link(path, tmp)  # a second name for the same complete file
+        _reached("last-tmp", fault)
+    _reached("last-linked", fault)
     if keep > 0:
-        for old in step_checkpoints(output_dir)[:-keep]:
+        older = [p for n, p in _numbered(output_dir) if n < step]
+        for old in older[: max(len(older) - (keep - 1), 0)]:
             old.unlink(missing_ok=True)
+    _reached("pruned", fault)
     return path
 
 
 def step_checkpoints(output_dir: str | os.PathLike[str]) -> list[Path]:
     """The step checkpoints in ``output_dir``, oldest first."""
+    return [p for _, p in _numbered(output_dir)]
+
+
+def _numbered(output_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """(step, path) of each step checkpoint, oldest first."""
     folder = checkpoint_dir(output_dir)
     if not folder.is_dir():
         return []
-    found = [(int(m[1]), p) for p in folder.iterdir() if (m := _STEP.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((int(m[1]), p) for p in folder.iterdir() if (m := _STEP.match(p.name)))
+
+
+def resumable_checkpoint(
+    output_dir: str | os.PathLike[str], *, required: Collection[str] = ()
+) -> tuple[Path, dict[str, Any]]:
+    """The newest complete, readable checkpoint of ``output_dir`` and its state.
+
+    The candidates are ``last.pt`` and the step files, newest step first. Each is loaded as
+    `load_checkpoint` does and must hold ``step`` and every key of ``required``; one that does
+    not (truncated, unreadable, incomplete) is skipped with a logged warning naming it and why,
+    and the next older one is tried. ``last.pt`` is normally a hard link to a step file and is
+    then tried as that file; a separate ``last.pt`` (e.g. in a copied folder) is read first to
+    learn its step.
+
+    Raises:
+        InputError: no candidate is usable; says what was found and why each was skipped.
+    """
+    folder = checkpoint_dir(output_dir)
+    need = {"step", *required}
+    skipped: list[str] = []
+    candidates: list[tuple[int, Path, dict[str, Any] | None]] = [
+        (n, p, None) for n, p in _numbered(output_dir)
+    ]
+    last = folder / LAST
+    if last.is_file() and not any(p.samefile(last) for _, p, _ in candidates):
+        state = _usable(last, need, skipped)
+        if state is not None:
+            candidates.append((int(state["step"]), last, state))
+    for _, path, loaded in sorted(candidates, key=lambda c: c[0], reverse=True):
+        state = loaded if loaded is not None else _usable(path, need, skipped)
+        if state is not None:
+            return path, state
+    if not skipped:
+        raise InputError(
+            f"nothing to resume: {folder} holds no checkpoint ({LAST} or step_<N>.pt); "
+            "run without --resume to start"
+        )
+    raise InputError(
+        f"nothing to resume: no usable checkpoint in {folder}; skipped {'; '.join(skipped)}. "
+        f"Start a new run in another output_dir, or delete {folder}"
+    )
+
+
+def _usable(path: Path, need: set[str], skipped: list[str]) -> dict[str, Any] | None:
+    """``path``'s state if it loads and holds every key of ``need``; else log, note, None."""
+    try:
+        state = load_checkpoint(path)
+    except InputError as exc:
+        reason = str(exc)
+    else:
+        missing = sorted(need - state.keys())
+        if not missing:
+            return state
+        reason = f"{path} lacks {', '.join(missing)} (not a training checkpoint)"
+    log.warning("skipping a checkpoint: %s; trying an older one", reason)
+    skipped.append(reason)
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -112,3 +200,22 @@ def _to_lists(value: Any) -> Any:
 
 def _to_tuples(value: Any) -> Any:
     return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _fault_point(step: int) -> str | None:
+    """The point at which the test hook ``FMLKIT_FAULT_SAVE`` kills the save of ``step``."""
+    value = os.environ.get(FAULT_ENV)
+    if not value:
+        return None
+    point, _, at = value.partition("@")
+    if point not in FAULT_POINTS or not at.isdigit():
+        raise ValueError(
+            f"{FAULT_ENV}={value!r}: expected <point>@<step> with <point> one of "
+            f"{', '.join(FAULT_POINTS)}"
+        )
+    return point if int(at) == step else None
+
+
+def _reached(point: str, fault: str | None) -> None:
+    if point == fault:
+        os.kill(os.getpid(), signal.SIGKILL)

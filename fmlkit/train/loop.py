@@ -41,10 +41,11 @@ from fmlkit.train.callbacks import Callback, MetricsCSV, ProgressBar, TensorBoar
 from fmlkit.train.checkpoint import (
     LAST,
     checkpoint_dir,
-    load_checkpoint,
+    resumable_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    step_checkpoints,
 )
 from fmlkit.train.config import TrainConfig, config_to_dict, save_config, validate_for_training
 from fmlkit.train.distributed import Runtime, barrier, setup_runtime, teardown_runtime
@@ -52,6 +53,20 @@ from fmlkit.train.distributed import Runtime, barrier, setup_runtime, teardown_r
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: what `_Run._load` reads from a checkpoint (`_Run._save` writes these and the config)
+RESUME_KEYS = (
+    "step",
+    "epoch",
+    "sampler",
+    "model",
+    "head",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "rng",
+    "skipped_images",
+    "nonfinite_steps",
+)
 
 
 class TrainingError(FmlkitError):
@@ -91,7 +106,8 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
 
     Args:
         config: a validated training config.
-        resume: continue from ``output_dir/checkpoints/last.pt``.
+        resume: continue from the newest complete checkpoint of ``output_dir/checkpoints``
+            (``last.pt`` or a newer step file; unreadable ones are skipped with a warning).
         device: ``cpu``, ``cuda``, ``cuda:1`` …; default this rank's GPU if any, else the CPU.
 
     Returns:
@@ -113,11 +129,11 @@ class _Run:
     def __init__(self, config: TrainConfig, runtime: Runtime, *, resume: bool) -> None:
         self.config, self.runtime = config, runtime
         self.out = Path(config.output_dir)
-        _check_output(self.out, resume)
+        found = _check_output(self.out, resume)  # before the (slow) build
         self.parts = build.build_run(config, runtime)
         self.step, self.epoch, self.skipped, self.nonfinite, self.nonfinite_run = 0, 0, 0, 0, 0
-        if resume:
-            self._load(checkpoint_dir(self.out) / LAST)
+        if found is not None:
+            self._load(*found)
         self.callbacks: list[Callback] = []
         if runtime.is_main:
             save_config(config, self.out / "config.yaml")
@@ -291,8 +307,8 @@ class _Run:
         }
         return save_checkpoint(self.out, self.step, state, keep=self.config.checkpoint.keep)
 
-    def _load(self, path: Path) -> None:
-        state, parts = load_checkpoint(path), self.parts
+    def _load(self, path: Path, state: dict[str, Any]) -> None:
+        parts = self.parts
         parts.model.load_state_dict(state["model"])
         parts.head.load_state_dict(state["head"])
         parts.optimizer.load_state_dict(state["optimizer"])
@@ -309,15 +325,24 @@ class _Run:
         log.info("resumed from %s at step %d", path, self.step)
 
 
-def _check_output(out: Path, resume: bool) -> None:
-    last = checkpoint_dir(out) / LAST
-    if resume and not last.is_file():
-        raise InputError(f"nothing to resume: {last} does not exist")
-    if not resume and last.is_file():
+def _check_output(out: Path, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+    """Resuming: the checkpoint to resume from and its state. Starting: None, once it is
+    sure ``out`` holds no run (a ``last.pt`` or a step file: a run killed before its first
+    ``last.pt`` link is still a run).
+
+    Raises:
+        InputError: nothing to resume, or a run to overwrite.
+    """
+    if resume:
+        return resumable_checkpoint(out, required=RESUME_KEYS)
+    held = [checkpoint_dir(out) / LAST, *reversed(step_checkpoints(out))]
+    found = next((p for p in held if p.is_file()), None)
+    if found is not None:
         raise InputError(
-            f"{out} already holds a run (checkpoints/{LAST}); pass --resume to continue it, "
-            "or choose another output_dir"
+            f"{out} already holds a run (checkpoints/{found.name}); pass --resume to continue "
+            "it, or choose another output_dir"
         )
+    return None
 
 
 def _chunks(batches: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

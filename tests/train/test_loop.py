@@ -1,5 +1,6 @@
-"""The training loop on a CPU: the loss falls, a run killed with SIGKILL resumes exactly, bad
-images and non-finite losses are handled, and torchrun runs it on 2 processes (gloo)."""
+"""The training loop on a CPU: the loss falls, bad images and non-finite losses are handled, a
+folder holding a run is not overwritten, and torchrun runs it on 2 processes (gloo). A run
+killed with SIGKILL and resumed: test_kill_resume.py."""
 
 from __future__ import annotations
 
@@ -15,18 +16,23 @@ import pytest
 from PIL import Image
 
 from fmlkit.errors import InputError
+from fmlkit.train.checkpoint import checkpoint_dir
 from fmlkit.train.config import load_config
 from fmlkit.train.loop import TrainingError, TrainReport, train
-from tests.processes import kill_fmlkit_when, run_fmlkit
+from tests.processes import run_fmlkit
 
 CLASSES, PER_CLASS = 4, 8
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 classes of 8 coloured, noisy 40×40 PNGs, a dataset_info listing them, and one file
-    that is not an image (listed without an error, as if it broke after the scan)."""
-    root = tmp_path_factory.mktemp("images")
+    return write_images(tmp_path_factory.mktemp("images"))
+
+
+def write_images(root: Path) -> Path:
+    """4 classes of 8 coloured, noisy 40×40 PNGs in ``root``, a dataset_info listing them
+    (info.csv), and one file that is not an image, listed in info_broken.csv without an error
+    (as if it broke after the scan). Returns ``root``."""
     rng = np.random.default_rng(0)
     rows = ["file_name,label"]
     for c in range(CLASSES):
@@ -95,30 +101,6 @@ def test_the_report_summary_is_what_fmlkit_train_prints(tmp_path: Path) -> None:
     )
 
 
-def test_a_run_killed_after_a_checkpoint_resumes_with_the_same_losses(
-    images: Path, tmp_path: Path
-) -> None:
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert (
-        run_fmlkit(
-            "train", "--config", _config_file(tmp_path), *_overrides(images, whole)
-        ).returncode
-        == 0
-    )
-    args = ["train", "--config", _config_file(tmp_path), *_overrides(images, killed)]
-    kill_fmlkit_when(args, lambda: (killed / "checkpoints" / "step_00000020.pt").exists())
-    logged = _losses(killed)
-    assert max(logged) < 40  # the kill came before the end
-    resumed = run_fmlkit(*args, "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.startswith("trained 40 steps in ")  # the report's summary()
-    newest = killed / "checkpoints" / "step_00000040.pt"
-    assert resumed.stdout.endswith(f"checkpoint {newest}, metrics {killed / 'metrics.csv'}\n")
-    expected, got = _losses(whole), _losses(killed)
-    assert sorted(got) == list(range(1, 41))
-    assert [got[s] for s in range(21, 41)] == [expected[s] for s in range(21, 41)]
-
-
 def _config_file(tmp_path: Path) -> str:
     path = tmp_path / "empty.yaml"
     path.write_text("{}\n")
@@ -148,6 +130,20 @@ def test_train_refuses_to_overwrite_a_run_or_to_resume_nothing(
     train(config)
     with pytest.raises(InputError, match="pass --resume"):
         train(config)
+
+
+def test_a_run_killed_before_its_first_last_pt_is_not_overwritten(
+    images: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    config = load_config(None, _overrides(images, out, "train.max_steps=2"))
+    step = checkpoint_dir(out) / "step_00000020.pt"  # renamed in place, last.pt not linked yet
+    step.parent.mkdir(parents=True)
+    step.write_bytes(b"")  # its content does not matter: it is a run
+    with pytest.raises(InputError, match=r"holds a run \(checkpoints/step_00000020\.pt\); pass"):
+        train(config)
+    with pytest.raises(InputError, match="nothing to resume: no usable checkpoint"):
+        train(config, resume=True)
 
 
 def test_torchrun_trains_on_two_processes_and_resumes_on_one(images: Path, tmp_path: Path) -> None:
