@@ -1,17 +1,29 @@
-"""Run independent tasks in worker processes, results in task order."""
+"""Run independent tasks in worker processes, results in task order.
+
+The workers of a `worker_pool` (that of `run_tasks`, and `fmlkit prepare`'s) end when the
+process that made them dies, even by SIGKILL (a crash, the OOM killer, an impatient user),
+instead of living on as orphans.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_WATCH_SECONDS = 1.0  # how often a worker without prctl looks for its parent
 
 
 def default_workers() -> int:
@@ -31,8 +43,7 @@ def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], workers: int | None = No
     workers = min(workers or default_workers(), len(tasks))
     if workers <= 1:
         return [fn(task) for task in tasks]
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with worker_pool(workers) as pool:
         futures = [pool.submit(fn, task) for task in tasks]
         try:
             return [future.result() for future in futures]
@@ -43,3 +54,56 @@ def run_tasks(fn: Callable[[T], R], tasks: Sequence[T], workers: int | None = No
         finally:
             for future in futures:
                 future.cancel()
+
+
+def worker_pool(
+    workers: int,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, forked on Linux (no re-import), spawned elsewhere, that
+    end when this process dies (`die_with_parent`); each then runs ``initializer(*initargs)``.
+
+    Use and shut the pool down from the thread that made it: on Linux a worker is also ended
+    when the thread that started it ends (the kernel ties the signal to that thread).
+    """
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, initargs),
+    )
+
+
+def _start_worker(
+    parent: int, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]
+) -> None:
+    die_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process as soon as ``parent``, the process that started it, dies: on Linux
+    the kernel sends it SIGKILL (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread
+    looks once a second whether the parent has changed. A parent already gone ends it now."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):  # no prctl in this libc: watch instead
+            armed = False
+        if armed:
+            if os.getppid() != parent:  # it died before the signal was armed
+                os._exit(1)
+            return
+    threading.Thread(
+        target=_watch_parent, args=(parent,), name="fmlkit-watch-parent", daemon=True
+    ).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_WATCH_SECONDS)
+    os._exit(1)

@@ -2,16 +2,18 @@
 
 A schema is a tree of frozen dataclasses (`Section` subclasses) whose fields have types (bool,
 int, float, str, ``Literal`` choices, ``X | None``, tuples, free-form ``dict[str, Any]``, nested
-sections) and optional range bounds (`bounded`). `from_dict` builds one from plain YAML data and
-reports every problem at once in one `ConfigError`, each named by its dotted key path; an
-unknown key names the closest valid one. `apply_override` sets a dotted ``key=value`` from the
-command line; `to_dict` turns a schema back into YAML-ready data.
+sections) and optional range bounds (`bounded`); a float must be finite (no ``.inf``, ``.nan``).
+`from_dict` builds one from plain YAML data and reports every problem at once in one
+`ConfigError`, each named by its dotted key path; an unknown key names the closest valid one.
+`apply_override` sets a dotted ``key=value`` from the command line; `to_dict` turns a schema
+back into YAML-ready data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 from collections.abc import Iterable, Mapping, Sequence
@@ -150,11 +152,24 @@ def _convert(tp: Any, value: Any, key: str, errors: list[str], shown: Any = None
     elif origin is dict and isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
         return dict(value)
     elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _finite(value, key, errors)
     elif tp in (bool, int, str) and type(value) is tp:
         return value
     expected = _describe(tp if shown is None else shown)
     errors.append(f"{key}: expected {expected}, found {_found(value)}{_hint(tp, value)}")
+    return _INVALID
+
+
+def _finite(value: float, key: str, errors: list[str]) -> Any:
+    """``value`` as a float, or `_INVALID` if it is infinite or NaN: no number of a schema
+    means anything there (an infinite learning rate trains NaN weights)."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
+    if math.isfinite(number):
+        return number
+    errors.append(f"{key}: expected a finite number, found {_found(value)}")
     return _INVALID
 
 

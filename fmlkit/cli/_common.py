@@ -4,10 +4,12 @@ option callbacks and choices."""
 from __future__ import annotations
 
 import logging
+import os
+import select
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -15,11 +17,31 @@ from fmlkit.errors import FmlkitError, OptionError
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# The exit status when stdout's reader has gone: that of a command killed by SIGPIPE (128 + 13).
+BROKEN_PIPE_EXIT = 141
 
 
 class FmlkitGroup(click.Group):
     """A group that reports library and OS errors as one ``Error:`` line (exit 1), and options
-    that do not fit together (`OptionError`) as a usage error naming the flags (exit 2)."""
+    that do not fit together (`OptionError`) as a usage error naming the flags (exit 2).
+
+    A closed stdout (``fmlkit status | head -1``) is no error: the command stops without a
+    word, with the exit status of a command killed by SIGPIPE (`BROKEN_PIPE_EXIT`).
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:  # ``fmlkit --help`` and ``--version`` print while the arguments are parsed
+            return super().make_context(info_name, args, parent, **extra)
+        except BrokenPipeError:
+            if not stdout_reader_gone():
+                raise
+            exit_on_broken_pipe()
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -29,6 +51,8 @@ class FmlkitGroup(click.Group):
         except FmlkitError as e:
             raise click.ClickException(str(e)) from e
         except OSError as e:
+            if isinstance(e, BrokenPipeError) and stdout_reader_gone():
+                exit_on_broken_pipe()
             where = f": {e.filename}" if e.filename else ""
             raise click.ClickException(f"{e.strerror or e}{where}") from e
 
@@ -41,6 +65,34 @@ class FmlkitGroup(click.Group):
             return click.UsageError(str(error), ctx)
         sub = click.Context(command, info_name=name, parent=ctx, **command.context_settings)
         return click.UsageError(flag_message(error, command), sub)
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe (or socket) nobody reads any more, rather than some other
+    pipe of the command's (a worker's, a subprocess's) having broken. True where poll is
+    missing (not Unix): a broken pipe is then most likely stdout."""
+    if not hasattr(select, "poll"):
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        events = poller.poll(0)
+    except (AttributeError, OSError, ValueError):  # no real stdout (a test runner's buffer)
+        return False
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in events)
+
+
+def exit_on_broken_pipe() -> NoReturn:
+    """Stop quietly, stdout's reader having gone: point stdout at the null device (so the
+    interpreter's last flush of what is still buffered cannot fail again) and exit with
+    `BROKEN_PIPE_EXIT`."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+    raise click.exceptions.Exit(BROKEN_PIPE_EXIT)
 
 
 def find_option(command: click.Command, name: str) -> click.Option | None:

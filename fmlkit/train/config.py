@@ -11,6 +11,7 @@ before anything runs: types, ranges, choices and unknown keys, all reported in o
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -194,11 +195,17 @@ class PartialFCConfig(Section):
 @dataclass(frozen=True, kw_only=True)
 class HeadConfig(Section):
     """The margin head or metric loss: ``name`` from the head registry, ``args`` its keywords
-    (free-form here, checked by the head when it is built, e.g. ``{margin: 0.5, scale: 64}``)."""
+    (free-form here but for finite numbers, checked by the head when it is built, e.g.
+    ``{margin: 0.5, scale: 64}``)."""
 
     name: str = "arcface"
     args: dict[str, Any] = field(default_factory=dict)
     partial_fc: PartialFCConfig = field(default_factory=PartialFCConfig)
+
+    def problems(self) -> Iterable[tuple[str, str]]:
+        for name, value in self.args.items():  # as for every float of the schema
+            if isinstance(value, float) and not math.isfinite(value):
+                yield f"args.{name}", f"expected a finite number, found float {value!r}"
 
 
 @dataclass(frozen=True, kw_only=True)

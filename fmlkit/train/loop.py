@@ -16,7 +16,12 @@ on as one that never stopped: on CPU in fp32 it logs the same losses.
 
 **Bad steps.** An image that cannot be decoded is dropped from its batch and counted. A step
 whose loss is not finite (on any process) is skipped — no update — and reported; after
-``train.max_nonfinite`` such steps in a row the run stops with `TrainingError`.
+``train.max_nonfinite`` such steps in a row the run stops with `TrainingError`. So does a run
+that could decode no image at all by the end of its first epoch (or by its last step, if that
+comes first): it would only train on nothing.
+
+**The output folder.** A new run starts in an ``output_dir`` that does not exist or is empty:
+one holding anything (a run, or files of the user's own) is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -114,8 +119,10 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
         This process's report; under torchrun only rank 0's has ``is_main`` (the one to show).
 
     Raises:
-        ConfigError, InputError: a config or input that cannot be trained on.
-        TrainingError: the loss was not finite for ``train.max_nonfinite`` steps in a row.
+        ConfigError, InputError: a config or input that cannot be trained on, or an
+            ``output_dir`` that is not empty (when not resuming).
+        TrainingError: the loss was not finite for ``train.max_nonfinite`` steps in a row, or
+            not one image could be decoded (see the module's "Bad steps").
     """
     validate_for_training(config)
     runtime = setup_runtime(device)
@@ -130,8 +137,10 @@ class _Run:
         self.config, self.runtime = config, runtime
         self.out = Path(config.output_dir)
         found = _check_output(self.out, resume)  # before the (slow) build
+        barrier(runtime)  # every rank checked the folder before rank 0 writes to it
         self.parts = build.build_run(config, runtime)
         self.step, self.epoch, self.skipped, self.nonfinite, self.nonfinite_run = 0, 0, 0, 0, 0
+        self.decoded, self.decoded_anywhere = 0, False  # images decoded by this process, by any
         if found is not None:
             self._load(*found)
         self.callbacks: list[Callback] = []
@@ -164,6 +173,8 @@ class _Run:
                     window.append(loss)
                     last_loss = loss
                 last = self.step == parts.total_steps
+                if last:
+                    self._check_decoded()
                 validate = self.step % self.config.val.every_steps == 0 or last
                 extra = self._validate() if validate else {}
                 if self.step % loop.log_every == 0 or last or extra:
@@ -175,6 +186,8 @@ class _Run:
                 if last:
                     break
             else:
+                if taken:  # not a run resumed at an epoch's end
+                    self._check_decoded()
                 self.epoch += 1
         for callback in self.callbacks:
             callback.close()
@@ -205,6 +218,7 @@ class _Run:
                 log.warning("%sskipped %s: %s", where, item.file_name, item.reason)
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
+            self.decoded += len(images)
             if loop.channels_last and len(images):
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
@@ -257,6 +271,21 @@ class _Run:
                 "set train.grad_clip, or check the data"
             )
         return math.nan, 0
+
+    def _check_decoded(self) -> None:
+        """Stop a run in which no process has decoded a single image yet (at an epoch's end
+        and at the last step: every rank calls it at the same points)."""
+        if self.decoded_anywhere:
+            return
+        count = torch.tensor([self.decoded], dtype=torch.int64, device=self.runtime.device)
+        self.decoded_anywhere = int(all_reduce_sum(count).item()) > 0
+        if not self.decoded_anywhere:
+            skipped = self._skipped_everywhere()
+            raise TrainingError(
+                f"not one image could be decoded up to step {self.step} ({skipped} skipped, "
+                "each named in a warning): the run would train on nothing; check the data "
+                "(fmlkit prepare marks unreadable files, fmlkit filter drops them)"
+            )
 
     def _skipped_everywhere(self) -> int:
         """Images skipped so far by every rank (each rank counts and logs its own)."""
@@ -328,10 +357,10 @@ class _Run:
 def _check_output(out: Path, resume: bool) -> tuple[Path, dict[str, Any]] | None:
     """Resuming: the checkpoint to resume from and its state. Starting: None, once it is
     sure ``out`` holds no run (a ``last.pt`` or a step file: a run killed before its first
-    ``last.pt`` link is still a run).
+    ``last.pt`` link is still a run) and nothing else: it must not exist or be empty.
 
     Raises:
-        InputError: nothing to resume, or a run to overwrite.
+        InputError: nothing to resume, a run to overwrite, or a folder that is not empty.
     """
     if resume:
         return resumable_checkpoint(out, required=RESUME_KEYS)
@@ -341,6 +370,16 @@ def _check_output(out: Path, resume: bool) -> tuple[Path, dict[str, Any]] | None
         raise InputError(
             f"{out} already holds a run (checkpoints/{found.name}); pass --resume to continue "
             "it, or choose another output_dir"
+        )
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output_dir {out} is a file, not a folder; choose another output_dir")
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if names:
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        raise InputError(
+            f"output_dir {out} is not empty (it holds {shown}) and holds no run to resume; a "
+            "new run needs an absent or empty folder, so that it overwrites nothing: choose "
+            "another output_dir"
         )
     return None
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from fmlkit import __version__
+from fmlkit.cli._common import BROKEN_PIPE_EXIT, stdout_reader_gone
 from fmlkit.main import main
 from tests.conftest import SynthTree
 from tests.processes import run_fmlkit
@@ -97,6 +100,51 @@ def test_unwritable_output_exits_1_without_traceback(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert out.stderr.startswith("Error:")
+
+
+def _into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m fmlkit ARGS`` with stdout a real pipe whose reader has already gone (as
+    ``| head -1`` is once it has its line): every write to stdout fails with EPIPE."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "fmlkit", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("args", [("--help",), ("--version",), ("synth", "--help")])
+def test_closed_stdout_exits_quietly_like_sigpipe(args: tuple[str, ...]) -> None:
+    out = _into_closed_pipe(*args)
+    assert (out.returncode, out.stderr) == (BROKEN_PIPE_EXIT, "")
+
+
+def test_closed_stdout_after_the_work_is_no_error(tmp_path: Path) -> None:
+    out = _into_closed_pipe("synth", str(tmp_path / "d"), "-n", "2", "-m", "2")
+    assert (out.returncode, out.stderr) == (BROKEN_PIPE_EXIT, "")
+    assert (tmp_path / "d.truth.csv").is_file()  # the work was done; only its report was lost
+
+
+def test_only_a_stdout_without_reader_counts_as_a_closed_pipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read, write = os.pipe()
+    with os.fdopen(write, "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)  # here: pytest sets its own per phase
+        try:
+            assert not stdout_reader_gone()  # a broken pipe elsewhere stays an error
+            os.close(read)
+            assert stdout_reader_gone()
+        finally:
+            monkeypatch.undo()
+            with contextlib.suppress(OSError):  # closed above
+                os.close(read)
 
 
 def test_synth_command_writes_tree_and_reports(tmp_path: Path) -> None:
@@ -191,3 +239,21 @@ def test_filter_missing_column_exits_1_naming_it(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stderr.startswith("Error:") and "phash" in out.stderr
     assert not (tmp_path / "k.csv").exists()
+
+
+def test_filter_min_size_above_max_size_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "info.csv").write_text("file_name,label,width,height\na/1.jpg,a,50,50\n")
+    args = ["filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv")]
+    out = run_fmlkit(*args, "--min-size", "100", "--max-size", "10")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "Error: --min-size 100 is larger than --max-size 10" in out.stderr
+    assert not (tmp_path / "k.csv").exists()
+
+
+def test_filter_that_removes_every_row_says_so(tmp_path: Path) -> None:
+    (tmp_path / "info.csv").write_text("file_name,label,width,height\na/1.jpg,a,28,28\n")
+    out = run_fmlkit("filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"))
+    assert out.returncode == 0, out.stderr
+    assert "WARNING: the filter rules removed every row (1 of 1)" in out.stderr
+    assert "Warning: the filter rules removed every row (1 of 1)" in out.stdout
+    assert "--min-size" in out.stdout

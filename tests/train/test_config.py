@@ -184,6 +184,31 @@ def test_load_config_out_of_range(override: str, message: str) -> None:
     assert message in _error(override)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=.inf", "optim.lr: expected a finite number, found float inf"),
+        ("optim.lr=.nan", "optim.lr: expected a finite number, found float nan"),
+        ("optim.lr=1e400", "optim.lr: expected a finite number, found float inf"),
+        ("optim.lr=-.inf", "optim.lr: expected a finite number, found float -inf"),
+        ("optim.weight_decay=.inf", "optim.weight_decay: expected a finite number"),
+        ("optim.momentum=.nan", "optim.momentum: expected a finite number"),
+        ("train.grad_clip=.inf", "train.grad_clip: expected a finite number"),
+        ("schedule.power=.inf", "schedule.power: expected a finite number"),
+        ("data.normalisation.std=[0.5, .inf, 0.5]", "data.normalisation.std[1]: expected a fin"),
+        ("head.args={margin: .nan, scale: 64}", "head.args.margin: expected a finite number"),
+        ("head.args.scale=.inf", "head.args.scale: expected a finite number, found float inf"),
+    ],
+)
+def test_load_config_refuses_numbers_that_are_not_finite(override: str, message: str) -> None:
+    assert message in _error(PARQUET, override)
+
+
+def test_load_config_keeps_finite_numbers_of_every_sign_in_head_args() -> None:
+    config = load_config(None, ["head.args={init_w: 10, init_b: -5.0, margin: 0.2}"])
+    assert config.head.args == {"init_w": 10, "init_b": -5.0, "margin": 0.2}
+
+
 def test_load_config_cross_section_checks() -> None:
     assert "expected < train.max_steps (10), found 10" in _error(
         "train.max_steps=10", "schedule.warmup_steps=10"

@@ -132,6 +132,61 @@ def test_train_refuses_to_overwrite_a_run_or_to_resume_nothing(
         train(config)
 
 
+def test_a_new_run_needs_an_absent_or_empty_output_dir(images: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"  # the user's own files, no checkpoints/: not a run
+    mine.mkdir()
+    files = {"config.yaml": "my: settings\n", "metrics.csv": "a,b\n1,2\n"}
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    with pytest.raises(InputError, match=r"is not empty \(it holds config\.yaml, metrics\.csv\)"):
+        train(load_config(None, _overrides(images, mine, "train.max_steps=2")))
+    assert {p.name: p.read_text() for p in mine.iterdir()} == files
+    with pytest.raises(InputError, match="is not empty"):
+        train(load_config(None, _overrides(images, Path("/"), "train.max_steps=2")))
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        train(load_config(None, _overrides(images, mine / "metrics.csv", "train.max_steps=2")))
+    (tmp_path / "empty").mkdir()
+    report = train(load_config(None, _overrides(images, tmp_path / "empty", "train.max_steps=2")))
+    assert report.steps == 2 and (tmp_path / "empty" / "checkpoints" / "last.pt").is_file()
+
+
+def test_fmlkit_train_into_a_folder_of_other_files_is_one_error_line(
+    images: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("keep me\n")
+    args = _overrides(images, tmp_path / "run", "train.max_steps=2")
+    done = run_fmlkit("train", "--config", _config_file(tmp_path), *args)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "is not empty (it holds notes.txt)" in errors[0], done.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["notes.txt"]
+
+
+def _all_broken(root: Path) -> Path:
+    """2 classes of 8 files that are not images, and their dataset_info; returns it."""
+    rows = ["file_name,label"]
+    for c in range(2):
+        (root / f"id{c}").mkdir(parents=True)
+        for i in range(8):
+            (root / f"id{c}" / f"{i}.png").write_bytes(b"not a png at all")
+            rows.append(f"id{c}/{i}.png,id{c}")
+    (root / "info.csv").write_text("\n".join(rows) + "\n")
+    return root / "info.csv"
+
+
+@pytest.mark.parametrize(("steps", "stopped_at"), [(5, 2), (1, 1)])  # at the epoch's end; last
+def test_a_run_that_decodes_no_image_at_all_fails(
+    images: Path, tmp_path: Path, steps: int, stopped_at: int
+) -> None:
+    info = _all_broken(tmp_path / "broken")  # 16 images, batches of 8: 2 steps an epoch
+    extra = (f"data.dataset_info={info}", f"data.root={info.parent}", f"train.max_steps={steps}")
+    config = load_config(None, _overrides(images, tmp_path / "run", *extra))
+    expected = rf"not one image could be decoded up to step {stopped_at} \({stopped_at * 8} skipped"
+    with pytest.raises(TrainingError, match=expected):
+        train(config)
+
+
 def test_a_run_killed_before_its_first_last_pt_is_not_overwritten(
     images: Path, tmp_path: Path
 ) -> None:
