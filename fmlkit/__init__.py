@@ -21,6 +21,7 @@ from fmlkit.errors import (
     FormatError,
     InputError,
     OptionError,
+    OutputError,
     PipelineError,
     SchemaError,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "InputError",
     "InspectReport",
     "OptionError",
+    "OutputError",
     "PairsOptions",
     "PairsReport",
     "Pipeline",

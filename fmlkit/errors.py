@@ -29,6 +29,12 @@ class FormatError(FmlkitError):
     """A file is not in the format it claims to be (bad magic, truncated record, …)."""
 
 
+class OutputError(FmlkitError):
+    """An output could not be written: its disk is full, or a quota or file-size limit is
+    reached. One written under a temporary name leaves nothing under its own name, and a
+    previous version as it was; one appended to (training metrics) keeps what it held."""
+
+
 class ConfigError(FmlkitError):
     """A configuration or pipeline file has unknown keys or invalid values."""
 

@@ -3,20 +3,43 @@
 A process killed half-way leaves at most a hidden ``.<name>.tmp-…`` entry, never an output that
 looks complete. Rename is atomic on POSIX when source and target are on one filesystem, which
 holds because the temporary entry sits in the target's own directory.
+
+A write that fails because the disk is full (or a quota or file-size limit is reached) removes
+its temporary entry and is reported as an `OutputError` naming the output (`writing`). A stage
+that writes several outputs renames them into place together (`committed_together`), so that
+one failing leaves every previous version as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from fmlkit.errors import InputError
+from fmlkit.errors import InputError, OutputError
+
+# What an OSError's errno says when the disk has no room for a write: full, over a quota, or
+# over the file-size limit (RLIMIT_FSIZE, ``ulimit -f``; CPython ignores SIGXFSZ, so such a write
+# fails with EFBIG instead of killing the process).
+NO_ROOM = {
+    errno.ENOSPC: "free some space on its disk and run again",
+    errno.EDQUOT: "free some of your disk quota and run again",
+    errno.EFBIG: "it outgrew the file-size limit, ulimit -f, or its file system's largest file",
+}
+
+
+# While a `committed_together` block runs: the outputs whose renames wait for its end, and
+# those renames, (temporary, final), in order.
+_PENDING: ContextVar[tuple[set[str], list[tuple[Path, Path]]] | None] = ContextVar(
+    "fmlkit_commits", default=None
+)
 
 
 def temp_sibling(path: Path) -> Path:
@@ -32,6 +55,51 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def no_room(error: BaseException) -> OSError | None:
+    """The OSError behind ``error`` that says the disk has no room (`NO_ROOM`): ``error``
+    itself, or one it was raised from or while handling (torch.save raises a RuntimeError
+    while handling the OSError of its file; pyarrow raises OSError with an errno of its own
+    wording); None if there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in NO_ROOM:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def no_room_error(
+    path: str | os.PathLike[str], error: OSError, *, appending: bool = False
+) -> OutputError:
+    """The `OutputError` of ``path`` not written for want of room (``error``'s errno): written
+    under a temporary name, so nothing was, or ``appending`` to, so what was there stays."""
+    code = error.errno
+    assert code in NO_ROOM, code
+    left = "what it held before stays" if appending else "nothing was written under that name"
+    return OutputError(
+        f"cannot write {os.fspath(path)}: {os.strerror(code)} ({NO_ROOM[code]}); {left}"
+    )
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], *, appending: bool = False) -> Iterator[None]:
+    """Report a full disk (or quota, or file-size limit) met in the block as an `OutputError`
+    naming ``path``, the output being written (under a temporary name, or ``appending`` to
+    it); other errors pass unchanged, as does an `OutputError` raised by a nested block (it
+    names the innermost output)."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as e:
+        cause = no_room(e)
+        if cause is None:
+            raise
+        raise no_room_error(path, cause, appending=appending) from e
+
+
 def check_overwrite(path: Path, overwrite: bool) -> None:
     """Raise `InputError` if ``path`` exists and may not be replaced."""
     if path.exists() and not overwrite:
@@ -43,7 +111,8 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
     Works for files and directories: the caller creates whatever it wants at the yielded path.
-    On an exception the temporary entry is removed and ``path`` is left as it was.
+    On an exception the temporary entry is removed and ``path`` is left as it was; a full
+    disk (or quota, or file-size limit) is reported as an `OutputError` naming ``path``.
 
     Args:
         path: the final output path.
@@ -54,17 +123,55 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(final)
     try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"atomic_path: nothing was written at {tmp}")
-        commit(tmp, final)
+        with writing(final):
+            yield tmp
+            if not tmp.exists():
+                raise RuntimeError(f"atomic_path: nothing was written at {tmp}")
+            commit(tmp, final)
     except BaseException:
         _remove(tmp)
         raise
 
 
+@contextlib.contextmanager
+def committed_together(*outputs: str | os.PathLike[str]) -> Iterator[None]:
+    """Rename ``outputs``, written in the block (by `atomic_path` or a staged writer), onto
+    their names together at its end, in order; if the block fails (a full disk met by the last
+    output), none is renamed, every temporary entry of theirs is removed, and each output is
+    left as it was. Other commits in the block (temporary files of a stage's own) happen at
+    once. A block inside another joins the outer one."""
+    names = {str(Path(p).absolute()) for p in outputs}
+    outer = _PENDING.get()
+    if outer is not None:
+        outer[0].update(names)
+        yield
+        return
+    renames: list[tuple[Path, Path]] = []
+    token = _PENDING.set((names, renames))
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in renames:
+            _remove(tmp)
+        raise
+    finally:
+        _PENDING.reset(token)
+    for done, (tmp, final) in enumerate(renames, 1):
+        try:
+            commit(tmp, final)
+        except BaseException:
+            for rest, _ in renames[done:]:
+                _remove(rest)
+            raise
+
+
 def commit(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` onto ``final``; a directory target is moved aside first, then deleted."""
+    """Rename ``tmp`` onto ``final``; a directory target is moved aside first, then deleted.
+    Inside a `committed_together` block naming ``final``, the rename waits for its end."""
+    pending = _PENDING.get()
+    if pending is not None and str(final.absolute()) in pending[0]:
+        pending[1].append((tmp, final))
+        return
     if final.is_dir() and not final.is_symlink():
         aside = temp_sibling(final)
         final.rename(aside)
@@ -103,7 +210,16 @@ class Closing:
 class StagedOutput(Closing):
     """Base of writers that build their output under temporary names: used as a context
     manager, a clean exit calls ``close`` (which moves the output into place) and an exception
-    calls ``abort`` (which deletes what was staged)."""
+    calls ``abort`` (which deletes what was staged), as does a ``close`` that fails. A full
+    disk (or quota, or file-size limit) is reported as an `OutputError` naming `output_path`.
+
+    ``abort`` must not fail where a write failed: closing a file whose last write failed
+    raises again, so subclasses close under `contextlib.suppress` before deleting."""
+
+    @property
+    def output_path(self) -> Path:
+        """The output being staged (named in the error of a full disk)."""
+        raise NotImplementedError
 
     def abort(self) -> None:
         raise NotImplementedError
@@ -114,10 +230,19 @@ class StagedOutput(Closing):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        with writing(self.output_path):
+            if exc_type is None:
+                try:
+                    self.close()
+                except BaseException:
+                    self.abort()
+                    raise
+                return
             self.abort()
+            if isinstance(exc, Exception) and not isinstance(exc, OutputError):
+                cause = no_room(exc)
+                if cause is not None:
+                    raise no_room_error(self.output_path, cause) from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:

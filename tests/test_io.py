@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import textwrap
@@ -7,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from fmlkit.errors import InputError
-from fmlkit.io import atomic_path, atomic_write_text
+from fmlkit.errors import InputError, OutputError
+from fmlkit.io import (
+    StagedOutput,
+    atomic_path,
+    atomic_write_text,
+    committed_together,
+    temp_sibling,
+    writing,
+)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -63,3 +72,98 @@ def test_atomic_path_killed_process_leaves_no_complete_looking_output(tmp_path: 
     assert proc.returncode == -9
     assert not target.exists()
     assert all(name.startswith(".result.csv.tmp-") for name in _leftovers(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        (errno.ENOSPC, "No space left on device (free some space"),
+        (errno.EDQUOT, "Disk quota exceeded (free some of your disk quota"),
+        (errno.EFBIG, "File too large (it outgrew the file-size limit"),
+    ],
+)
+def test_atomic_path_names_the_output_when_the_disk_has_no_room(
+    tmp_path: Path, code: int, says: str
+) -> None:
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    with pytest.raises(OutputError) as caught, atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise OSError(code, os.strerror(code))  # what a write of a full disk raises
+    assert str(caught.value).startswith(f"cannot write {target}: {says}")
+    assert "nothing was written under that name" in str(caught.value)
+    assert target.read_text() == "old"
+    assert _leftovers(tmp_path) == []
+
+
+def test_writing_finds_the_os_error_behind_a_library_error(tmp_path: Path) -> None:
+    """torch.save raises a RuntimeError while handling the OSError of its file."""
+    no_room = pytest.raises(OutputError, match=r"cannot write .*model\.pt: No space left")
+    with no_room, writing(tmp_path / "model.pt"):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos") from None
+    with pytest.raises(RuntimeError, match="not about room"), writing(tmp_path / "x"):
+        raise RuntimeError("not about room")
+    with pytest.raises(PermissionError), writing(tmp_path / "x"):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+
+def test_nested_atomic_paths_name_the_innermost_output(tmp_path: Path) -> None:
+    outer, inner = tmp_path / "folder", tmp_path / "file.csv"
+    with pytest.raises(OutputError, match=r"file\.csv"), atomic_path(outer) as tmp:
+        tmp.mkdir()
+        with atomic_path(inner):
+            raise OSError(errno.EFBIG, "File too large")
+    assert _leftovers(tmp_path) == []
+
+
+def test_committed_together_renames_every_output_or_none(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "b" / "c.csv"
+    first.write_text("old a")
+    before = first.stat().st_ino
+    with pytest.raises(OutputError, match=r"c\.csv"), committed_together(first, second):
+        atomic_write_text(first, "new a")
+        assert first.read_text() == "old a"  # not renamed before the block ends
+        with atomic_path(second) as tmp:
+            tmp.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert first.read_text() == "old a" and first.stat().st_ino == before
+    assert not second.exists()
+    assert _leftovers(tmp_path) == [] and _leftovers(second.parent) == []
+    with committed_together(first, second, tmp_path / "tree"):
+        atomic_write_text(first, "new a")
+        with atomic_path(tmp_path / "tree") as tmp:  # an atomic output inside it: at once
+            tmp.mkdir()
+            with atomic_path(tmp / "leaf.txt") as leaf:
+                leaf.write_text("leaf")
+        atomic_write_text(second, "new c")
+    assert first.read_text() == "new a" and second.read_text() == "new c"
+    assert (tmp_path / "tree" / "leaf.txt").read_text() == "leaf"
+    assert _leftovers(tmp_path) == [] and _leftovers(tmp_path / "tree") == []
+
+
+class _Staged(StagedOutput):
+    """A writer whose file fails when closed, as a buffered file does after a failed write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.tmp = path, temp_sibling(path)
+        self.tmp.write_text("staged")
+
+    @property
+    def output_path(self) -> Path:
+        return self.path
+
+    def close(self) -> None:
+        raise OSError(errno.EFBIG, "File too large")
+
+    def abort(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def test_staged_output_whose_close_fails_is_aborted_and_named(tmp_path: Path) -> None:
+    too_large = pytest.raises(OutputError, match=r"cannot write .*out\.rec: File too large")
+    with too_large, _Staged(tmp_path / "out.rec"):
+        pass
+    assert _leftovers(tmp_path) == []
