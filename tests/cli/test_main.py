@@ -90,7 +90,7 @@ def test_existing_output_exits_1_with_one_error_line(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "--overwrite" in errors[0]
+    assert len(errors) == 1 and "overwrite" in errors[0]
 
 
 def test_unwritable_output_exits_1_without_traceback(tmp_path: Path) -> None:

@@ -10,6 +10,10 @@ image folder tree ``label/…/file``         directory   `folder_to_parquet`
 Parquet dataset (has ``_manifest.json``)   ``Y.rec``   `parquet_to_rec` (+ .idx, property)
 Parquet dataset                            directory   `parquet_to_folder`
 =========================================  ==========  ===============================
+
+Whatever the conversion, the output never replaces what it reads (`check_output_apart`):
+``fmlkit convert d d --overwrite`` would otherwise delete the source images; and
+``--overwrite`` replaces only a previous output of the same kind (`check_output_replaceable`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from fmlkit.choices import Target
 from fmlkit.data.convert.from_rec import ConvertReport
 from fmlkit.data.formats.parquet import MANIFEST, SHARD_BYTES
+from fmlkit.data.formats.recordio import MAGIC_BYTES
 from fmlkit.errors import InputError
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -40,6 +45,12 @@ def infer_conversion(source: Path, output: Path, to: Target | None = None) -> st
     elif source.is_dir() and (source / MANIFEST).is_file():
         wanted = to or ("rec" if output.suffix.lower() == ".rec" else "folder")
         kind = {"rec": "parquet_to_rec", "folder": "parquet_to_folder"}.get(wanted, "")
+    elif source.is_dir() and next(source.glob("*.parquet"), None) is not None:
+        raise InputError(
+            f"{source} holds Parquet files but no {MANIFEST}: not an fmlkit Parquet dataset, or "
+            "its write did not finish (fmlkit writes the manifest last); re-create it with "
+            "`fmlkit convert`"
+        )
     elif source.is_dir():
         kind, wanted = "folder_to_parquet", "parquet"
     else:
@@ -52,6 +63,105 @@ def infer_conversion(source: Path, output: Path, to: Target | None = None) -> st
     if wanted == "rec" and output.suffix.lower() != ".rec":
         raise InputError(f"a RecordIO output must end in .rec, not {output.name}")
     return kind
+
+
+def check_output_apart(source: Path, output: Path, *, root: Path | None = None) -> None:
+    """Refuse an ``output`` that would replace (or be written into) what is read.
+
+    The output must not be the source (nor a .rec source's .idx), nor a folder holding it,
+    nor lie inside a source folder; nor be, or hold, ``root`` (a table's image folder).
+    Symlinks are followed: the paths compared are where the files really are.
+
+    Raises:
+        InputError: the output and an input overlap.
+    """
+    inputs = [("input", source)]
+    if source.suffix.lower() == ".rec" and source.with_suffix(".idx").exists():
+        inputs.append(("index", source.with_suffix(".idx")))
+    if root is not None:
+        inputs.append(("image folder (--root)", root))
+    target = output.resolve()
+    fix = "write the output somewhere else"
+    for what, path in inputs:
+        real = path.resolve()
+        same = output.exists() and path.exists() and output.samefile(path)
+        if target == real or same:
+            raise InputError(f"the output {output} is the {what} {path}; {fix}")
+        if target in real.parents:
+            raise InputError(
+                f"the output {output} holds the {what} {path}: writing it would replace the "
+                f"{what}; {fix}"
+            )
+        if what == "input" and real in target.parents:
+            raise InputError(
+                f"the output {output} lies inside the input folder {path}; {fix}, outside it"
+            )
+
+
+def check_output_replaceable(output: Path, kind: str) -> None:
+    """Refuse an existing ``output`` that a conversion of ``kind`` must never replace, even
+    with ``overwrite``: the current folder or one above it; for a Parquet dataset, anything
+    but a Parquet dataset or an empty folder; for an image folder, anything but an empty
+    folder or a ``label/file`` tree; for a .rec, anything but a RecordIO file.
+
+    ``--overwrite`` replaces a previous output, never a folder of the user's (``fmlkit convert
+    x.rec ~ --overwrite`` would otherwise delete the home folder).
+
+    Raises:
+        InputError: ``output`` (or the .idx beside a .rec output) is not what it may replace.
+    """
+    target = output.resolve()
+    if target == Path.cwd().resolve() or target in Path.cwd().resolve().parents:
+        raise InputError(
+            f"the output {output} is the current folder or holds it; name a new folder"
+        )
+    if not output.exists():
+        return
+    fix = "remove it yourself if it may go, or choose another path"
+    if kind == "parquet_to_rec":
+        for path in (output, output.with_suffix(".idx")):
+            if path.exists() and not _is_recordio(path):
+                raise InputError(
+                    f"{path} exists and is not a RecordIO file; --overwrite replaces only a "
+                    f"previous .rec and .idx: {fix}"
+                )
+    elif kind == "parquet_to_folder":
+        if not _is_image_folder(output):
+            raise InputError(
+                f"{output} exists and is not an image folder of label/file entries; --overwrite "
+                f"replaces only a previous output of `--to folder`: {fix}"
+            )
+    elif not output.is_dir() or not (
+        (output / MANIFEST).is_file() or next(output.iterdir(), None) is None
+    ):
+        raise InputError(
+            f"{output} exists and is not a Parquet dataset (no {MANIFEST}); --overwrite replaces "
+            f"only a previous dataset: {fix}"
+        )
+
+
+def _is_recordio(path: Path) -> bool:
+    """A regular file that is empty or starts with RecordIO's magic (an .idx: text)."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".idx":
+        return True
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head in (b"", MAGIC_BYTES)
+
+
+def _is_image_folder(path: Path) -> bool:
+    """A folder whose entries are folders of regular files (what `--to folder` writes)."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    for label in os.scandir(path):
+        if not label.is_dir(follow_symlinks=False):
+            return False
+        for entry in os.scandir(label.path):
+            if not entry.is_file(follow_symlinks=False):
+                return False
+    return True
 
 
 def convert(
@@ -72,6 +182,11 @@ def convert(
     ``shuffle``/``seed`` apply to Parquet → rec only (a random row order for sequential
     readers); ``root`` to a dataset_info source only; ``workers`` to an image folder
     (scanning) and to a .rec (writing shards).
+
+    Raises:
+        InputError: the paths name no conversion, an option does not apply to it, or the
+            output would replace an input (`check_output_apart`) or something that is not a
+            previous output (`check_output_replaceable`), ``overwrite`` or not.
     """
     from fmlkit.data.convert import from_images as images
     from fmlkit.data.convert import from_parquet as parquet
@@ -85,6 +200,8 @@ def convert(
         raise InputError(f"--root applies to a dataset_info input, not to {src}")
     if kind != "parquet_to_rec" and shuffle:
         raise InputError("--shuffle applies to Parquet → .rec only")
+    check_output_apart(src, out, root=None if root is None else Path(root))
+    check_output_replaceable(out, kind)
     if kind == "rec_to_parquet":
         return rec.rec_to_parquet(
             src,

@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -22,13 +22,19 @@ from fmlkit.columns import (
     LABEL,
     LABEL_NAME,
 )
-from fmlkit.data.convert.from_rec import BadRecord, ConvertReport, shard_count
-from fmlkit.data.formats.images import image_suffix
+from fmlkit.data.convert.from_rec import BadRecord, ConvertReport, printable, shard_count
+from fmlkit.data.formats.images import image_suffix, peek_image
 from fmlkit.data.formats.parquet import ROW_GROUP_ROWS, SHARD_BYTES, ParquetDatasetWriter
 from fmlkit.data.formats.table import read_table
-from fmlkit.errors import InputError
+from fmlkit.errors import FormatError, InputError
+from fmlkit.io import check_overwrite
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PAIRS_FILE = "_pairs.csv"  # a .bin's pairs, inside its Parquet dataset directory
+# what a folder scan passes over without a word: hidden files, files of other kinds
+QUIET_SKIPS = frozenset({"hidden", "not_image_extension"})
 
 
 def folder_to_parquet(
@@ -40,21 +46,41 @@ def folder_to_parquet(
     shard_bytes: int = SHARD_BYTES,
     overwrite: bool = False,
 ) -> ConvertReport:
-    """Scan ``root/<label>/…/<image>`` (as `fmlkit prepare` does) and convert the table."""
+    """Scan ``root/<label>/…/<image>`` (as `fmlkit prepare` does) and convert the table.
+
+    Entries the scan passes over (FIFOs, symlinks leaving the folder, names that are not
+    UTF-8, …; not hidden files or other extensions) are named in the report's warnings.
+
+    Raises:
+        InputError: the folder holds no image files (`scan_dataset`), or a file is bad and
+            not ``skip_bad``, or every one is.
+    """
     from fmlkit.data.prepare.scan import scan_dataset
 
+    check_overwrite(Path(out_dir), overwrite)  # before a scan that may take long
     with tempfile.TemporaryDirectory() as tmp:
         info = Path(tmp) / "dataset_info.parquet"
-        scan_dataset(root, info, workers=workers)
-        report = table_to_parquet(
-            info,
+        scan = scan_dataset(root, info, workers=workers)
+        warnings = tuple(
+            f"skipped {len(paths):,} {reason} entr{'y' if len(paths) == 1 else 'ies'}: "
+            + ", ".join(printable(p) for p in paths[:3])
+            + (" …" if len(paths) > 3 else "")
+            for reason, paths in sorted(scan.skipped.items())
+            if reason not in QUIET_SKIPS
+        )
+        report = _table_to_parquet(
+            read_table(info, required=[FILE_NAME, LABEL], what="dataset_info"),
             out_dir,
-            root=root,
+            root=Path(root),
+            source={"kind": "folder", "path": str(Path(root).resolve())},
             skip_bad=skip_bad,
             shard_bytes=shard_bytes,
+            row_group_rows=ROW_GROUP_ROWS,
             overwrite=overwrite,
         )
-    return dataclasses.replace(report, source=Path(root), kind="folder → parquet")
+    return dataclasses.replace(
+        report, source=Path(root), kind="folder → parquet", warnings=report.warnings + warnings
+    )
 
 
 def table_to_parquet(
@@ -72,17 +98,45 @@ def table_to_parquet(
     ``label`` (a name) becomes ``label_name``, and ``label`` the class id in sorted name order;
     every other column is carried (``fold``, ``split``, sizes, hashes, …); ``key`` is the row
     number and ``image.path`` the file name. Rows with an ``error``, missing or empty files are
-    an error, or with ``skip_bad`` skipped and listed.
+    an error, or with ``skip_bad`` skipped and listed. A table with no row left to convert is
+    an `InputError`.
     """
-    start = time.perf_counter()
     df = read_table(info, required=[FILE_NAME, LABEL], what="dataset_info")
-    names = sorted(set(df[LABEL]))
+    root_dir = Path(root)
+    source = {"kind": "dataset_info", "path": str(Path(info).resolve()), "root": str(root_dir)}
+    report = _table_to_parquet(
+        df,
+        out_dir,
+        root=root_dir,
+        source=source,
+        skip_bad=skip_bad,
+        shard_bytes=shard_bytes,
+        row_group_rows=row_group_rows,
+        overwrite=overwrite,
+    )
+    return dataclasses.replace(report, source=Path(info))
+
+
+def _table_to_parquet(
+    df: pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    *,
+    root: Path,
+    source: dict[str, str],
+    skip_bad: bool,
+    shard_bytes: int,
+    row_group_rows: int,
+    overwrite: bool,
+) -> ConvertReport:
+    """`table_to_parquet` of a table already read; ``source`` goes into the manifest."""
+    start = time.perf_counter()
+    usable = df[df[ERROR] == ""] if skip_bad and ERROR in df else df
+    names = sorted(set(usable[LABEL]))  # a class whose every row is skipped is no class
     class_id = {name: i for i, name in enumerate(names)}
     carried = [c for c in df.columns if c != LABEL]
     extra = {c: pa.int64() if c in INTEGER_COLUMNS else pa.string() for c in carried}
-    base = Path(root)
+    base = root
     bad: list[BadRecord] = []
-    source = {"kind": "dataset_info", "path": str(Path(info).resolve()), "root": str(base)}
     with ParquetDatasetWriter(
         out_dir,
         class_names=names,
@@ -97,7 +151,9 @@ def table_to_parquet(
             data, reason = _read_image(base, row)
             if reason:
                 if not skip_bad:
-                    raise InputError(f"row {key} ({row[FILE_NAME]}): {reason}; --skip-bad skips it")
+                    raise InputError(
+                        f"row {key} ({printable(row[FILE_NAME])}): {reason}; --skip-bad skips it"
+                    )
                 bad.append(BadRecord(key, row[FILE_NAME], reason))
                 continue
             values: dict[str, Any] = {c: _plain(row[c]) for c in carried}
@@ -108,8 +164,15 @@ def table_to_parquet(
                 KEY: key,
             }
             writer.write(values)
+        if len(bad) == len(df):  # every row skipped, or none
+            raise InputError(
+                f"no row of the table could be converted ({len(bad):,} bad ones skipped, "
+                f"first: {printable(bad[0].where)}: {bad[0].reason})"
+                if bad
+                else "the table has no rows: nothing to convert"
+            )
     return ConvertReport(
-        source=Path(info),
+        source=root,
         output=Path(out_dir),
         kind="dataset_info → parquet",
         rows=writer.rows,
@@ -149,7 +212,12 @@ def bin_to_parquet(
     """An InsightFace ``.bin`` to a Parquet dataset of its images (``<name>/<index>.<ext>``,
     one class ``unlabelled``: the file has pairs, not identities) plus ``_pairs.csv`` in the
     dataset directory: ``1,a,b`` / ``0,a,b`` lines naming the images by ``image.path``. The
-    leading underscore keeps Arrow, Spark and ``datasets`` from reading it as data."""
+    leading underscore keeps Arrow, Spark and ``datasets`` from reading it as data.
+
+    Raises:
+        FormatError: the file is not a safe, well-formed ``.bin`` (`load_bin`), or an image's
+            bytes are not an image Pillow can identify (its header is read, not its pixels).
+    """
     import numpy as np
 
     from fmlkit.data.formats.insightface_bin import load_bin
@@ -157,6 +225,12 @@ def bin_to_parquet(
 
     start = time.perf_counter()
     data = load_bin(bin_path)
+    for index, image in enumerate(data.images):
+        if peek_image(image) is None:
+            raise FormatError(
+                f"{bin_path}: image {index} (pair {index // 2}) is not an image Pillow can read "
+                f"({len(image):,} bytes starting {image[:8]!r}); expected JPEG/PNG bytes"
+            )
     stem = Path(bin_path).stem
     paths = [f"{stem}/{i:05d}.{image_suffix(img)}" for i, img in enumerate(data.images)]
     source = {"kind": "insightface_bin", "path": str(Path(bin_path).resolve())}

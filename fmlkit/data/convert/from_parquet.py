@@ -7,29 +7,58 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-
-import pyarrow.parquet as pq
 
 from fmlkit.columns import CLASS_ID, IMAGE, KEY
 from fmlkit.data.convert.from_rec import ConvertReport
 from fmlkit.data.formats.images import image_suffix, peek_image
 from fmlkit.data.formats.parquet import iter_batches, read_manifest
+from fmlkit.data.formats.parquet_checks import open_shard
 from fmlkit.data.formats.recordio import IRHeader, RecordWriter, pack
-from fmlkit.io import atomic_path, atomic_write_text, check_overwrite
+from fmlkit.errors import FormatError, InputError
+from fmlkit.io import atomic_path, atomic_write_text, check_overwrite, committed_together
 
 
 def dataset_labels(dataset: Path) -> tuple[list[int], list[str]]:
-    """Every row's label id (one column read) and the class names from the schema."""
+    """Every row's label id (one column read, checked as it is read) and the class names from
+    the schema (``str(id)`` for each id up to the largest when it names none).
+
+    Raises:
+        FormatError: a label has no name among the schema's class names.
+    """
     labels: list[int] = []
     for batch in iter_batches(dataset, columns=[CLASS_ID]):
         labels += batch.column(0).to_pylist()
-    first = pq.ParquetFile(dataset / read_manifest(dataset).shards[0]["file"]).schema_arrow
-    features = json.loads((first.metadata or {}).get(b"huggingface", b"{}") or b"{}")
-    names = features.get("info", {}).get("features", {}).get(CLASS_ID, {}).get("names")
-    classes = max(labels, default=-1) + 1
-    return labels, list(names) if names else [str(c) for c in range(classes)]
+    first = open_shard(dataset, read_manifest(dataset).shards[0]).schema_arrow
+    names = _class_names(first.metadata or {})
+    if names is None:
+        return labels, [str(c) for c in range(max(labels, default=-1) + 1)]
+    if max(labels, default=-1) >= len(names):
+        raise FormatError(
+            f"{dataset}: label {max(labels)} has no name among the schema's {len(names):,} class "
+            "names; re-create the dataset with `fmlkit convert`"
+        )
+    return labels, names
+
+
+def _class_names(metadata: Mapping[bytes, bytes]) -> list[str] | None:
+    """The ClassLabel names in Hugging Face ``datasets`` schema metadata; None if absent."""
+    try:
+        features = json.loads(metadata.get(b"huggingface", b"{}"))["info"]["features"]
+        names = features[CLASS_ID]["names"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    ok = isinstance(names, list) and all(isinstance(n, str) for n in names)
+    return names if ok else None
+
+
+def labels_to_convert(dataset: Path) -> tuple[list[int], list[str]]:
+    """`dataset_labels`, refusing a dataset with no rows (a conversion would write nothing)."""
+    labels, names = dataset_labels(dataset)
+    if not labels:
+        raise InputError(f"{dataset} holds no rows: nothing to convert")
+    return labels, names
 
 
 def _grouped(labels: list[int]) -> bool:
@@ -65,7 +94,7 @@ def parquet_to_rec(
     start = time.perf_counter()
     source, rec_path = Path(dataset), Path(rec)
     check_overwrite(rec_path, overwrite)
-    labels, names = dataset_labels(source)
+    labels, names = labels_to_convert(source)
     flavour_a = insightface and not shuffle and bool(labels) and _grouped(labels)
     n, k = len(labels), len(names)
     size = None
@@ -75,7 +104,9 @@ def parquet_to_rec(
 
         total = sum(int(s["bytes"]) for s in read_manifest(source).shards)
         rows = shuffled(rows, total_bytes=total, seed=seed, tmp_dir=rec_path.parent)
-    with RecordWriter(rec_path, rec_path.with_suffix(".idx")) as writer:
+    idx, prop = rec_path.with_suffix(".idx"), rec_path.with_name("property")
+    # .rec, .idx and property: renamed into place together, or none of them
+    with committed_together(rec_path, idx, prop), RecordWriter(rec_path, idx) as writer:
         if flavour_a:
             writer.write(0, pack(IRHeader(2, (float(n + 1), float(n + 1 + k)))))
         for key, (label, data) in enumerate(rows, 1 if flavour_a else 0):
@@ -83,9 +114,8 @@ def parquet_to_rec(
             writer.write(key, pack(IRHeader(0, float(label), id=key), data))
         if flavour_a:
             _write_identities(writer, labels, k)
-    if flavour_a:
-        height, width = size or (0, 0)
-        atomic_write_text(rec_path.with_name("property"), f"{k},{height},{width}\n")
+            height, width = size or (0, 0)
+            atomic_write_text(prop, f"{k},{height},{width}\n")
     return ConvertReport(
         source=source,
         output=rec_path,
@@ -102,7 +132,7 @@ def parquet_to_rec(
 
 def _rows(source: Path) -> Iterator[tuple[int, bytes]]:
     """(label, image bytes) of every row, in order."""
-    for batch in iter_batches(source, columns=[IMAGE, CLASS_ID]):
+    for batch in iter_batches(source, columns=[IMAGE, CLASS_ID], require_images=True):
         for image, label in zip(*(c.to_pylist() for c in batch.columns), strict=True):
             yield label, image["bytes"]
 
@@ -131,11 +161,11 @@ def parquet_to_folder(
     ``image.path``, else ``<key>.<ext>``), unchanged."""
     start = time.perf_counter()
     source = Path(dataset)
-    _, names = dataset_labels(source)
+    _, names = labels_to_convert(source)
     rows = 0
     with atomic_path(out_dir, overwrite=overwrite) as tmp:
         tmp.mkdir()
-        for batch in iter_batches(source, columns=[IMAGE, CLASS_ID, KEY]):
+        for batch in iter_batches(source, columns=[IMAGE, CLASS_ID, KEY], require_images=True):
             for image, label, key in zip(*(c.to_pylist() for c in batch.columns), strict=True):
                 name = (
                     PurePosixPath(image["path"] or "").name

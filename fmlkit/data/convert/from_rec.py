@@ -40,7 +40,7 @@ from fmlkit.errors import InputError
 from fmlkit.parallel import run_tasks
 
 log = logging.getLogger(__name__)
-FLOAT32_EXACT = 2**24  # float32 holds every integer up to here
+FLOAT32_EXACT = 2**24  # float32 holds every integer up to here; class ids stay below it
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,16 @@ class ConvertReport:
         if self.bad:
             reasons = Counter(b.reason.split(":")[0] for b in self.bad)
             lines.append(f"Skipped {len(self.bad):,} bad records: {dict(reasons)}")
-            lines += [f"  key {b.key} ({b.where}): {b.reason}" for b in self.bad[:5]]
+            lines += [f"  key {b.key} ({printable(b.where)}): {b.reason}" for b in self.bad[:5]]
         lines += [f"Warning: {w}" for w in self.warnings]
         lines.append(f"Wrote {self.output}")
         return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """``text`` as is, or quoted with escapes when it holds a newline, tab or other control
+    character (a file name must not break a report's lines)."""
+    return text if text.isprintable() else repr(text)
 
 
 def shard_count(writer: ParquetDatasetWriter) -> int:
@@ -135,7 +141,7 @@ def scan_records(
     heads = reader.headers(positions)
     label, start, length = heads.label, heads.image_start.copy(), heads.image_length.copy()
     fine = heads.intact & (length > 0) & np.isfinite(label) & (label >= 0)
-    fine &= label == np.floor(label)
+    fine &= (label == np.floor(label)) & (label < FLOAT32_EXACT)
     keep = fine.copy()
     labels = np.where(fine, label, 0).astype(np.int64)
     for i in np.flatnonzero(~fine).tolist():  # the slow, checked path
@@ -167,7 +173,9 @@ def _bad(reader: RecordReader, key: int, error: Exception) -> BadRecord:
 
 def _checked_record(reader: RecordReader, key: int) -> tuple[int, int]:
     """``key``'s class and image length, from the whole record; `RecordIOError` for a damaged
-    or short record, a zero-length image or a label that is not an integer ≥ 0."""
+    or short record, a zero-length image or a label that is not a class id: an integer from 0
+    to 2**24 - 1 (float32 cannot tell larger ids apart, and a class id sizes the per-class
+    counts: a stray 3e9 must not ask for 24 GB)."""
     payload = reader.read(key)  # its errors name the file and offset already
     try:
         header, image = unpack(payload)
@@ -176,8 +184,10 @@ def _checked_record(reader: RecordReader, key: int) -> tuple[int, int]:
     if not image:
         raise RecordIOError(f"{_where(reader, key)}: zero-length image")
     label = header.labels[0] if header.labels else -1.0
-    if not (math.isfinite(label) and label >= 0 and label == int(label)):
-        raise RecordIOError(f"{_where(reader, key)}: label {label} is not a class id (integer ≥ 0)")
+    if not (math.isfinite(label) and 0 <= label < FLOAT32_EXACT and label == int(label)):
+        raise RecordIOError(
+            f"{_where(reader, key)}: label {label} is not a class id (an integer 0..2**24 - 1)"
+        )
     return int(label), len(image)
 
 
@@ -245,10 +255,10 @@ class IdentityCheck:
         self.overlap = False
         if flavour.identity_keys is None:
             return
-        start, end = flavour.identity_keys
-        ids = np.arange(start, end, dtype=np.int64)
+        start, end = flavour.identity_keys  # the index's keys in it: not np.arange(start, end)
+        keys = reader.key_array
+        ids = np.sort(keys[(keys >= start) & (keys < end)])
         at = reader.positions(ids)
-        ids, at = ids[at >= 0], at[at >= 0]
         heads = reader.headers(at)
         first, last = heads.label.copy(), heads.second.copy()
         for i in np.flatnonzero(~heads.intact | (heads.flag < 2)).tolist():
@@ -412,13 +422,16 @@ def rec_to_parquet(
 
     Raises:
         RecordIOError: a damaged record (unless ``skip_bad``: then it is skipped and listed).
-        InputError: ``out_dir`` exists and not ``overwrite``.
+        InputError: ``out_dir`` exists and not ``overwrite``; no image record to convert.
     """
     start = time.perf_counter()
     with RecordReader(rec, idx) as reader:
         summary = summarise(
             reader, skip_bad=skip_bad, shard_bytes=shard_bytes, row_group_rows=row_group_rows
         )
+        if not summary.rows:
+            skipped = f" ({len(summary.bad):,} bad ones skipped)" if summary.bad else ""
+            raise InputError(f"{rec} holds no image records{skipped}: nothing to convert")
         source = {"kind": "rec", "path": str(Path(rec).resolve()), "flavour": summary.flavour.kind}
         with ParquetDatasetWriter(
             out_dir,
@@ -444,8 +457,6 @@ def rec_to_parquet(
             writer.adopt_shards(run_tasks(_write_rec_shard, tasks, workers))
     for w in summary.warnings:
         log.warning(w)
-    if not summary.rows and not summary.bad:
-        log.warning("%s holds no image records", rec)
     return ConvertReport(
         source=Path(rec),
         output=Path(out_dir),

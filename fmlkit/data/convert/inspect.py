@@ -2,7 +2,8 @@
 
 Counts, classes, label range, the RecordIO flavour, a sample of image sizes (decoded headers of
 up to ``sample`` random images), and warnings: identity records that disagree with the images'
-labels, labels past float32's exact range, classes with no images, rows with errors.
+labels, datasets with no images, rows with errors. What cannot be read (a damaged record or
+shard, a manifest that disagrees with its shards) is an error, as for `fmlkit convert`.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _size_facts(images: list[bytes]) -> list[tuple[str, str]]:
 
 
 def _inspect_rec(path: Path, sample: int, seed: int) -> InspectReport:
-    from fmlkit.data.convert.from_rec import FLOAT32_EXACT, summarise
+    from fmlkit.data.convert.from_rec import summarise
     from fmlkit.data.formats.recordio import RecordReader, unpack
 
     with RecordReader(path) as reader:
@@ -99,8 +100,8 @@ def _inspect_rec(path: Path, sample: int, seed: int) -> InspectReport:
             ("flavour", summary.flavour.kind),
             ("bytes", f"{reader.size:,}"),
         ]
-    if summary.classes > FLOAT32_EXACT:
-        warnings.append("class ids exceed 2**24: float32 labels are inexact")
+    if not summary.rows:
+        warnings.append("no image records: `fmlkit convert` refuses to convert it")
     facts += _label_facts(summary.counts, summary.classes) + _size_facts(images)
     return InspectReport(path, "MXNet RecordIO", tuple(facts), tuple(warnings))
 
@@ -115,7 +116,7 @@ def _inspect_parquet(path: Path, sample: int, seed: int) -> InspectReport:
     rng = np.random.default_rng(seed)
     wanted = rng.choice(len(labels), min(sample, len(labels)), replace=False).tolist()
     images = [
-        image["bytes"]
+        (image or {}).get("bytes") or b""  # a null image is undecodable
         for part in take_rows(path, wanted, [IMAGE])
         for image in part[IMAGE].to_pylist()
     ]
@@ -127,11 +128,7 @@ def _inspect_parquet(path: Path, sample: int, seed: int) -> InspectReport:
         ),
         ("source", ", ".join(f"{k} {v}" for k, v in manifest.source.items()) or "-"),
     ]
-    warnings = (
-        []
-        if len(labels) == manifest.rows
-        else [f"the manifest says {manifest.rows:,} rows, the shards hold {len(labels):,}"]
-    )
+    warnings = [] if labels else ["no rows: `fmlkit convert` refuses to convert it"]
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
     facts += _label_facts(counts, len(names)) + _size_facts(images)
     return InspectReport(path, "Parquet image dataset", tuple(facts), tuple(warnings))

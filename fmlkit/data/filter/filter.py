@@ -4,11 +4,14 @@ Decisions, in order: rows with an ``error`` go (reason ``error:<kind>``) unless 
 ``too_small`` (shorter side < min_size) and ``too_large`` (longer side > max_size); then
 duplicates among the rows left (`fmlkit.data.filter.dedup`). Every input row ends up in exactly one
 of the two outputs: FILTERED (input columns, input order) or REMOVED (plus ``reason``,
-``duplicate_of`` and ``distance``).
+``duplicate_of`` and ``distance``). Rules that remove every row are not an error (the outputs
+are still written, to be looked at) but a warning: logged, and a line of the report's summary
+naming the rule that removed most rows and how to relax it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
@@ -32,8 +35,11 @@ from fmlkit.columns import (
     validate_columns,
 )
 from fmlkit.data.filter.dedup import check_options, find_duplicates
-from fmlkit.data.formats.table import read_table, write_table
-from fmlkit.errors import OptionError
+from fmlkit.data.formats.table import check_apart, check_unique_names, read_table, write_table
+from fmlkit.errors import InputError, OptionError
+from fmlkit.io import committed_together
+
+log = logging.getLogger(__name__)
 
 TOO_SMALL, TOO_LARGE = "too_small", "too_large"
 # Shorter sides below this are thumbnails or icons, useless for training (None: no limit).
@@ -51,6 +57,7 @@ class FilterReport:
     kept: int
     removed: Mapping[str, int]  # by reason
     seconds: float
+    warning: str = ""  # set when the rules removed every row
 
     def summary(self) -> str:
         by_reason = ", ".join(f"{k} {v:,}" for k, v in sorted(self.removed.items())) or "none"
@@ -63,12 +70,15 @@ class FilterReport:
             lines.append(f"Wrote {self.removed_output}")
         if self.report_dir is not None:
             lines.append(f"Report: {self.report_dir / 'index.html'}")
+        if self.warning:
+            lines.append(f"Warning: {self.warning}")
         return "\n".join(lines)
 
 
 @dataclass(frozen=True)
 class FilterRules:
-    """What `decide` removes; checked on construction (`InputError` for a bad value).
+    """What `decide` removes; checked on construction (`InputError` for a bad value,
+    `OptionError` for a ``min_size`` above ``max_size``: no image could pass both).
 
     Attributes:
         dedup: remove duplicates (needs ``phash``).
@@ -92,6 +102,15 @@ class FilterRules:
 
     def __post_init__(self) -> None:
         check_options(self.threshold, self.scope, self.global_threshold, self.keep)
+        low, high = self.min_size, self.max_size
+        if low is not None and high is not None and low > high:
+            raise OptionError(
+                "{min_size} is larger than {max_size}: no image could pass both limits "
+                "(the shorter side would have to be ≥ the one and the longer ≤ the other); "
+                "lower the minimum or raise the maximum",
+                min_size=low,
+                max_size=high,
+            )
 
 
 def decide(df: pd.DataFrame, rules: FilterRules = FilterRules()) -> pd.DataFrame:
@@ -152,29 +171,75 @@ def filter_dataset(
     dataset folder ``root``), an HTML report.
 
     Outputs are CSV or Parquet by suffix, written atomically.
+
+    Raises:
+        OptionError: ``report_dir`` without ``root``.
+        InputError: two of the paths are one (the input, an output, the report folder), the
+            report folder is not a report's (`check_report_dir`), or the table has no rows.
+        SchemaError: the table cannot be read whole, or names a file twice.
     """
     start = time.perf_counter()
     if report_dir is not None and root is None:
         raise OptionError("{report_dir} needs {root}, the dataset folder, to show the images")
+    paths = {"input table": info, "output": output, "removed table": removed}
+    check_apart({**paths, "report folder": report_dir}, fix="give each output a path of its own")
+    if report_dir is not None and root is not None:
+        from fmlkit.data.filter.report import check_report_dir
+
+        check_report_dir(Path(report_dir), root=Path(root))
     df = read_table(info, required=[FILE_NAME, LABEL], what="dataset_info")
+    if df.empty:
+        raise InputError(
+            f"{info} has no rows (a header only): there is nothing to filter. Check the "
+            "stage that wrote it (a filter that removed every row says so in a warning)"
+        )
+    check_unique_names(df, info)
     decision = decide(df, rules)
     gone = decision[REASON] != ""
-    write_table(df.loc[~gone], output)
-    removed_rows = pd.concat([df.loc[gone], decision.loc[gone]], axis=1)
-    if removed is not None:
-        write_table(removed_rows, removed)
-    report_path = None
-    if report_dir is not None and root is not None:
-        from fmlkit.data.filter.report import write_filter_report
+    counts = Counter(decision.loc[gone, REASON])
+    report_path = None if report_dir is None else Path(report_dir)
+    outputs = [p for p in (output, removed, report_path) if p is not None]
+    with committed_together(*outputs):  # a full disk at the report leaves the tables as they were
+        write_table(df.loc[~gone], output)
+        if removed is not None:
+            write_table(pd.concat([df.loc[gone], decision.loc[gone]], axis=1), removed)
+        if report_path is not None and root is not None:
+            from fmlkit.data.filter.report import write_filter_report
 
-        report_path = Path(report_dir)
-        write_filter_report(df, decision, report_path, root=Path(root))
+            write_filter_report(df, decision, report_path, root=Path(root))
+    warning = nothing_kept(counts, rules) if len(df) and gone.all() else ""
+    if warning:
+        log.warning(warning)
     return FilterReport(
         output=Path(output),
         removed_output=None if removed is None else Path(removed),
         report_dir=report_path,
         rows=len(df),
         kept=int((~gone).sum()),
-        removed=dict(Counter(decision.loc[gone, REASON])),
+        removed=dict(counts),
         seconds=time.perf_counter() - start,
+        warning=warning,
+    )
+
+
+def nothing_kept(removed: Mapping[str, int], rules: FilterRules) -> str:
+    """The warning for rules that removed every row: how many, the rule that removed most
+    (``removed``: rows by reason, errors counted together) and how to relax it."""
+    by_rule: Counter[str] = Counter()
+    for reason, n in removed.items():
+        by_rule["error" if reason.startswith("error:") else reason] += n
+    rule, most = by_rule.most_common(1)[0]
+    hints = {
+        TOO_SMALL: f"shorter side < min_size {rules.min_size}: lower min_size "
+        "(--min-size; 0 turns the limit off)",
+        TOO_LARGE: f"longer side > max_size {rules.max_size}: raise max_size (--max-size) "
+        "or leave it unset",
+        "error": "the images could not be read: see the `error` column of the removed "
+        "rows and check the dataset folder (keep_errors, --keep-errors, keeps such rows)",
+    }
+    why = hints.get(rule, f"reason {rule}")
+    n = sum(removed.values())
+    return (
+        f"the filter rules removed every row ({n:,} of {n:,}); most ({most:,}) as {rule} "
+        f"({why}). The filtered table is empty."
     )

@@ -9,11 +9,13 @@ only slower as the radius grows and the chunks get shorter.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import numpy as np
 
 HASH_BITS = 64
+_HEX16 = re.compile(r"[0-9a-fA-F]{16}")
 _PAIR_BATCH = 20_000_000  # candidate pairs materialised at once (bounds memory)
 
 
@@ -38,17 +40,11 @@ def hex_to_uint64(values: list[str]) -> np.ndarray:
     try:
         raw = bytes.fromhex("".join(values))
     except ValueError:
-        bad = next(k for k, v in enumerate(values) if not _is_hex(v))
+        raw = b""
+    if len(raw) != 8 * len(values):  # not hex, or spaces that fromhex skips
+        bad = next(k for k, v in enumerate(values) if not _HEX16.fullmatch(v))
         raise MalformedHash(bad, values[bad]) from None
     return np.frombuffer(raw, dtype=">u8").astype(np.uint64)
-
-
-def _is_hex(value: str) -> bool:
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True
 
 
 def popcount(x: np.ndarray) -> np.ndarray:

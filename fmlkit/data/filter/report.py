@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from fmlkit.columns import DISTANCE, DUPLICATE_OF, FILE_NAME, LABEL, REASON
 from fmlkit.data.filter.dedup import CROSS, DUPLICATE_REASONS
+from fmlkit.errors import InputError
 from fmlkit.io import atomic_path
 
 THUMB = 112
@@ -24,19 +25,57 @@ CAPTION = 36
 GROUP_SHEETS = 10  # largest groups shown
 GROUP_COLUMNS = 8  # images per group row (the kept one and up to 7 removed)
 PAIRS_PER_SHEET = 24
+LISTED_ROWS = 500  # removed duplicates listed by name in index.html
+_REPORT_SUFFIXES = (".html", ".png")
 Cell = tuple[str, str, str]  # file_name, label, caption line
+
+
+def check_report_dir(out_dir: Path, *, root: Path) -> None:
+    """Refuse a report folder whose writing would replace what is not an earlier report: a
+    file, a folder holding anything but a report's ``.html`` and ``.png`` files, the dataset
+    folder ``root``, a folder holding it, or a folder inside it (links followed).
+
+    Raises:
+        InputError: naming the folder and what it holds.
+    """
+    target, images = out_dir.resolve(), root.resolve()
+    fix = "choose a new folder for the report"
+    if target == images or target in images.parents:
+        raise InputError(
+            f"the report folder {out_dir} is or holds the dataset folder {root}: writing the "
+            f"report would replace the images; {fix}"
+        )
+    if images in target.parents:
+        raise InputError(
+            f"the report folder {out_dir} lies inside the dataset folder {root}: its images "
+            f"would be scanned as a class next time; {fix}, outside it"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"the report folder {out_dir} is a file, not a folder; {fix}")
+    if out_dir.is_dir():
+        entries = sorted(out_dir.iterdir())
+        foreign = [e.name for e in entries if not (e.is_file() and e.suffix in _REPORT_SUFFIXES)]
+        if entries and (foreign or not (out_dir / "index.html").is_file()):
+            shown = ", ".join(foreign[:3]) or "no index.html"
+            raise InputError(
+                f"the report folder {out_dir} is not an earlier filter report ({shown}); "
+                f"writing the report would delete what it holds. Empty it, or {fix}"
+            )
 
 
 def write_filter_report(
     df: pd.DataFrame, decision: pd.DataFrame, out_dir: Path, *, root: Path
 ) -> None:
-    """Write the report folder ``out_dir`` (replaced atomically) for a `decide` result."""
+    """Write the report folder ``out_dir`` (replaced atomically) for a `decide` result
+    (`check_report_dir` first)."""
+    check_report_dir(out_dir, root=root)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         _histogram(decision, tmp / "distances.png")
         groups = _group_sheets(df, decision, root, tmp)
         pairs = _cross_sheets(df, decision, root, tmp)
-        (tmp / "index.html").write_text(_page(decision, groups, pairs), encoding="utf-8")
+        listing = _listing(df, decision)
+        (tmp / "index.html").write_text(_page(decision, groups, pairs, listing), encoding="utf-8")
 
 
 def _histogram(decision: pd.DataFrame, path: Path) -> None:
@@ -134,7 +173,35 @@ def _cross_sheets(df: pd.DataFrame, decision: pd.DataFrame, root: Path, out: Pat
     return names
 
 
-def _page(decision: pd.DataFrame, groups: list[str], pairs: list[str]) -> str:
+def _listing(df: pd.DataFrame, decision: pd.DataFrame) -> str:
+    """An HTML table of the removed duplicates (up to `LISTED_ROWS`): the full file names and
+    labels the contact sheets cut short, every cell escaped."""
+    dup = decision[decision[REASON].isin(DUPLICATE_REASONS)]
+    if dup.empty:
+        return ""
+    labels = dict(zip(df[FILE_NAME], df[LABEL], strict=True))
+    rows = []
+    for idx, row in dup.head(LISTED_ROWS).iterrows():
+        name, kept = str(df.at[idx, FILE_NAME]), str(row[DUPLICATE_OF])
+        cells = (name, labels.get(name, ""), row[REASON], kept, labels.get(kept, ""))
+        text = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+        rows.append(f"<tr>{text}<td>{row[DISTANCE]}</td></tr>")
+    more = (
+        f"<p>… and {len(dup) - LISTED_ROWS:,} more (the removed table lists them all).</p>"
+        if len(dup) > LISTED_ROWS
+        else ""
+    )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("removed", "label", "reason", "duplicate of", "its label", "distance")
+    )
+    return (
+        "<h2>Removed duplicates</h2><table border='1' cellpadding='4'>"
+        f"<tr>{head}</tr>{''.join(rows)}</table>{more}"
+    )
+
+
+def _page(decision: pd.DataFrame, groups: list[str], pairs: list[str], listing: str = "") -> str:
     counts = decision[REASON].replace("", "kept").value_counts()
     rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{v:,}</td></tr>" for k, v in counts.items()
@@ -151,5 +218,5 @@ def _page(decision: pd.DataFrame, groups: list[str], pairs: list[str]) -> str:
         "<h2>Distances of removed duplicates</h2><img src='distances.png' alt='histogram'>"
         "<h2>Largest duplicate groups and cross-label duplicates</h2>"
         "<p>First image: kept (green caption); then the removed ones with their distance.</p>"
-        f"{cross_note}{images}"
+        f"{cross_note}{images}{listing}"
     )

@@ -19,6 +19,7 @@ leaves no ``_manifest.json`` and no shard under the final name.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +37,13 @@ import pyarrow.parquet as pq
 
 from fmlkit import __version__
 from fmlkit.columns import CLASS_ID, IMAGE, KEY, LABEL_NAME
+from fmlkit.data.formats.parquet_checks import (
+    MANIFEST_FIX,
+    check_rows,
+    checked_manifest,
+    open_shard,
+    read_row_group,
+)
 from fmlkit.errors import FormatError, InputError
 from fmlkit.io import StagedOutput, check_overwrite, commit, temp_sibling
 
@@ -230,14 +238,21 @@ class ParquetDatasetWriter(StagedOutput):
         self.manifest = manifest
         return manifest
 
+    @property
+    def output_path(self) -> Path:
+        return self.out_dir
+
     def abort(self) -> None:
-        """Drop everything written so far."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._file is not None:
-            self._file.abort()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        """Drop everything written so far (closing fails again after a failed write)."""
+        try:
+            if self._writer is not None:
+                with contextlib.suppress(OSError):
+                    self._writer.close()
+                self._writer = None
+            if self._file is not None:
+                self._file.abort()
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def open_parquet(sink: pa.NativeFile, schema: pa.Schema) -> pq.ParquetWriter:
@@ -310,7 +325,11 @@ class ShardFile:
 
     def close(self, rows: int) -> dict[str, Any]:
         """Close the file, wait for its digest; its manifest entry."""
-        self.sink.close()
+        try:
+            self.sink.close()
+        except BaseException:
+            self.abort()
+            raise
         size = self.path.stat().st_size
         self._ends.put(size)
         self._ends.put(None)
@@ -323,62 +342,78 @@ class ShardFile:
     def abort(self) -> None:
         """Close without a digest (the file is left for the caller to delete)."""
         if not self.sink.closed:
-            self.sink.close()
+            with contextlib.suppress(OSError):  # a failed write fails again when closed
+                self.sink.close()
         self._ends.put(None)
         self._thread.join()
 
 
 def read_manifest(out_dir: str | os.PathLike[str]) -> Manifest:
-    """The manifest of a finished dataset.
+    """The manifest of a finished dataset, checked against the directory
+    (`fmlkit.data.formats.parquet_checks.checked_manifest`).
 
     Raises:
         InputError: not a directory, or no ``_manifest.json`` (an unfinished write).
-        FormatError: a manifest that cannot be parsed or lists a missing shard.
+        FormatError: a manifest that cannot be parsed, or whose shards are missing, are not
+            plain files of the directory, or disagree with it in rows or size.
     """
     root = Path(out_dir)
     path = root / MANIFEST
     if not path.is_file():
         raise InputError(
-            f"{root} has no {MANIFEST}: not an fmlkit Parquet dataset, or its write did not finish"
+            f"{root} has no {MANIFEST}: not an fmlkit Parquet dataset, or its write did not "
+            "finish; re-create it with `fmlkit convert`"
         )
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
-        manifest = Manifest(
-            int(body["rows"]), int(body["classes"]), tuple(body["shards"]), body["source"]
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        raise FormatError(f"{path}: cannot read the manifest ({e})") from e
-    for shard in manifest.shards:
-        if not (root / shard["file"]).is_file():
-            raise FormatError(f"{path} lists {shard['file']}, which is missing")
-    return manifest
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise FormatError(f"{path}: not JSON ({e}); {MANIFEST_FIX}") from e
+    rows, classes, shards = checked_manifest(body, path)
+    source = body.get("source")
+    return Manifest(rows, classes, shards, source if isinstance(source, dict) else {})
 
 
 def iter_batches(
-    out_dir: str | os.PathLike[str], columns: Sequence[str] | None = None
+    out_dir: str | os.PathLike[str],
+    columns: Sequence[str] | None = None,
+    *,
+    require_images: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches (one row group each) of a finished dataset, in row order."""
+    """Record batches (one row group each) of a finished dataset, in row order; the labels and
+    keys among ``columns`` are checked as they are read (`check_rows`), and with
+    ``require_images`` every row must have image bytes (a conversion needs them; training
+    skips rows without)."""
     root = Path(out_dir)
-    for shard in read_manifest(root).shards:
-        parquet = pq.ParquetFile(root / shard["file"])
+    manifest = read_manifest(root)
+    first = 0
+    for shard in manifest.shards:
+        parquet = open_shard(root, shard)
         for group in range(parquet.num_row_groups):
-            yield from parquet.read_row_group(group, columns=columns).to_batches()
+            table = read_row_group(parquet, root / shard["file"], group, columns)
+            check_rows(
+                table, root / shard["file"], first, manifest.classes, require_images=require_images
+            )
+            first += table.num_rows
+            yield from table.to_batches()
 
 
 def take_rows(
     out_dir: str | os.PathLike[str], rows: Iterable[int], columns: Sequence[str] | None = None
 ) -> Iterator[pa.Table]:
     """The given rows (0-based, over the whole dataset), in ascending order, one table per row
-    group that holds any of them; other row groups are not read."""
+    group that holds any of them; other row groups are not read. Rows are checked as in
+    `iter_batches`."""
     wanted = sorted(set(rows))
     root = Path(out_dir)
+    manifest = read_manifest(root)
     start = 0
-    for shard in read_manifest(root).shards:
-        parquet = pq.ParquetFile(root / shard["file"])
+    for shard in manifest.shards:
+        parquet = open_shard(root, shard)
         for group in range(parquet.num_row_groups):
             end = start + parquet.metadata.row_group(group).num_rows
             local = wanted[bisect.bisect_left(wanted, start) : bisect.bisect_left(wanted, end)]
             if local:
-                table = parquet.read_row_group(group, columns=columns)
+                table = read_row_group(parquet, root / shard["file"], group, columns)
+                check_rows(table, root / shard["file"], start, manifest.classes)
                 yield table.take([r - start for r in local])
             start = end

@@ -16,6 +16,7 @@ means k float32 labels follow (the scalar label is then 0 and ignored), then the
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -165,11 +166,16 @@ class RecordWriter(StagedOutput):
             commit(self._idx_tmp, self.idx_path)
         commit(self._rec_tmp, self.rec_path)
 
+    @property
+    def output_path(self) -> Path:
+        return self.rec_path
+
     def abort(self) -> None:
-        """Close and delete the temporary files."""
+        """Close and delete the temporary files (closing fails again after a failed write)."""
         for f, tmp in ((self._rec, self._rec_tmp), (self._idx, self._idx_tmp)):
             if f is not None and tmp is not None:
-                f.close()
+                with contextlib.suppress(OSError):
+                    f.close()
                 tmp.unlink(missing_ok=True)
 
 
@@ -553,11 +559,12 @@ def detect_flavour(reader: RecordReader) -> Flavour:
                 f"{reader.path}: header record {first} has flag {header.flag} and no image, but "
                 f"only {len(header.labels)} label; expected [first identity key, end key)"
             )
-        start, end = int(header.labels[0]), int(header.labels[1])
+        low, high = header.labels[:2]
+        start, end = (int(low), int(high)) if np.isfinite([low, high]).all() else (0, 0)
         if not 0 < start <= end:
             raise RecordIOError(
                 f"{reader.path}: header record {first} gives an implausible identity key range "
-                f"[{start}, {end})"
+                f"[{low:g}, {high:g})"
             )
         return Flavour("A", header_key=first, identity_keys=(start, end))
     keys = reader.key_array

@@ -9,10 +9,10 @@ copied from the old table without being opened.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
-import sys
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,14 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmlkit.columns import ERROR, FILE_NAME, FILE_SIZE, LABEL, MTIME_NS, PHASH
+from fmlkit.columns import ERROR, LABEL, PHASH
 from fmlkit.data.formats.hashing import parse_hash_names
-from fmlkit.data.formats.table import (
-    DatasetInfoWriter,
-    info_columns,
-    info_format,
-    read_dataset_info,
-)
+from fmlkit.data.formats.table import DatasetInfoWriter, check_table_output, info_columns
+from fmlkit.data.prepare.previous import PreviousTable, damaged_note
 from fmlkit.data.prepare.probe import Probe, probe_files, warm_up
 from fmlkit.data.prepare.walk import (
     DEFAULT_EXTENSIONS,
@@ -40,14 +36,16 @@ from fmlkit.data.prepare.walk import (
     normalize_extensions,
     walk_dataset,
 )
-from fmlkit.errors import FmlkitError
+from fmlkit.errors import FmlkitError, InputError, OptionError
 from fmlkit.io import atomic_path
+from fmlkit.parallel import worker_pool
 from fmlkit.progress import progress_counter
 
 log = logging.getLogger(__name__)
 
 CHUNK_FILES = 64  # files per task sent to a worker
 CHUNKS_PER_WORKER = 4  # tasks in flight per worker: keeps workers busy, memory bounded
+MAX_WORKERS_PER_CPU = 4  # more workers than this per CPU are capped (reads may wait on I/O)
 Row = tuple[Any, ...]
 
 
@@ -67,6 +65,8 @@ class ScanReport:
             (`fmlkit.data.prepare.walk.NOTICE_REASONS`).
         previous: the earlier table given for reuse, if any.
         reused: rows copied from ``previous`` without opening the file.
+        damaged: rows of ``previous`` that matched an unchanged file but were not reused,
+            being unlike what a scan writes, each with what is wrong (the file was read).
         read: files opened and decoded.
         workers: worker processes used (1: everything ran in this process).
         seconds: wall-clock time of the whole scan.
@@ -85,6 +85,7 @@ class ScanReport:
     read: int
     workers: int
     seconds: float
+    damaged: tuple[tuple[str, str], ...] = ()
 
     @property
     def images_per_second(self) -> float:
@@ -103,6 +104,8 @@ class ScanReport:
             lines.append(
                 f"  read {self.read:,} files, reused {self.reused:,} rows from {self.previous}"
             )
+            if self.damaged:
+                lines.append(f"  Warning: {damaged_note(self.previous, self.damaged)}")
         for title, groups in (("skipped", self.skipped), ("notices", self.notices)):
             total = sum(len(v) for v in groups.values())
             if not total:
@@ -148,21 +151,28 @@ def scan_dataset(
 
     Returns:
         A `ScanReport`.
+
+    Raises:
+        InputError: ``root`` is not a folder, ``output`` lies inside it (or is a folder), or
+            the scan found no image file (nothing is written then).
+        OptionError: ``workers`` or ``chunk_files`` below 1.
+        SchemaError: ``previous`` cannot be read whole (`PreviousTable`).
     """
     start = time.perf_counter()
     base = check_dataset_dir(root)
     out = Path(output)
-    fmt = info_format(out)
+    fmt = check_table_output(out)
+    _check_output_outside(base, out)
     hash_names = parse_hash_names(hashes)
     exts = normalize_extensions(list(extensions))
-    n_workers = default_workers() if workers is None else workers
-    if n_workers < 1 or chunk_files < 1:
-        raise FmlkitError("workers and chunk_files must be at least 1")
+    n_workers = _worker_count(workers)
+    if chunk_files < 1:
+        raise OptionError(f"{{chunk_files}} must be at least 1, not {chunk_files}")
 
     warm_up(hash_names)  # imports once here; forked workers inherit them
     pool = _start_pool(n_workers, hash_names) if n_workers > 1 else None
     try:
-        old = _Previous.load(previous, hash_names) if previous is not None else None
+        old = PreviousTable.load(previous, hash_names) if previous is not None else None
         tally = _Tally()
         entries = tally.files(walk_dataset(base, exts))
         with atomic_path(out) as tmp, DatasetInfoWriter(tmp, hash_names, fmt=fmt) as writer:
@@ -173,21 +183,61 @@ def scan_dataset(
                 for batch in rows:
                     writer.write_rows(batch)
                     advance(len(batch))
+                if not writer.rows:
+                    raise _nothing_found(base, exts, tally)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     seconds = time.perf_counter() - start
-    return tally.report(out, base, None if previous is None else Path(previous), n_workers, seconds)
+    before = None if previous is None else Path(previous)
+    report = tally.report(out, base, before, n_workers, seconds)
+    if old is not None and old.damaged and before is not None:
+        log.warning(damaged_note(before, old.damaged))
+        report = dataclasses.replace(report, damaged=tuple(old.damaged))
+    return report
+
+
+def _check_output_outside(root: Path, output: Path) -> None:
+    """Refuse an ``output`` inside the dataset folder ``root`` (links followed): a scan
+    never writes into what it reads, and the next scan would meet the table."""
+    if output.resolve().is_relative_to(root.resolve()):
+        raise InputError(
+            f"the output {output} lies inside the dataset folder {root}: fmlkit does not "
+            "write into the folder it scans (the next scan would list the table). Write it "
+            "beside the folder"
+        )
+
+
+def _worker_count(workers: int | None) -> int:
+    """``workers``, or every CPU for None; more than `MAX_WORKERS_PER_CPU` per CPU are
+    capped with a warning (each worker is a process)."""
+    cpus = default_workers()
+    if workers is None:
+        return cpus
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise OptionError(f"{{workers}} must be an integer ≥ 1, not {workers!r}")
+    cap = MAX_WORKERS_PER_CPU * cpus
+    if workers > cap:
+        log.warning("%d workers asked for, %d CPUs here: using %d", workers, cpus, cap)
+        return cap
+    return workers
+
+
+def _nothing_found(root: Path, extensions: frozenset[str], tally: _Tally) -> InputError:
+    """The error for a scan that met no file with an image extension, saying what it met."""
+    met = {reason: len(paths) for reason, paths in tally.skipped.items()}
+    seen = ", ".join(f"{k} {v:,}" for k, v in sorted(met.items())) or "nothing at all"
+    return InputError(
+        f"found no image file under {root} (extensions {', '.join(sorted(extensions))}); "
+        f"the scan met: {seen}. Is it the right folder (DATASET_DIR/<label>/<image>), and "
+        "are the images' extensions among those?"
+    )
 
 
 def _start_pool(workers: int, hash_names: Sequence[str]) -> ProcessPoolExecutor:
-    """Start the workers now, before this process has helper threads (safe ``fork``)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=warm_up, initargs=(tuple(hash_names),)
-    )
+    """Start the workers now, before this process has helper threads (safe ``fork``); they
+    end if this process dies (`fmlkit.parallel.worker_pool`)."""
+    pool = worker_pool(workers, initializer=warm_up, initargs=(tuple(hash_names),))
     pool.submit(int).result()  # launches every worker (fork: all at once, before any thread)
     return pool
 
@@ -242,52 +292,13 @@ class _Tally:
         )
 
 
-class _Previous:
-    """An earlier dataset_info, matched against the (sorted) walk by a merge join."""
-
-    def __init__(self, columns: dict[str, list[Any]], n: int) -> None:
-        self._cols = columns
-        self._n = n
-        self._at = 0
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], hash_names: Sequence[str]) -> _Previous | None:
-        df = read_dataset_info(path)
-        wanted = info_columns(hash_names)
-        missing = [c for c in wanted if c not in df.columns]
-        if missing:
-            log.warning(
-                "%s has no %s column(s): every file is read again", path, ", ".join(missing)
-            )
-            return None
-        df = df.sort_values(FILE_NAME, kind="stable", ignore_index=True)
-        cols = {c: df[c].astype(object).where(df[c].notna(), None).tolist() for c in wanted}
-        return cls(cols, len(df))
-
-    def row_for(self, entry: FileEntry) -> Row | None:
-        """The old row of ``entry`` if the file is unchanged and was readable, else None."""
-        names = self._cols[FILE_NAME]
-        while self._at < self._n and names[self._at] < entry.rel:
-            self._at += 1
-        i = self._at
-        if (
-            i < self._n
-            and names[i] == entry.rel
-            and self._cols[FILE_SIZE][i] == entry.size
-            and self._cols[MTIME_NS][i] == entry.mtime_ns
-            and not self._cols[ERROR][i]  # errors are re-checked: `unreadable` can go away
-        ):
-            return tuple(col[i] for col in self._cols.values())
-        return None
-
-
 def _scan_rows(
     root: str,
     entries: Iterator[FileEntry],
     hash_names: Sequence[str],
     pool: ProcessPoolExecutor | None,
     workers: int,
-    previous: _Previous | None,
+    previous: PreviousTable | None,
     chunk_files: int,
     tally: _Tally,
 ) -> Iterator[list[Row]]:
@@ -312,7 +323,7 @@ def _scan_rows(
         yield _finish(*pending.popleft(), tally, columns)
 
 
-def _known_row(entry: FileEntry, previous: _Previous | None, n_hashes: int) -> Row | None:
+def _known_row(entry: FileEntry, previous: PreviousTable | None, n_hashes: int) -> Row | None:
     """The row of a file that need not be read (no label, or unchanged since ``previous``)."""
     if not entry.label:  # directly under the root: listed, not read (it belongs to no class)
         empty = ("",) * n_hashes

@@ -57,7 +57,7 @@ def pair_limits(counts: np.ndarray, max_per_label: int | None = None) -> PairLim
     """The pairs ``counts`` (rows per label) allow, with at most ``max_per_label`` pairs of each
     kind per label."""
     n = np.asarray(counts, dtype=np.int64)
-    cap = np.iinfo(np.int64).max if max_per_label is None else max_per_label
+    cap = _cap(max_per_label)
     positives = int(np.minimum(n * (n - 1) // 2, cap).sum())
     total = int(n.sum())
     cross = (total * total - int((n * n).sum())) // 2
@@ -67,6 +67,12 @@ def pair_limits(counts: np.ndarray, max_per_label: int | None = None) -> PairLim
     # a label's appearances must be matched by other labels': at most sum/2 and sum - max
     bound = min(int(appearances.sum()) // 2, int(appearances.sum() - appearances.max()))
     return PairLimits(positives, min(cross, bound))
+
+
+def _cap(max_per_label: int | None) -> int:
+    """The per-label cap as an int64 (None, or a cap beyond any count: int64's largest)."""
+    top = int(np.iinfo(np.int64).max)
+    return top if max_per_label is None else min(int(max_per_label), top)
 
 
 def spread(capacity: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
@@ -133,7 +139,7 @@ def draw_pairs(
             f"{len(codes):,} rows allow at most {limits.negatives:,} cross-label pairs{capped}"
         )
     rng = np.random.default_rng(seed)
-    cap = np.iinfo(np.int64).max if max_per_label is None else max_per_label
+    cap = _cap(max_per_label)
     rows = np.argsort(codes, kind="stable")  # rows of label l: rows[starts[l]:starts[l+1]]
     starts = np.concatenate([[0], np.cumsum(counts)])
     quotas = spread(np.minimum(counts * (counts - 1) // 2, cap), positives, rng)

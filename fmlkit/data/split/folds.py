@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from fmlkit.choices import FoldBy, SplitMode
-from fmlkit.columns import ERROR, FOLD, LABEL, SPLIT
-from fmlkit.data.formats.table import read_table, write_table
+from fmlkit.columns import ERROR, FILE_NAME, FOLD, LABEL, SPLIT
+from fmlkit.data.formats.table import check_unique_names, read_table, write_table
 from fmlkit.errors import InputError, OptionError
 
 log = logging.getLogger(__name__)
@@ -239,8 +239,10 @@ def split_dataset(
     Raises:
         OptionError: a bad option value, or options that do not fit the mode (`SplitOptions`,
             checked before anything is read).
-        InputError: options that do not fit the data (too few rows or labels).
-        SchemaError: no ``label`` column.
+        InputError: options that do not fit the data (too few rows or labels), or a table
+            without rows.
+        SchemaError: no ``label`` column, a damaged table, or a ``file_name`` in two rows
+            (its copies could land in a training and a test fold).
     """
     start = time.perf_counter()
     SplitOptions(
@@ -253,6 +255,10 @@ def split_dataset(
         test_fraction=test_fraction,
     )
     df = read_table(info, required=[LABEL], what="dataset_info")
+    if df.empty:
+        raise InputError(f"{info} has no rows (a header only): there is nothing to split")
+    if FILE_NAME in df:
+        check_unique_names(df, info)
     usable = (df[ERROR] == "").to_numpy() if ERROR in df else np.ones(len(df), dtype=bool)
     codes, names = pd.factorize(df.loc[usable, LABEL], sort=True)
     if mode == "folds":
@@ -294,15 +300,15 @@ def _folds(codes: np.ndarray, n_labels: int, *, k: int, by: FoldBy, seed: int) -
         if n_labels < k:
             raise InputError(
                 f"{k} identity-disjoint folds need at least {k} labels; the table has "
-                f"{n_labels}. Lower --k or split --by image."
+                f"{n_labels}. Ask for fewer folds, or split by image (stratified)."
             )
         return label_folds(codes, k, seed)
     folds = stratified_folds(codes, k, seed)
     small = folds == ALWAYS_TRAIN
     if small.all():
         raise InputError(
-            f"no label has {k} usable rows, so no fold can be stratified; lower --k "
-            f"(the largest label has {int(np.bincount(codes).max())})"
+            f"no label has {k} usable rows, so no fold can be stratified; ask for fewer "
+            f"folds (the largest label has {int(np.bincount(codes).max())})"
         )
     if small.any():
         log.warning(

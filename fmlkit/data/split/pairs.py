@@ -23,7 +23,7 @@ from fmlkit.data.formats.pair_lists import (
     format_lfw_pairs,
     lfw_numbers,
 )
-from fmlkit.data.formats.table import read_table
+from fmlkit.data.formats.table import check_apart, check_unique_names, read_table
 from fmlkit.data.split.draw import draw_pairs
 from fmlkit.errors import InputError, OptionError
 from fmlkit.io import atomic_write_text
@@ -134,9 +134,10 @@ def make_pairs(
     Raises:
         OptionError: options that do not fit together (`PairsOptions`: not exactly one of
             fold/split, no pairs asked for, LFW with unequal counts), checked first.
-        InputError: nothing selected, too many pairs asked for, or an LFW list that cannot be
-            written (labels with whitespace).
-        SchemaError: no ``fold``/``split`` column to select by.
+        InputError: nothing selected, too many pairs asked for, an LFW list that cannot be
+            written (labels with whitespace), or ``output`` is ``info``.
+        SchemaError: no ``fold``/``split`` column to select by, a damaged table, or a
+            ``file_name`` in two rows (it would be paired with itself).
     """
     start = time.perf_counter()
     PairsOptions(
@@ -148,9 +149,11 @@ def make_pairs(
         fmt=fmt,
         max_per_label=max_per_label,
     )
+    check_apart({"split table": info, "output": output}, fix="write the pairs to another file")
     column, value = (FOLD, fold) if fold is not None else (SPLIT, split)
     how = f"Add it with `fmlkit split --mode {'folds' if column == FOLD else 'classes'}`."
     df = read_table(info, required=[FILE_NAME, LABEL, column], what="split table", fix=how)
+    check_unique_names(df, info)
     chosen = (df[column] == value).fillna(False).to_numpy(dtype=bool, copy=True)
     if ERROR in df:
         chosen &= (df[ERROR] == "").to_numpy(dtype=bool)

@@ -16,7 +16,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +25,15 @@ from PIL.JpegImagePlugin import JpegImageFile
 
 from fmlkit import columns as C
 from fmlkit.data.formats.hashing import DEFAULT_NEAR_DUPLICATE_BITS, hamming, hex_to_int, phash_hex
+from fmlkit.data.synth.checks import (
+    check_outputs,
+    check_request,
+    estimated_bytes,
+    output_folder,
+)
 from fmlkit.data.synth.faces import Identity, create_identity, render_face
-from fmlkit.errors import InputError
 from fmlkit.io import atomic_path
+from fmlkit.parallel import default_workers, worker_pool
 from fmlkit.progress import track
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,7 @@ MAX_REDRAWS = 25  # attempts per clean image to stay > DEFAULT_NEAR_DUPLICATE_BI
 TINY_SIDE = (12, 28)  # px, below the 32 px minimum that filters drop
 # Streams of the seed sequence, so identities, images, defects and the plan never share draws.
 _IDENTITY, _IMAGE, _EXTRA, _PLAN, _SEPARATE = 1, 2, 3, 4, 5
+MAX_WORKERS_PER_CPU = 4  # worker processes started at most, per CPU
 CROSS_CHECK_LIMIT = 20_000  # clean images; above this the all-pairs identity check is skipped
 _PAIR_CHUNK = 1024
 
@@ -154,9 +160,13 @@ def _phash_of(data: bytes) -> int:
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data``. A short write (a full disk, a file-size limit) is
+    followed by another, which raises the OSError that says why."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -398,23 +408,21 @@ def generate_synthetic_dataset(
         size: side of the clean images in pixels (64–1024).
         defects: plant duplicates, broken files and unusual formats/names.
         truth_path: where to write the truth CSV; default ``OUT_DIR.truth.csv``.
-        overwrite: replace an existing folder and truth file.
-        workers: processes rendering identities in parallel (output is the same for any count).
+        overwrite: replace an existing folder and truth file, if synth wrote them.
+        workers: processes rendering identities in parallel (output is the same for any count;
+            more than one per identity or `MAX_WORKERS_PER_CPU` per CPU are not started).
+
+    Raises:
+        InputError: a count out of range or beyond `fmlkit.data.synth.checks.MAX_CLEAN_IMAGES`,
+            too little disk space, or outputs that may not be written
+            (`fmlkit.data.synth.checks.check_outputs`).
     """
-    if identities < 1 or images_per_identity < 1:
-        raise InputError(
-            f"need at least 1 identity and 1 image per identity, got "
-            f"{identities} and {images_per_identity}"
-        )
-    if not 64 <= size <= 1024:
-        raise InputError(f"size must be 64–1024 px, got {size}")
-    out = Path(out_dir)
+    check_request(identities, images_per_identity, size, workers)
+    out = output_folder(out_dir)
     truth = Path(truth_path) if truth_path is not None else default_truth_path(out)
-    if truth.resolve().is_relative_to(out.resolve()):
-        raise InputError(f"the truth file {truth} must not be inside the output folder {out}")
-    for path in (out, truth):
-        if path.exists() and not overwrite:
-            raise InputError(f"{path} already exists; choose another path or pass --overwrite")
+    needed = estimated_bytes(identities, images_per_identity, size)
+    check_outputs(out, truth, overwrite=overwrite, needed_bytes=needed)
+    workers = min(workers, identities, MAX_WORKERS_PER_CPU * default_workers())
 
     start = time.perf_counter()
     plan = _rng(seed, _PLAN)
@@ -429,7 +437,7 @@ def generate_synthetic_dataset(
             for i in range(identities)
         ]
         if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with worker_pool(workers) as pool:
                 results = list(
                     track(
                         pool.map(_render_identity, jobs, chunksize=4),

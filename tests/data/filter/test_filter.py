@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from fmlkit.columns import (
     DUPLICATE_OF,
     ERROR,
     FILE_NAME,
+    HEIGHT,
     LABEL,
     PHASH,
     REASON,
@@ -129,3 +131,53 @@ def test_filter_report_shows_counts_histogram_and_sheets(
     assert {"distances.png", "groups.png", "cross_001.png"} <= names
     with Image.open(report_dir / "cross_001.png") as img:
         assert img.height >= cross * 112  # one row per cross-label pair
+
+
+def _sized_table(path: Path, sides: list[int], errors: list[str] | None = None) -> Path:
+    """A dataset_info table of square images with these side lengths (and errors)."""
+    n = len(sides)
+    table = pd.DataFrame(
+        {
+            FILE_NAME: [f"a/{i}.jpg" for i in range(n)],
+            LABEL: "a",
+            WIDTH: sides,
+            HEIGHT: sides,
+            ERROR: errors or [""] * n,
+        }
+    )
+    table.to_csv(path, index=False)
+    return path
+
+
+def test_rules_that_remove_every_row_warn_naming_the_rule(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    info = _sized_table(tmp_path / "info.csv", [28, 28, 28, 0], ["", "", "", "decode"])
+    with caplog.at_level(logging.WARNING, logger="fmlkit.data.filter.filter"):
+        report = filter_dataset(info, tmp_path / "kept.csv")  # the default min_size 32
+    assert (report.rows, report.kept) == (4, 0)
+    assert len(read_table(tmp_path / "kept.csv")) == 0  # still written, to be looked at
+    assert "removed every row (4 of 4); most (3) as too_small" in report.warning
+    assert "lower min_size (--min-size; 0 turns the limit off)" in report.warning
+    assert report.summary().splitlines()[-1] == f"Warning: {report.warning}"
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, report.warning)
+    ]
+
+
+def test_the_warning_names_the_rule_that_removed_most_rows(tmp_path: Path) -> None:
+    errors = ["decode", "empty", "decode", ""]
+    info = _sized_table(tmp_path / "info.csv", [0, 0, 0, 500], errors)
+    report = filter_dataset(info, tmp_path / "kept.csv", FilterRules(max_size=400))
+    assert "most (3) as error (the images could not be read" in report.warning
+    report = filter_dataset(info, tmp_path / "kept.csv", FilterRules(min_size=None))
+    assert (report.kept, report.warning) == (1, "")  # a row kept: no warning
+    assert "Warning" not in report.summary()
+
+
+def test_min_size_above_max_size_is_refused_naming_both() -> None:
+    with pytest.raises(OptionError) as refused:
+        FilterRules(min_size=100, max_size=10)
+    assert refused.value.options == ("min_size", "max_size")
+    assert str(refused.value).startswith("min_size=100 is larger than max_size=10: no image")
+    assert FilterRules(min_size=64, max_size=64).max_size == 64  # equal limits can both hold

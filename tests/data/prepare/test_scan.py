@@ -212,15 +212,16 @@ def test_scan_dataset_previous_rows_are_reused_without_reading(
     out = tmp_path / "info.csv"
     scan_dataset(synth_tree.root, out, workers=1)
     df = read_dataset_info(out)
-    # plant a marker in two unchanged rows: a reused row keeps it, a re-read row loses it
-    df.loc[0, MD5] = "reused-not-read"
+    # plant a marker in two unchanged rows: a reused row keeps it, a re-read row loses it (a
+    # marker shaped like an md5: a row unlike what a scan writes is read again)
+    df.loc[0, MD5] = "0123456789abcdef" * 2
     df.loc[1, MD5] = "re-read"
     df.loc[1, MTIME_NS] = df.loc[1, MTIME_NS] - 1
     from fmlkit.data.formats.table import write_dataset_info
 
     write_dataset_info(df, tmp_path / "tampered.csv")
     new, report = _scan(synth_tree.root, out, previous=tmp_path / "tampered.csv", workers=1)
-    assert new.loc[0, MD5] == "reused-not-read"
+    assert new.loc[0, MD5] == "0123456789abcdef" * 2
     assert new.loc[1, MD5] != "re-read" and len(new.loc[1, MD5]) == 32
     assert report.read == 1 + (new[ERROR] != "").sum()
 
@@ -242,10 +243,11 @@ def test_scan_dataset_missing_or_file_root_is_an_input_error(tmp_path: Path) -> 
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="not a folder"):
         scan_dataset(tmp_path / "file", tmp_path / "i.csv")
+    (tmp_path / "data").mkdir()
     with pytest.raises(InputError, match=r"\.csv or \.parquet"):
-        scan_dataset(tmp_path, tmp_path / "i.txt")
+        scan_dataset(tmp_path / "data", tmp_path / "i.txt")
     with pytest.raises(InputError, match="unknown hash"):
-        scan_dataset(tmp_path, tmp_path / "i.csv", hashes=("md6",))
+        scan_dataset(tmp_path / "data", tmp_path / "i.csv", hashes=("md6",))
     assert not (tmp_path / "i.csv").exists()
 
 

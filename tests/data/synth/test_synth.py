@@ -202,7 +202,7 @@ def test_bad_arguments_raise_input_error(tmp_path: Path, kwargs: dict[str, int])
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     generate_synthetic_dataset(tmp_path / "d", identities=1, images_per_identity=2, seed=0)
     before = _tree_digest(tmp_path / "d")
-    with pytest.raises(InputError, match="--overwrite"):
+    with pytest.raises(InputError, match="overwrite"):
         generate_synthetic_dataset(tmp_path / "d", identities=2, images_per_identity=2, seed=1)
     assert _tree_digest(tmp_path / "d") == before
     generate_synthetic_dataset(
