@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
@@ -57,13 +58,66 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str, *, where: str) -> Any:
     """``text`` read as YAML with safe types (and ``1e-3`` as a float).
 
+    Python tags (``!!python/object/apply:…``) are refused, never run. The data must stay small
+    once its aliases are expanded: at most `MAX_VALUES` values in all, none of them holding
+    itself (a "billion laughs" bomb of nested anchors and aliases is refused at once, before
+    anything walks it).
+
     Raises:
-        ConfigError: ``text`` is not valid YAML (the message starts with ``where``).
+        ConfigError: ``text`` is not valid YAML, is nested too deeply, or expands to too many
+            values (the message starts with ``where``).
     """
     try:
-        return yaml.load(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+        raise ConfigError(f"{where}: not valid YAML{_yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML: nested too deeply") from None
+    try:
+        size = _expanded_size(data, {}, set())
+    except RecursionError:
+        size = -1
+    if not 0 <= size <= MAX_VALUES:
+        raise ConfigError(
+            f"{where}: its anchors and aliases (&name, *name) expand to more than "
+            f"{MAX_VALUES:,} values or to a value holding itself; write the values out"
+        )
+    return data
+
+
+MAX_VALUES = 1_000_000  # values a YAML document may hold once its aliases are expanded
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """``error`` on one line: where (line, column) and what, without PyYAML's snippet."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or getattr(error, "context", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    text = str(problem or error).replace("\n", " ")
+    if "constructor for the tag" in text:
+        text += " (only plain YAML is read: no !!python tags)"
+    return f"{at}: {text}"
+
+
+def _expanded_size(value: Any, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values ``value`` holds with every alias expanded (each shared list or mapping
+    counted once per reference, computed once); −1 for one that holds itself."""
+    if not isinstance(value, (list, dict)):
+        return 1
+    key = id(value)
+    if key in open_:
+        return -1
+    if key not in sizes:
+        open_.add(key)
+        total = 1
+        for item in value.values() if isinstance(value, dict) else value:
+            size = _expanded_size(item, sizes, open_)
+            if size < 0:
+                return -1
+            total = min(total + size, MAX_VALUES + 1)  # capped: no huge numbers either
+        open_.discard(key)
+        sizes[key] = total
+    return sizes[key]
 
 
 def dump_yaml(data: Any) -> str:
@@ -76,17 +130,24 @@ def _join(prefix: str, key: str) -> str:
 
 
 def _found(value: Any) -> str:
+    """How an error message shows a value found: short, however large the value."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, str):
-        return f"the string {value!r}"
+        return f"the string {_SHORT.repr(value)}"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, (list, tuple)):
-        return f"the list {list(value)}"
-    return f"{type(value).__name__} {value!r}"
+        return f"the list {_SHORT.repr(list(value))}"
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return f"{type(value).__name__} {_SHORT.repr(value)}"
+
+
+_SHORT = reprlib.Repr()  # values in messages: a few elements, a few levels, 60 characters
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 2, 6, 60, 60
 
 
 def _describe(tp: Any) -> str:
@@ -153,6 +214,9 @@ def _convert(tp: Any, value: Any, key: str, errors: list[str], shown: Any = None
         return dict(value)
     elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return _finite(value, key, errors)
+    elif tp is int and type(value) is int and not -(2**63) <= value < 2**63:
+        errors.append(f"{key}: expected an integer that fits in 64 bits, found {_found(value)}")
+        return _INVALID
     elif tp in (bool, int, str) and type(value) is tp:
         return value
     expected = _describe(tp if shown is None else shown)

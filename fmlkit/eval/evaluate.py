@@ -22,6 +22,7 @@ cannot be decoded stop the evaluation with an error listing the first few; with
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -41,12 +42,14 @@ from fmlkit.eval.pair_sources import (
     pair_positions,
     unusable_error,
 )
-from fmlkit.eval.report import METRICS_JSON, RETRIEVAL, write_report
+from fmlkit.eval.report import METRICS_JSON, RETRIEVAL, check_report_folder, write_report
 
 if TYPE_CHECKING:
     from fmlkit.eval.embed import Embedder, EmbeddingTable
 
 SKIPPED = "skipped_missing"  # the note counting the pairs skip_missing dropped
+REPEATED, SELF_PAIRS = "repeated_pairs", "self_pairs"  # notes counting odd pairs (odd_pairs)
+log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 
@@ -97,6 +100,10 @@ class EvaluateReport:
         for name, count in self.skipped.items():
             if count:
                 lines.append(f"{name}: {count:,} pairs naming unusable images skipped")
+        for name, m in verification.items():
+            odd = [f"{m[k]:,} {k.replace('_', ' ')}" for k in (REPEATED, SELF_PAIRS) if k in m]
+            if odd:
+                lines.append(f"{name}: {' and '.join(odd)} (scored as listed)")
         files = "metrics.json, metrics.md" + (", roc.png, scores.png" if verification else "")
         lines.append(f"wrote {self.out_dir} ({files}) in {self.seconds:.1f} s")
         return "\n".join(lines)
@@ -230,9 +237,12 @@ def evaluate(
         skip_missing=skip_missing,
         batch_size=batch_size,
     )
+    check_report_folder(out_dir)
     lists = [load_pairs(p) for p in pairs]
     names = benchmark_names(lists, retrieval=retrieval)
-    notes: dict[str, dict[str, object]] = {}
+    notes: dict[str, dict[str, object]] = {
+        name: dict(odd) for name, p in zip(names, lists, strict=True) if (odd := odd_pairs(p))
+    }
     found: dict[str, object] | None = None
     if embeddings is not None:
         from fmlkit.eval.embed import read_embeddings
@@ -257,11 +267,36 @@ def evaluate(
     scores = {n: score_pairs(a, b, same) for n, (a, b, same, _) in zip(names, scored, strict=True)}
     dropped = {name: part[3] for name, part in zip(names, scored, strict=True)}
     if skip_missing:
-        notes.update({name: {SKIPPED: count} for name, count in dropped.items()})
+        for name, count in dropped.items():
+            notes.setdefault(name, {})[SKIPPED] = count
     out = write_report(out_dir, verification=scores, retrieval=found, notes=notes or None)
     metrics = json.loads((out / METRICS_JSON).read_text(encoding="utf-8"))
     return EvaluateReport(out, metrics, dropped if skip_missing else {},
                           time.perf_counter() - start)  # fmt: skip
+
+
+def odd_pairs(pairs: PairList) -> dict[str, int]:
+    """What a list holds that a benchmark should not, counted so the report records it (the
+    pairs are scored as listed): ``repeated_pairs``, pairs equal to an earlier one (in either
+    order, same label), and ``self_pairs``, an image paired with itself. Images are told apart
+    by file name, a ``.bin``'s by their bytes. Each count is logged as a warning; zero counts
+    are left out."""
+    first, second = pairs.first.tolist(), pairs.second.tolist()
+    if pairs.images is not None:
+        first = [pairs.images[i] for i in first]
+        second = [pairs.images[i] for i in second]
+    seen: set[tuple[object, ...]] = set()
+    repeated = selfs = 0
+    for a, b, same in zip(first, second, pairs.same.tolist(), strict=True):
+        key = (bool(same), *sorted((a, b)))
+        repeated += key in seen
+        seen.add(key)
+        selfs += a == b
+    found = {REPEATED: repeated, SELF_PAIRS: selfs}
+    for what, count in found.items():
+        if count:
+            log.warning("%s: %d %s (scored as listed)", pairs.path, count, what.replace("_", " "))
+    return {what: count for what, count in found.items() if count}
 
 
 def benchmark_names(lists: Sequence[PairList], *, retrieval: bool) -> list[str]:

@@ -16,6 +16,7 @@ new, never truncated.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import math
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmlkit.errors import InputError
-from fmlkit.io import atomic_write_bytes, temp_sibling
+from fmlkit.io import atomic_write_bytes, committed_together, temp_sibling
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -82,11 +83,10 @@ def write_report(
 
     Raises:
         InputError: nothing to report, a NaN or infinite metric, a note for an unknown
-            benchmark or one that would overwrite a metric, or ``out_dir`` is a file.
+            benchmark or one that would overwrite a metric, or ``out_dir`` is a file or the
+            file system's root.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"the report folder {out} is a file; expected a folder: choose another -o")
+    out = check_report_folder(out_dir)
     metrics = collect_metrics(verification=verification, retrieval=retrieval, notes=notes)
     files = {METRICS_MD: render_markdown(metrics, notes=notes or {}).encode("utf-8")}
     if verification:
@@ -94,6 +94,23 @@ def write_report(
         files[SCORES_PNG] = png_bytes(scores_figure(verification))
     files[METRICS_JSON] = render_json(metrics).encode("utf-8")  # last: marks a complete report
     _write_files(out, files)
+    return out
+
+
+def check_report_folder(out_dir: str | os.PathLike[str]) -> Path:
+    """``out_dir`` as a `Path`, once sure it can be the report folder.
+
+    Raises:
+        InputError: ``out_dir`` is a file, or the file system's root.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"the report folder {out} is a file; expected a folder: choose another -o")
+    if out.resolve().parent == out.resolve():
+        raise InputError(
+            f"the report folder {out} is the file system's root; expected a folder of its own "
+            "(e.g. -o eval/): choose another -o"
+        )
     return out
 
 
@@ -166,7 +183,24 @@ def _cell(value: object, *, percent: bool = False, digits: int = 2) -> str:
 
 
 def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    return "| " + " | ".join(_text(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _text(text: str) -> str:
+    """``text`` (a benchmark's name: a file's stem) shown as itself in Markdown: HTML markup
+    escaped (``<img onerror=…>`` is text, never a tag), brackets and backticks too (no link,
+    image or code span), line breaks as spaces."""
+    plain = html.escape(" ".join(text.splitlines()), quote=False)
+    return plain.translate(_MARKDOWN)
+
+
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\[]`"})
+
+
+def _label(text: str) -> str:
+    """``text`` shown as itself in a plot: dollar signs escaped (matplotlib would read
+    ``$…$`` as mathtext, and fail on a name like ``a$\\frac{b$``)."""
+    return text.replace("$", r"\$")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -226,7 +260,7 @@ def render_markdown(
     noted = [(name, key) for name, extra in notes.items() for key in extra]
     if noted:
         lines += ["## Notes", ""]
-        lines += [f"- {name}: {key} = {metrics[name][key]}" for name, key in noted]
+        lines += [f"- {_text(name)}: {key} = {metrics[name][key]}" for name, key in noted]
         lines += [""]
     return "\n".join(lines)
 
@@ -263,7 +297,7 @@ def roc_figure(verification: Mapping[str, PairScores]) -> Figure:
     for name, scores in verification.items():
         far, tar = roc_corners(*scores.roc())
         auc = _cell(scores.result.get("auc"), digits=4)
-        ax.plot(far, tar, linewidth=1.5, label=f"{name} (AUC {auc})")
+        ax.plot(far, tar, linewidth=1.5, label=f"{_label(name)} (AUC {auc})")
     ax.set_xscale("log", nonpositive="mask")  # FAR 0 is below what the pairs can measure
     ax.set_xlim(*FAR_RANGE)
     ax.set_ylim(0.0, 1.005)
@@ -309,7 +343,7 @@ def scores_figure(verification: Mapping[str, PairScores]) -> Figure:
                         label=f"{label} ({int(part.sum())})")  # fmt: skip
         ax.axvline(cosine, color="black", linestyle="--", label=f"threshold (cos {cosine:.3f})")
         accuracy = _cell(scores.result.get("accuracy"), percent=True)
-        ax.set_title(f"{name}: accuracy {accuracy}%")
+        ax.set_title(f"{_label(name)}: accuracy {accuracy}%")
         ax.set_xlabel("cosine similarity")
         ax.set_ylabel("density")
         ax.legend(loc="upper left", fontsize="small")
@@ -355,5 +389,8 @@ def _write_files(out: Path, files: Mapping[str, bytes]) -> None:
 
 
 def _write_each(folder: Path, files: Mapping[str, bytes]) -> None:
-    for name, data in files.items():
-        atomic_write_bytes(folder / name, data)
+    """Write ``files`` into ``folder``, renamed into place together: a failure (a full disk
+    at the last) leaves every earlier version as it was."""
+    with committed_together(*(folder / name for name in files)):
+        for name, data in files.items():
+            atomic_write_bytes(folder / name, data)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from fmlkit.io import atomic_write_text
+from fmlkit.io import atomic_write_text, no_room, writing
 
 METRICS_CSV = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -56,7 +57,7 @@ class MetricsCSV:
             self.columns += new
             self._rewrite()
             return
-        with self.path.open("a", newline="") as f:
+        with writing(self.path, appending=True), self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.columns, restval="").writerow(row)
 
     def _rewrite(self) -> None:
@@ -87,22 +88,49 @@ def _format(value: float | int | str) -> str:
 
 class TensorBoard:
     """TensorBoard event files in ``output_dir/tensorboard``: every metric as a scalar at its
-    step. On resume the events past ``resume_step`` are purged (``purge_step``)."""
+    step. On resume the events past ``resume_step`` are purged (``purge_step``).
+
+    A full disk is an `OutputError` naming the folder, raised in the training thread: the
+    writer's own thread, whose write failed first, keeps its error for the next write instead
+    of printing a traceback (`_quiet_event_writer_threads`)."""
 
     def __init__(self, output_dir: str | os.PathLike[str], *, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         purge = None if resume_step is None else resume_step + 1
-        self.writer = SummaryWriter(str(Path(output_dir) / TENSORBOARD_DIR), purge_step=purge)
+        self.path = Path(output_dir) / TENSORBOARD_DIR
+        _quiet_event_writer_threads()
+        with writing(self.path, appending=True):
+            self.writer = SummaryWriter(str(self.path), purge_step=purge)
 
     def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
-        for name, value in metrics.items():
-            if name != "epoch":
-                self.writer.add_scalar(name, float(value), step)
-        self.writer.flush()
+        with writing(self.path, appending=True):
+            for name, value in metrics.items():
+                if name != "epoch":
+                    self.writer.add_scalar(name, float(value), step)
+            self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        with writing(self.path, appending=True):
+            self.writer.close()
+
+
+def _quiet_event_writer_threads() -> None:
+    """Let TensorBoard's writer threads fail on a full disk without a traceback: the thread
+    keeps its error and the training thread raises it at its next write (TensorBoard's own
+    design); any other error of any thread is printed as before."""
+    previous = threading.excepthook
+    if getattr(previous, "__name__", "") == "_fmlkit_excepthook":
+        return
+
+    def _fmlkit_excepthook(args: threading.ExceptHookArgs) -> None:
+        thread = type(args.thread).__module__ if args.thread is not None else ""
+        exc = args.exc_value
+        if thread.startswith("tensorboard.") and exc is not None and no_room(exc) is not None:
+            return
+        previous(args)
+
+    threading.excepthook = _fmlkit_excepthook
 
 
 class ProgressBar:

@@ -25,6 +25,7 @@ import os
 import random
 import re
 import signal
+import warnings
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -162,13 +163,87 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is not a readable fmlkit checkpoint: the file is empty")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on a pickle protocol it did not write
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise InputError(f"{path} is not a readable fmlkit checkpoint: {exc}") from exc
+        raise InputError(
+            f"{path} is not a readable fmlkit checkpoint: {describe_error(exc)}"
+        ) from exc
     if not isinstance(state, dict):
         raise InputError(f"{path} is not an fmlkit checkpoint (found a {type(state).__name__})")
     return state
+
+
+def describe_error(error: Exception, *, limit: int = 240) -> str:
+    """A torch error (``torch.load``, ``load_state_dict``) as one line of at most ``limit``
+    characters: its first two lines. A pickle asking for Python objects (code it could run)
+    is named as such: torch's own text would suggest loading it with weights_only=False."""
+    text = str(error)
+    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)|unsupported GLOBAL ([\w.]+)", text)
+    if unsafe:
+        name = next(g for g in unsafe.groups() if g)
+        return (
+            f"it asks for the Python object {name}, and only tensors and plain values are "
+            "loaded (a pickle of other objects can run code); nothing in it was run"
+        )
+    if "Weights only load failed" in text:
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        return (
+            f"it is a pickle that holds more than tensors and plain values "
+            f"({detail[1].strip() if detail else 'refused by torch.load(weights_only=True)'}), "
+            "and only those are loaded (other objects can run code); nothing in it was run"
+        )
+    if "PytorchStreamReader" in text:  # a cut or damaged zip: torch's first sentence is enough
+        return text.split(". ", 1)[0] + " (the file is truncated or damaged)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()][:2]
+    line = " ".join(lines) or type(error).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+#: the config keys a resumed run must share with its checkpoint: they shape the saved weights
+#: and optimizer state (other keys may change on resume, e.g. ``train.max_steps``)
+RESUME_SAME = (
+    "data.image_size",
+    "model.backbone",
+    "model.embedding_size",
+    "head.name",
+    "head.partial_fc.sample_rate",
+    "optim.name",
+)
+
+
+def check_same_run(path: Path, state: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Refuse to resume from the checkpoint ``path`` (its ``state``) a run whose config
+    (``current``, plain data) sets any of `RESUME_SAME` otherwise, naming each difference.
+
+    Raises:
+        InputError: e.g. "it was trained with model.backbone mobilefacenet, the config says
+            iresnet18".
+    """
+    saved = state.get("config")
+    if not isinstance(saved, Mapping):
+        raise InputError(f"cannot resume from {path}: it holds no config (not a training "
+                         "checkpoint of fmlkit)")  # fmt: skip
+    differences = [
+        f"{key} {_dotted(saved, key)}, the config says {_dotted(current, key)}"
+        for key in RESUME_SAME
+        if _dotted(saved, key) != _dotted(current, key)
+    ]
+    if differences:
+        raise InputError(
+            f"cannot resume from {path}: it was trained with {'; '.join(differences)}. "
+            "Resume with the checkpoint's settings, or start a new run in another output_dir"
+        )
+
+
+def _dotted(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        data = data.get(part) if isinstance(data, Mapping) else None
+    return data
 
 
 def rng_state() -> dict[str, Any]:

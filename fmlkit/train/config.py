@@ -31,6 +31,13 @@ from fmlkit.schema import (
     to_dict,
 )
 
+# Bounds no real run comes near, so that a typo cannot ask for terabytes or a fork bomb: the
+# in-house nets size their last layer by image_size² × embedding_size (image_size=100000 asks
+# for 80 GB before the first step).
+MAX_IMAGE_SIZE = 1024  # pixels a side (face models train at 112 to 224; ViTs up to 448)
+MAX_EMBEDDING_SIZE = 8192  # (512 is usual)
+MAX_WORKERS = 256  # DataLoader workers per process
+
 
 def _ordered(key: str, pair: tuple[float, float]) -> Iterable[tuple[str, str]]:
     if pair[0] > pair[1]:
@@ -142,7 +149,7 @@ class DataConfig(Section):
     parquet: str | None = None
     folds: tuple[int, ...] | None = bounded(None, ge=-1)
     split: str | None = None
-    image_size: int = bounded(112, ge=16)
+    image_size: int = bounded(112, ge=16, le=MAX_IMAGE_SIZE)
     decode: Literal["pil", "device"] = "pil"
     normalisation: NormalisationConfig = field(default_factory=NormalisationConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -177,7 +184,7 @@ class ModelConfig(Section):
     checked against the backbone registry when the model is built."""
 
     backbone: str = "iresnet50"
-    embedding_size: int = bounded(512, ge=1)
+    embedding_size: int = bounded(512, ge=1, le=MAX_EMBEDDING_SIZE)
 
     def problems(self) -> Iterable[tuple[str, str]]:
         if not _BACKBONE.fullmatch(self.backbone):
@@ -265,7 +272,7 @@ class LoopConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     compile: bool = False
-    num_workers: int = bounded(2, ge=0)
+    num_workers: int = bounded(2, ge=0, le=MAX_WORKERS)
     sampler: Literal["random", "m_per_class"] = "random"
     m_per_class: int = bounded(4, ge=2)
     log_every: int = bounded(10, ge=1)

@@ -26,10 +26,12 @@ def load_backbone(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, DataCo
     section it was trained with (image size, normalisation).
 
     Raises:
-        InputError: not a readable fmlkit training checkpoint.
+        InputError: not a readable fmlkit training checkpoint, or one whose weights do not
+            fit the model its config names.
+        ConfigError: a checkpoint whose config is not valid.
     """
     from fmlkit.train.build import create_model
-    from fmlkit.train.checkpoint import load_checkpoint
+    from fmlkit.train.checkpoint import describe_error, load_checkpoint
     from fmlkit.train.config import config_from_dict
 
     state = load_checkpoint(checkpoint)
@@ -37,7 +39,15 @@ def load_backbone(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, DataCo
         raise InputError(f"{checkpoint} is not an fmlkit training checkpoint (no model/config)")
     config = config_from_dict(state["config"], source=str(checkpoint))
     model = create_model(config)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        why = describe_error(exc).rstrip(".")
+        backbone = f"{config.model.backbone} ({config.model.embedding_size}-d)"
+        raise InputError(
+            f"{checkpoint}: its weights do not fit the model its config names, {backbone}: "
+            f"{why}. The file was changed after training or is not fmlkit's checkpoint"
+        ) from exc
     return model.eval(), config.data
 
 

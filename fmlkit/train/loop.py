@@ -45,7 +45,9 @@ from fmlkit.train import build
 from fmlkit.train.callbacks import Callback, MetricsCSV, ProgressBar, TensorBoard
 from fmlkit.train.checkpoint import (
     LAST,
+    check_same_run,
     checkpoint_dir,
+    describe_error,
     resumable_checkpoint,
     rng_state,
     save_checkpoint,
@@ -119,15 +121,27 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
         This process's report; under torchrun only rank 0's has ``is_main`` (the one to show).
 
     Raises:
-        ConfigError, InputError: a config or input that cannot be trained on, or an
-            ``output_dir`` that is not empty (when not resuming).
-        TrainingError: the loss was not finite for ``train.max_nonfinite`` steps in a row, or
-            not one image could be decoded (see the module's "Bad steps").
+        ConfigError, InputError: a config or input that cannot be trained on, an
+            ``output_dir`` that is not empty (when not resuming), or a checkpoint to resume
+            from that was trained with another model, head, image size or optimizer.
+        TrainingError: the loss was not finite for ``train.max_nonfinite`` steps in a row,
+            not one image could be decoded (see the module's "Bad steps"), or the model or a
+            batch does not fit in memory.
     """
     validate_for_training(config)
     runtime = setup_runtime(device)
     try:
         return _Run(config, runtime, resume=resume).run()
+    except (MemoryError, RuntimeError) as exc:  # torch's OutOfMemoryError is a RuntimeError
+        text = str(exc)
+        memory = ("out of memory", "can't allocate memory", "Cannot allocate memory")
+        if not isinstance(exc, MemoryError) and not any(m in text for m in memory):
+            raise
+        raise TrainingError(
+            f"out of memory ({text.strip().splitlines()[0] if text.strip() else 'MemoryError'})"
+            "; lower train.batch_size, data.image_size or model.embedding_size, or use a "
+            "smaller model.backbone"
+        ) from exc
     finally:
         teardown_runtime(runtime)
 
@@ -137,6 +151,8 @@ class _Run:
         self.config, self.runtime = config, runtime
         self.out = Path(config.output_dir)
         found = _check_output(self.out, resume)  # before the (slow) build
+        if found is not None:
+            check_same_run(*found, config_to_dict(config))
         barrier(runtime)  # every rank checked the folder before rank 0 writes to it
         self.parts = build.build_run(config, runtime)
         self.step, self.epoch, self.skipped, self.nonfinite, self.nonfinite_run = 0, 0, 0, 0, 0
@@ -337,6 +353,18 @@ class _Run:
         return save_checkpoint(self.out, self.step, state, keep=self.config.checkpoint.keep)
 
     def _load(self, path: Path, state: dict[str, Any]) -> None:
+        try:
+            self._restore(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise InputError(
+                f"cannot resume from {path}: its saved state does not fit this run "
+                f"({describe_error(exc).rstrip('.')}); the data (its classes) or the model "
+                "changed since it was saved: resume with what it was trained on, or start a "
+                "new run in another output_dir"
+            ) from exc
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _restore(self, state: dict[str, Any]) -> None:
         parts = self.parts
         parts.model.load_state_dict(state["model"])
         parts.head.load_state_dict(state["head"])
@@ -351,7 +379,6 @@ class _Run:
         self.skipped = int(state["skipped_images"]) if self.runtime.is_main else 0
         self.nonfinite = int(state["nonfinite_steps"])
         set_rng_state(state["rng"])
-        log.info("resumed from %s at step %d", path, self.step)
 
 
 def _check_output(out: Path, resume: bool) -> tuple[Path, dict[str, Any]] | None:

@@ -194,6 +194,9 @@ def test_csv_and_lfw_lists_of_the_same_pairs_give_identical_numbers(
     first = np.array([vectors[file_name(a, i)] for _, a, i, _, _ in rows])
     second = np.array([vectors[file_name(b, j)] for _, _, _, b, j in rows])
     expected = score_pairs(first, second, np.array([r[0] for r in rows])).result
+    keys = [(s, *sorted([file_name(a, i), file_name(b, j)])) for s, a, i, b, j in rows]
+    repeated = sum(key in keys[:n] for n, key in enumerate(keys))  # drawn at random: recorded
+    assert metrics["as_csv"].pop("repeated_pairs", 0) == repeated
     assert metrics["as_csv"] == json.loads(json.dumps(expected))
     assert 0.6 < metrics["as_csv"]["accuracy"] <= 1
     for name in ("roc.png", "scores.png"):

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from fmlkit.columns import CACHE_COLUMN, IMAGE
 from fmlkit.data.formats.parquet import iter_batches, read_manifest
-from fmlkit.errors import InputError
+from fmlkit.errors import InputError, OutputError
 from fmlkit.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def ensure_arrow_cache(
             for batch in iter_batches(root, columns=[IMAGE]):
                 column = pc.struct_field(batch.column(0), "bytes")
                 writer.write_batch(pa.record_batch([column], schema=schema))
-    except OSError as e:
+    except (OSError, OutputError) as e:  # OutputError: a full disk (`fmlkit.io.writing`)
         raise InputError(
             f"cannot write the Arrow cache of {root} at {target} ({e}); choose another "
             "cache_dir with room for a copy of the dataset, or use cache='memory'"

@@ -196,7 +196,8 @@ class ImageFolderDataset(ImageDataset):
 
     Raises:
         InputError: a missing table or root, a first file missing under root (the wrong root),
-            or no rows left after the filters.
+            no rows left after the filters, or file names leading outside root (absolute,
+            or up through '..').
         SchemaError: no ``file_name``/``label`` column, or a filter's column is missing.
     """
 
@@ -220,6 +221,15 @@ class ImageFolderDataset(ImageDataset):
         df = read_table(info, required=[FILE_NAME, LABEL], what="dataset_info")
         df = df[select_rows(df, folds=folds, split=split, what=str(info))]
         self._set_rows(df[LABEL].tolist(), df[FILE_NAME].tolist())
+        leaving = [n for n in self.file_names if _leaves(n)]
+        if leaving:
+            shown = ", ".join(repr(n) for n in leaving[:3])
+            raise InputError(
+                f"{info}: {len(leaving):,} file names lead outside the image root {self.root} "
+                f"({shown}); they must be relative to it, without '..' up and out. Such "
+                "files are never opened: fix the table (fmlkit prepare never writes such names)"
+            )
+        self._real_root = os.path.realpath(self.root) + os.sep
         first = self.root / self.file_names[0]
         if not first.is_file():
             raise InputError(
@@ -228,7 +238,18 @@ class ImageFolderDataset(ImageDataset):
             )
 
     def read(self, index: int) -> bytes:
-        return _read_file(f"{self.root}/{self.file_names[index]}")
+        """The bytes of row ``index``'s file; a symbolic link leading outside the root is
+        not followed (the item is skipped, the reason recorded), as `fmlkit prepare` does."""
+        path = os.path.realpath(f"{self.root}/{self.file_names[index]}")
+        if not path.startswith(self._real_root):
+            raise InputError(f"leads outside the image root {self.root} (a symbolic link?)")
+        return _read_file(path)
+
+
+def _leaves(name: str) -> bool:
+    """Whether a table's file name leads outside its root by its text: absolute, or up
+    through '..' (symbolic links are checked when the file is read)."""
+    return Path(name).is_absolute() or os.path.normpath(name).split(os.sep, 1)[0] == ".."
 
 
 def _read_file(path: str) -> bytes:
