@@ -3,6 +3,7 @@
 - `fmlkit.pipeline.spec`: read and validate ``pipelines/NAME.yaml`` (`load_pipeline`).
 - `fmlkit.pipeline.stages`: the stage registry; each stage is the click command the CLI runs,
   with its paths split into deps and outs.
+- `fmlkit.pipeline.paths`: paths compared with symbolic links followed (not the store's).
 - `fmlkit.pipeline.versions`: content versions of files, folders and Parquet datasets.
 - `fmlkit.pipeline.lock`: the lock file ``pipelines/NAME.lock``.
 - `fmlkit.pipeline.artifacts`: the versioned output store, provenance and restore.

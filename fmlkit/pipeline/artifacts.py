@@ -22,16 +22,20 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shlex
 import shutil
 import stat
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fmlkit.errors import InputError, PipelineError
+from fmlkit.errors import FmlkitError, FormatError, InputError, PipelineError
 from fmlkit.io import atomic_write_text, temp_sibling
-from fmlkit.pipeline.lock import LockEntry, read_lock, write_pipeline_lock
+from fmlkit.pipeline.lock import LockEntry, read_lock, read_utf8, shown, write_pipeline_lock
+from fmlkit.pipeline.paths import within
 from fmlkit.pipeline.versions import HashCache, combined_version, version_of
 
 if TYPE_CHECKING:
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 STAGING = ".staging"
 PROVENANCE = "provenance.yaml"
+RUNNING = ".running"
 VERSION_DIGITS = 16
 
 
@@ -76,11 +81,27 @@ def begin_staging(stage_dir: Path, outs: Mapping[str, str]) -> dict[str, Path]:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a folder (read-only files included) if it exists."""
+    """Delete a folder of the store (read-only files included, and folders made read-only
+    by hand, ``chmod -R a-w``) if it exists."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        try:
+            shutil.rmtree(path)
+        except PermissionError:
+            _make_folders_writable(path)
+            shutil.rmtree(path)
     elif path.is_symlink() or path.exists():
         path.unlink()
+
+
+def _make_folders_writable(folder: Path) -> None:
+    """Give the owner read, write and search rights on ``folder`` and every folder in it."""
+    rights = stat.S_IRUSR | stat.S_IWUSR | stat.S_IXUSR
+    folder.chmod(folder.stat().st_mode | rights)
+    for root, dirs, _ in os.walk(folder):  # top-down: each folder is opened before walked
+        for name in dirs:
+            sub = Path(root, name)
+            if not sub.is_symlink():
+                sub.chmod(sub.stat().st_mode | rights)
 
 
 def commit_staging(
@@ -101,6 +122,8 @@ def commit_staging(
         kept = {k: version_of(final / k / p.name, cache) for k, p in outputs.items()}
         if kept == dict(out_versions):
             remove_tree(staging)
+            for key in out_versions:  # a run killed before it made them read-only
+                _make_read_only(final / key)
             return final
         remove_tree(final)  # damaged by hand: replace it
     staging.rename(final)
@@ -118,20 +141,30 @@ def _make_read_only(folder: Path) -> None:
                 path.chmod(path.stat().st_mode & no_write)
 
 
-def is_foreign(path: str | os.PathLike[str]) -> bool:
-    """Whether a declared output path holds something the pipeline did not put there (a file
-    or folder rather than a link)."""
-    return os.path.lexists(path) and not Path(path).is_symlink()
+def foreign(path: str | os.PathLike[str], store: Path) -> str | None:
+    """What a declared output path holds that the pipeline did not put there, said in a few
+    words (``a file``, ``a link to /data/mine.csv``); None when it holds nothing, or a link
+    into the pipeline's artifact folder ``store`` (made by a run, a restore, or by hand with
+    ``ln -sfn``; it may dangle, when its version was deleted). The runner never replaces what
+    it did not put there: a user's own link is not replaced either."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return None
+    if not path.is_symlink():
+        return "a folder" if path.is_dir() else "a file"
+    target = os.path.realpath(path)
+    return None if within(target, os.path.realpath(store)) else f"a link to {target}"
 
 
-def _link(target: Path, link: Path) -> None:
+def _link(target: Path, link: Path, store: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
     relative = os.path.relpath(os.path.realpath(target), os.path.realpath(link.parent))
     if link.is_symlink() and str(link.readlink()) == relative:
         return
-    if is_foreign(link):
+    found = foreign(link, store)
+    if found is not None:
         raise InputError(
-            f"{link} exists and is not a link into the artifact store: move it away or "
+            f"{link} exists and is {found}, not a link into {store}: move it away or "
             "delete it, then run again"
         )
     tmp = temp_sibling(link)
@@ -140,13 +173,20 @@ def _link(target: Path, link: Path) -> None:
 
 
 def link_outputs(version_dir: Path, outs: Mapping[str, str]) -> None:
-    """Point each declared output path (and files written beside it) into ``version_dir``."""
+    """Point each declared output path (and files written beside it) into ``version_dir``
+    (``<store>/<stage>/<version>``).
+
+    Raises:
+        InputError: a declared output path holds something the pipeline did not put there
+            (see `foreign`); a file written beside it is then not linked (a warning).
+    """
+    store = version_dir.parent.parent
     for key, declared in outs.items():
         link = Path(declared)
         for entry in sorted((version_dir / key).iterdir()):
             beside = link if entry.name == link.name else link.parent / entry.name
             try:
-                _link(entry, beside)
+                _link(entry, beside, store)
             except InputError:
                 if beside == link:
                     raise
@@ -157,7 +197,11 @@ def record_provenance(version_dir: Path, entry: LockEntry) -> None:
     """Add ``entry`` to the version's provenance, unless an equal run is recorded already."""
     from fmlkit.schema import dump_yaml
 
-    records = read_provenance(version_dir)
+    try:
+        records = read_provenance(version_dir)
+    except FormatError as e:  # damaged by hand: what it said is lost either way
+        logger.warning("%s; writing it anew", e)
+        records = []
     same = [r for r in records if _made_by(r) == _made_by(entry)]
     if not same:
         body = {"records": [r.to_dict() for r in (*records, entry)]}
@@ -169,14 +213,24 @@ def _made_by(entry: LockEntry) -> tuple[Any, ...]:
 
 
 def read_provenance(version_dir: Path) -> list[LockEntry]:
-    """The records of a version folder (empty when it has none)."""
+    """The records of a version folder (empty when it has none).
+
+    Raises:
+        FormatError: its provenance file is not one (damaged, or edited by hand).
+    """
     from fmlkit.schema import parse_yaml
 
     path = version_dir / PROVENANCE
     if not path.is_file():
         return []
-    data = parse_yaml(path.read_text(encoding="utf-8"), where=str(path)) or {}
-    return [LockEntry.from_dict(r, where=str(path)) for r in data.get("records") or []]
+    try:
+        data = parse_yaml(read_utf8(path), where=str(path))
+    except FmlkitError as e:
+        raise FormatError(str(e)) from None
+    records = data.get("records") if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise FormatError(f"{path}: expected `records:`, a list of runs; found {shown(data)}")
+    return [LockEntry.from_dict(r, where=f"{path}: records[{i}]") for i, r in enumerate(records)]
 
 
 def list_versions(store: Path, stage_id: str, outs: Mapping[str, str]) -> list[ArtifactVersion]:
@@ -189,7 +243,11 @@ def list_versions(store: Path, stage_id: str, outs: Mapping[str, str]) -> list[A
     for folder in stage_dir.iterdir():
         if folder.name.startswith(".") or not folder.is_dir():
             continue
-        records = tuple(read_provenance(folder))
+        try:
+            records = tuple(read_provenance(folder))
+        except FormatError as e:
+            logger.warning("%s: listing version %s without it", e, folder.name)
+            records = ()
         real = os.path.realpath(folder)
         current = any(p.startswith(real + os.sep) for p in linked)
         found.append(ArtifactVersion(stage_id, folder.name, folder, records, current))
@@ -216,6 +274,7 @@ def restore_links(version: ArtifactVersion, outs: Mapping[str, str]) -> None:
 
     Raises:
         PipelineError: the version lacks one of the outputs declared now.
+        InputError: a declared output path holds something the pipeline did not put there.
     """
     lacking = [k for k in outs if not (version.path / k).is_dir()]
     if lacking:
@@ -223,31 +282,54 @@ def restore_links(version: ArtifactVersion, outs: Mapping[str, str]) -> None:
             f"version {version.version} of stage {version.stage} has no output "
             f"{', '.join(lacking)} (the pipeline file declares outputs it did not make)"
         )
+    store = version.path.parent.parent
+    for declared in outs.values():  # before any link moves
+        found = foreign(declared, store)
+        if found is not None:
+            raise InputError(
+                f"{declared} exists and is {found}, not a link into {store}: move it away "
+                "or delete it; nothing was changed"
+            )
     link_outputs(version.path, outs)
 
 
 @contextlib.contextmanager
 def exclusive(store: Path) -> Iterator[None]:
-    """Hold ``<store>/.running`` locked: one `fmlkit run` of a pipeline at a time.
+    """Hold ``<store>/.running`` locked: one `fmlkit run` (or ``artifacts --restore``) of a
+    pipeline at a time. The holder writes its process id, start time and command line into
+    the file, so that a second one can name it.
 
     Raises:
-        PipelineError: another process holds it.
+        PipelineError: another process holds it (the message names that process).
     """
     import fcntl
 
     store.mkdir(parents=True, exist_ok=True)
-    with (store / ".running").open("a+") as f:
+    with (store / RUNNING).open("a+", encoding="utf-8") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            f.seek(0)
+            holder = " ".join(f.read(500).split()) or "a process that has not said which"
             raise PipelineError(
-                f"another `fmlkit run` of this pipeline is running ({store / '.running'} is "
-                "locked); wait for it to finish"
+                "another `fmlkit run` (or `artifacts --restore`) of this pipeline is running "
+                f"({store / RUNNING} is "
+                f"locked by {holder}); wait for it to finish: nothing was done"
             ) from None
         try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"process {os.getpid()}, since {_now()}: {shlex.join(sys.argv)}\n")
+            f.flush()
             yield
         finally:
+            with contextlib.suppress(OSError):
+                f.truncate(0)
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")[:-6] + "Z"
 
 
 def list_artifacts(pipeline: Pipeline) -> dict[str, list[ArtifactVersion]]:
@@ -267,18 +349,32 @@ def restore(pipeline: Pipeline, stage_id: str, version: str) -> ArtifactVersion:
         version: the version folder's name, or a unique prefix of it.
 
     Raises:
-        PipelineError: no such stage or version, or the version lacks a declared output.
+        PipelineError: no such stage or version, or the version lacks a declared output or
+            a record of how it was made (then nothing is changed).
+        InputError: a declared output path holds something the pipeline did not put there
+            (nothing is changed).
     """
     stage = pipeline.stages[pipeline.check_id(stage_id, "stage")]
     with exclusive(pipeline.store):
         chosen = find_version(list_versions(pipeline.store, stage.id, stage.outs), version)
+        made = chosen.records[-1] if chosen.records else None
+        lacking = [] if made is None else [k for k in stage.outs if k not in made.outs]
+        if made is None or lacking:  # checked before anything is changed
+            record = chosen.path / PROVENANCE
+            why = (
+                f"its record {record} lacks the outputs {', '.join(lacking)}"
+                if lacking
+                else f"it has no readable record of how it was made ({record})"
+            )
+            raise PipelineError(
+                f"version {chosen.version} of stage {stage.id}: {why}, so the lock file "
+                "cannot say how it was made; nothing was changed (link the outputs to it "
+                "by hand, ln -sfn, if you want it anyway: the stage then re-runs on the next "
+                "`fmlkit run`)"
+            )
+        lock = read_lock(pipeline.lock_path)  # a damaged lock is refused before any link moves
+        outs = {k: {"path": p, "version": made.outs[k]["version"]} for k, p in stage.outs.items()}
         restore_links(chosen, stage.outs)
-        if chosen.records:
-            made = chosen.records[-1]
-            outs = {
-                k: {"path": p, "version": made.outs[k]["version"]} for k, p in stage.outs.items()
-            }
-            lock = read_lock(pipeline.lock_path)
-            lock[stage.id] = dataclasses.replace(made, outs=outs)
-            write_pipeline_lock(pipeline, lock)
+        lock[stage.id] = dataclasses.replace(made, outs=outs)
+        write_pipeline_lock(pipeline, lock)
     return dataclasses.replace(chosen, current=True)

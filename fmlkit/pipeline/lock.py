@@ -20,6 +20,7 @@ run that skips every stage leaves it byte-identical.
 from __future__ import annotations
 
 import os
+import reprlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,15 @@ if TYPE_CHECKING:
 
 SCHEMA = 1
 _FIELDS = ("run", "params", "deps", "outs", "fmlkit_version", "started", "duration_s")
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def shown(value: Any, width: int = 60) -> str:
+    """``repr(value)`` cut to about ``width`` characters; bounded in time however large or
+    nested ``value`` is (a YAML alias bomb), unlike ``f"{value!r:.60}"``."""
+    text = _REPR.repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -62,14 +72,27 @@ class LockEntry:
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str) -> LockEntry:
-        """Raises `FormatError` when ``data`` is not a lock entry."""
+        """Raises `FormatError` when ``data`` is not a lock entry (keys or types wrong)."""
         if not isinstance(data, dict) or set(data) != set(_FIELDS):
             raise FormatError(
-                f"{where}: expected the keys {', '.join(_FIELDS)}; found {data!r:.80}"
+                f"{where}: expected the keys {', '.join(_FIELDS)}; found {shown(data, 80)}"
             )
         for key in ("params", "deps", "outs"):
             if not isinstance(data[key], dict):
-                raise FormatError(f"{where}.{key}: expected a mapping, found {data[key]!r:.60}")
+                raise FormatError(f"{where}.{key}: expected a mapping, found {shown(data[key])}")
+        for key in ("deps", "outs"):
+            for name, value in data[key].items():
+                if not isinstance(value, dict) or set(value) != {"path", "version"}:
+                    raise FormatError(
+                        f"{where}.{key}.{name}: expected {{path: …, version: …}}, "
+                        f"found {shown(value)}"
+                    )
+        for key in ("run", "fmlkit_version", "started"):
+            if not isinstance(data[key], str):
+                raise FormatError(f"{where}.{key}: expected text, found {shown(data[key])}")
+        duration = data["duration_s"]
+        if not isinstance(duration, (int, float)) or isinstance(duration, bool):
+            raise FormatError(f"{where}.duration_s: expected seconds, found {shown(duration)}")
         return cls(**{k: data[k] for k in _FIELDS})
 
 
@@ -84,19 +107,31 @@ def read_lock(path: str | os.PathLike[str]) -> dict[str, LockEntry]:
     path = Path(path)
     if not path.exists():
         return {}
-    fix = f"; delete {path} to run every stage again"
+    fix = f"delete {path} to run every stage again"
     try:
-        data = parse_yaml(path.read_text(encoding="utf-8"), where=str(path))
+        data = parse_yaml(read_utf8(path), where=str(path))
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise FormatError(f"{path}: not an fmlkit lock file of schema {SCHEMA}")
-        stages = data.get("stages") or {}
+        stages = {} if data.get("stages") is None else data["stages"]
         if not isinstance(stages, dict):
-            raise FormatError(f"{path}: stages: expected a mapping")
+            raise FormatError(f"{path}: stages: expected a mapping, found {shown(stages)}")
         return {
             str(k): LockEntry.from_dict(v, where=f"{path}: stages.{k}") for k, v in stages.items()
         }
-    except FmlkitError as e:
-        raise FormatError(f"{e}{fix}") from None
+    except FmlkitError as e:  # a YAML error's message shows the place on lines of its own
+        raise FormatError(f"{e}\n{fix}" if "\n" in str(e) else f"{e}; {fix}") from None
+
+
+def read_utf8(path: Path) -> str:
+    """The UTF-8 text of ``path``.
+
+    Raises:
+        FormatError: it is not UTF-8 text (binary, or another encoding).
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
 def write_lock(

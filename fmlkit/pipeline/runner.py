@@ -10,7 +10,17 @@ version changed for any other reason (a file edited outside the pipeline).
 
 A stage that fails or is interrupted (Ctrl-C, SIGTERM) leaves its lock entry and its declared
 outputs as they were; its staging folder is deleted (a SIGKILL leaves it for the next run to
-delete).
+delete). A run killed at any instant leaves a state that `pipeline_status` describes and the
+next run repairs: the lock entry is written last, so a stage killed before it is not up to
+date, and its version folder, if complete, is reused.
+
+Test hook: ``FMLKIT_FAULT_RUN=<point>@<stage id>`` makes the runner SIGKILL its own process at
+that point of running that stage (``<point>@<stage id>:SIGTERM`` sends that signal instead),
+to test what a kill leaves: ``before-stage`` (nothing done for it yet), ``staged`` (its empty
+staging folder made), ``stage-done`` (the command wrote its outputs into staging),
+``committed`` (staging moved to its version folder), ``recorded`` (the version's provenance
+written), ``linked`` (the declared outputs link to it), ``locked`` (its lock entry written:
+the stage is done). Unset, it does nothing.
 """
 
 from __future__ import annotations
@@ -33,21 +43,26 @@ from fmlkit import __version__
 from fmlkit.errors import FmlkitError, OptionError, PipelineError
 from fmlkit.pipeline.artifacts import (
     STAGING,
+    VERSION_DIGITS,
     begin_staging,
     commit_staging,
     exclusive,
-    is_foreign,
+    foreign,
     link_outputs,
     record_provenance,
     remove_tree,
 )
-from fmlkit.pipeline.lock import LockEntry, read_lock, write_pipeline_lock
+from fmlkit.pipeline.lock import LockEntry, read_lock, shown, write_pipeline_lock
 from fmlkit.pipeline.spec import Pipeline, Stage
-from fmlkit.pipeline.versions import HashCache, version_of
+from fmlkit.pipeline.versions import HashCache, combined_version, version_of
 
 State = Literal["up-to-date", "changed", "missing"]
 Action = Literal["running", "ran", "skipped", "would run", "not needed"]
 HASHES = ".hashes.sqlite"
+FAULT_ENV = "FMLKIT_FAULT_RUN"
+FAULT_POINTS = (
+    "before-stage", "staged", "stage-done", "committed", "recorded", "linked", "locked"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -95,8 +110,9 @@ class RunReport:
 
 
 class _Versions:
-    """Versions of paths, memoised by real path for one run (artifacts never change in place,
-    and a stage that re-runs re-points its links to new real paths)."""
+    """Versions of paths, memoised by real path for one run. A stage that runs may make a
+    version folder again at the same real path (deleted, or edited by hand, before): `forget`
+    its folder then."""
 
     def __init__(self, cache: HashCache) -> None:
         self.cache = cache
@@ -107,6 +123,11 @@ class _Versions:
         if real not in self._memo:
             self._memo[real] = version_of(real, self.cache)
         return self._memo[real]
+
+    def forget(self, folder: Path) -> None:
+        """Drop what is memoised for paths in ``folder``."""
+        inside = os.path.realpath(folder) + os.sep
+        self._memo = {k: v for k, v in self._memo.items() if not k.startswith(inside)}
 
     def of(self, value: str | tuple[str, ...]) -> str | list[str | None] | None:
         return self(value) if isinstance(value, str) else [self(v) for v in value]
@@ -146,20 +167,39 @@ def _assess(
         if locked.get("path") != path:
             reasons.append(f"outs.{key}: {locked.get('path')} → {path}")
         elif versions(path) not in (None, locked.get("version")):
-            reasons.append(f"outs.{key} ({path}) was modified")
+            reasons.append(_out_change(pipeline, stage.id, key, path, entry))
     state: State = "missing" if missing else "changed" if reasons else "up-to-date"
     return state, missing + reasons
+
+
+def _out_change(pipeline: Pipeline, stage_id: str, key: str, path: str, entry: LockEntry) -> str:
+    """Why output ``key`` at ``path`` is not the version ``entry`` records: its files were
+    edited, or it links to another version folder (a run stopped before it wrote the lock, or
+    a link made by hand)."""
+    stage_dir = Path(os.path.realpath(pipeline.store / stage_id))
+    made = {k: str(o.get("version")) for k, o in entry.outs.items()}
+    locked = combined_version(made)[:VERSION_DIGITS]
+    real = Path(os.path.realpath(path))
+    if stage_dir not in real.parents:
+        return f"outs.{key} ({path}) was modified"
+    folder = real.relative_to(stage_dir).parts[0]
+    if folder == locked:
+        return f"outs.{key} ({path}) was modified: its files in {stage_dir / folder} were edited"
+    return (
+        f"outs.{key} ({path}) links to version {folder}, not to the locked {locked} (a run "
+        "stopped before it wrote the lock, or a link changed by hand)"
+    )
 
 
 def _param_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     changes = []
     for key in [*new, *(k for k in old if k not in new)]:
         if key not in old:
-            changes.append(f"params.{key}: (default) → {new[key]!r}")
+            changes.append(f"params.{key}: (default) → {shown(new[key])}")
         elif key not in new:
-            changes.append(f"params.{key}: {old[key]!r} → (default)")
+            changes.append(f"params.{key}: {shown(old[key])} → (default)")
         elif old[key] != new[key]:
-            changes.append(f"params.{key}: {old[key]!r} → {new[key]!r}")
+            changes.append(f"params.{key}: {shown(old[key])} → {shown(new[key])}")
     return changes
 
 
@@ -271,14 +311,36 @@ def _preflight(pipeline: Pipeline, selected: set[str]) -> None:
                 if pipeline.producer(path) is None and not Path(path).exists():
                     problems.append(f"stages.{stage.id}.deps.{key}: {path} does not exist")
         for key, path in stage.outs.items():
-            if is_foreign(path):
+            found = foreign(path, pipeline.store)
+            if found is not None:
                 problems.append(
-                    f"stages.{stage.id}.outs.{key}: {path} exists and is not a link into "
-                    f"{pipeline.store} (written outside the pipeline?): move it away or "
-                    "delete it"
+                    f"stages.{stage.id}.outs.{key}: {path} exists and is {found}, not a link "
+                    f"into {pipeline.store} (made outside the pipeline?): move it away or "
+                    "delete it; the runner never replaces what it did not put there"
                 )
     if problems:
         raise PipelineError(f"{pipeline.path}: nothing was run:\n  " + "\n  ".join(problems))
+
+
+def _fault_point(stage_id: str) -> tuple[str, signal.Signals] | None:
+    """The point at which the test hook ``FMLKIT_FAULT_RUN`` signals the run of ``stage_id``,
+    and the signal (SIGKILL, or the one named after a colon: ``stage-done@split:SIGTERM``)."""
+    value = os.environ.get(FAULT_ENV)
+    if not value:
+        return None
+    point, _, at = value.partition("@")
+    at, _, name = at.partition(":")
+    if point not in FAULT_POINTS or not at or name not in ("", *signal.Signals.__members__):
+        raise ValueError(
+            f"{FAULT_ENV}={value!r}: expected <point>@<stage id>[:<signal>] with <point> one "
+            f"of {', '.join(FAULT_POINTS)}"
+        )
+    return (point, signal.Signals[name or "SIGKILL"]) if at == stage_id else None
+
+
+def _reached(point: str, fault: tuple[str, signal.Signals] | None) -> None:
+    if fault is not None and fault[0] == point:
+        os.kill(os.getpid(), fault[1])
 
 
 @contextlib.contextmanager
@@ -330,13 +392,18 @@ class _Run:
         return self._parent
 
     def stage(self, stage: Stage, versions: _Versions, reason: str) -> StageResult:
+        fault = _fault_point(stage.id)
+        _reached("before-stage", fault)
         stage_dir = self.pipeline.store / stage.id
         started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
         t0 = time.perf_counter()
         deps = {k: {"path": _plain(v), "version": versions.of(v)} for k, v in stage.deps.items()}
-        outputs = begin_staging(stage_dir, stage.outs)
+        versions.cache.commit()  # hold no lock on the cache while the stage runs
         try:
+            outputs = begin_staging(stage_dir, stage.outs)
+            _reached("staged", fault)
             self._invoke(stage, outputs)
+            _reached("stage-done", fault)
             out_versions = {k: version_of(p, versions.cache) for k, p in outputs.items()}
             lacking = [k for k, v in out_versions.items() if v is None]
             if lacking:
@@ -349,13 +416,19 @@ class _Run:
         except BaseException:
             remove_tree(stage_dir / STAGING)
             raise
+        _reached("committed", fault)
+        versions.cache.commit()
+        versions.forget(stage_dir)
         outs = {k: {"path": p, "version": made[k]} for k, p in stage.outs.items()}
         duration = round(time.perf_counter() - t0, 2)
         entry = LockEntry(stage.run, dict(stage.params), deps, outs, __version__, started, duration)
         record_provenance(version_dir, entry)
+        _reached("recorded", fault)
         link_outputs(version_dir, stage.outs)
+        _reached("linked", fault)
         self.lock[stage.id] = entry
         write_pipeline_lock(self.pipeline, self.lock)
+        _reached("locked", fault)
         return StageResult(stage.id, "ran", reason, duration, version_dir)
 
     def _invoke(self, stage: Stage, outputs: Mapping[str, Path]) -> None:

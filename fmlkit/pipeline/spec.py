@@ -22,12 +22,14 @@ import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fmlkit.errors import FmlkitError, InputError, PipelineError
+from fmlkit.pipeline.lock import read_utf8, shown
+from fmlkit.pipeline.paths import absolute, canonical, canonical_in, within
 from fmlkit.pipeline.stages import STAGES, DepValue, StageAdapter, get_stage, normalize_key
 
 SECTIONS = ("run", "deps", "params", "outs")
@@ -113,10 +115,12 @@ class Pipeline:
         return found
 
     def producer(self, path: str) -> str | None:
-        """The id of the stage whose output holds ``path``, if any."""
-        target = _absolute(path)
+        """The id of the stage whose output holds ``path``, if any (symbolic links followed,
+        as `load_pipeline` follows them)."""
+        canonical = canonical_in(str(self.store.parent))
+        target = canonical(path)
         for stage in self.stages.values():
-            if any(_within(target, _absolute(out)) for out in stage.outs.values()):
+            if any(within(target, canonical(out)) for out in stage.outs.values()):
                 return stage.id
         return None
 
@@ -150,7 +154,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
 
     path = resolve_pipeline_path(path)
     try:
-        data = parse_yaml(path.read_text(encoding="utf-8"), where=str(path))
+        data = parse_yaml(read_utf8(path), where=str(path))
     except FmlkitError as e:
         raise PipelineError(str(e)) from None
     problems = _Problems()
@@ -159,12 +163,10 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
         stage = _read_stage(stage_id, body, problems)
         if stage is not None:
             stages[stage_id] = stage
-    stages = _order(_link(_resolve_references(stages, problems), problems), problems)
-    store = _absolute(str(data.get("artifacts", ARTIFACTS))) if isinstance(data, dict) else ""
-    for stage in stages.values():
-        for key, out in stage.outs.items():
-            if store and (_within(_absolute(out), store) or _within(store, _absolute(out))):
-                problems.add(f"stages.{stage.id}.outs.{key}", "overlaps the artifact store")
+    artifacts = str(data.get("artifacts", ARTIFACTS)) if isinstance(data, dict) else ARTIFACTS
+    stages = _resolve_references(stages, problems)
+    stages = _order(_link(stages, canonical_in(artifacts), problems), problems)
+    _check_places(stages, path, artifacts, problems)
     if problems:
         lines = "\n".join(f"  {where}: {what}" for where, what in problems)
         count = f"{len(problems)} problem{'s' * (len(problems) > 1)}"
@@ -181,17 +183,17 @@ class _Problems(list[tuple[str, str]]):
 
 def _top_level(data: Any, problems: _Problems) -> dict[str, Any]:
     if not isinstance(data, dict):
-        problems.add("(top)", f"expected a mapping with `stages:`, found {data!r:.60}")
+        problems.add("(top)", f"expected a mapping with `stages:`, found {shown(data)}")
         return {}
     for key in data:
         if key not in TOP_KEYS:
             problems.add(str(key), f"unknown key; expected one of {', '.join(TOP_KEYS)}")
     artifacts = data.get("artifacts", ARTIFACTS)
     if not isinstance(artifacts, str) or not artifacts:
-        problems.add("artifacts", f"expected a folder path, found {artifacts!r:.60}")
+        problems.add("artifacts", f"expected a folder path, found {shown(artifacts)}")
     stages = data.get("stages")
     if not isinstance(stages, dict) or not stages:
-        problems.add("stages", f"expected a mapping of stage ids, found {stages!r:.60}")
+        problems.add("stages", f"expected a mapping of stage ids, found {shown(stages)}")
         return {}
     return stages
 
@@ -202,7 +204,7 @@ def _read_stage(stage_id: Any, body: Any, problems: _Problems) -> Stage | None:
         problems.add(where, "expected an id of letters, digits, '_' and '-'")
         return None
     if not isinstance(body, dict):
-        problems.add(where, f"expected a mapping with {', '.join(SECTIONS)}; found {body!r:.60}")
+        problems.add(where, f"expected a mapping with {', '.join(SECTIONS)}; found {shown(body)}")
         return None
     for key in body:
         if key not in SECTIONS:
@@ -236,7 +238,7 @@ def _mapping(value: Any, where: str, problems: _Problems) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        problems.add(where, f"expected a mapping of key: value, found {value!r:.60}")
+        problems.add(where, f"expected a mapping of key: value, found {shown(value)}")
         return {}
     return {normalize_key(k): v for k, v in value.items()}
 
@@ -270,7 +272,7 @@ def _paths(value: Any, where: str, multiple: bool, problems: _Problems) -> DepVa
     elif isinstance(value, str) and value:
         return value
     kind = "a path or a list of paths" if multiple else "a path"
-    problems.add(where, f"expected {kind}, found {value!r:.60}")
+    problems.add(where, f"expected {kind}, found {shown(value)}")
     return ""
 
 
@@ -315,44 +317,71 @@ def _resolve_references(stages: dict[str, Stage], problems: _Problems) -> dict[s
     return resolved
 
 
-def _absolute(path: str) -> str:
-    return os.path.normpath(Path(path).absolute())
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def _dep_paths(stage: Stage) -> Iterator[tuple[str, str]]:
     for key, value in stage.deps.items():
         for path in (value,) if isinstance(value, str) else value:
             yield key, path
 
 
-def _link(stages: dict[str, Stage], problems: _Problems) -> dict[str, Stage]:
+def _link(
+    stages: dict[str, Stage], canonical: Callable[[str], str], problems: _Problems
+) -> dict[str, Stage]:
     """Find each stage's upstream stages by path (a dep at or inside another stage's output);
-    refuse outputs that overlap or that their own stage reads; check the params' values."""
-    outs = [(s.id, k, _absolute(p)) for s in stages.values() for k, p in s.outs.items()]
+    refuse outputs that overlap, that their own stage reads, or that lie inside a folder a
+    stage reads that no stage makes (a source tree); check the params' values. Paths are
+    compared by their ``canonical`` form (symbolic links followed)."""
+    outs = [(s.id, k, canonical(p)) for s in stages.values() for k, p in s.outs.items()]
     for i, (sid, key, path) in enumerate(outs):
         for other, other_key, other_path in outs[:i]:
-            if _within(path, other_path) or _within(other_path, path):
+            if within(path, other_path) or within(other_path, path):
                 what = f"overlaps stages.{other}.outs.{other_key} ({other_path})"
                 problems.add(f"stages.{sid}.outs.{key}", f"{what}; give each output its own path")
     linked = {}
     for stage in stages.values():
         upstream: list[str] = []
         for key, dep in _dep_paths(stage):
-            for sid, out_key, path in outs:
-                if not _within(_absolute(dep), path):
-                    continue
+            made_by = [(sid, k) for sid, k, path in outs if within(canonical(dep), path)]
+            for sid, out_key in made_by:
                 if sid == stage.id:
                     problems.add(f"stages.{stage.id}.deps.{key}", f"is its own outs.{out_key}")
                 elif sid not in upstream:
                     upstream.append(sid)
+            if not made_by:  # a source: no output may be written into it
+                for sid, out_key, path in outs:
+                    if within(path, canonical(dep)):
+                        problems.add(
+                            f"stages.{sid}.outs.{out_key}",
+                            f"lies inside {dep}, which stages.{stage.id}.deps.{key} reads: "
+                            "writing there changes that stage's input; put it elsewhere",
+                        )
         linked[stage.id] = dataclasses.replace(stage, upstream=tuple(upstream))
         for where, what in stage.adapter.check(stage.deps, stage.params):
             problems.add(f"stages.{stage.id}.{where}", what)
     return linked
+
+
+def _check_places(
+    stages: dict[str, Stage], path: Path, artifacts: str, problems: _Problems
+) -> None:
+    """Refuse outputs that lie in the artifact store, or that hold it, the pipeline file or
+    its lock file (as an output ``/``, ``..`` or ``.`` does)."""
+    store = os.path.realpath(artifacts)
+    kept = {
+        f"the artifact store {artifacts}": store,
+        f"the pipeline file {path}": canonical(str(path), store),
+        f"its lock file {path.with_suffix('.lock')}": canonical(
+            str(path.with_suffix(".lock")), store
+        ),
+    }
+    for stage in stages.values():
+        for key, out in stage.outs.items():
+            where, target = f"stages.{stage.id}.outs.{key}", canonical(out, store)
+            held = [name for name, p in kept.items() if within(p, target)]
+            if held:
+                what = f"{out} is or holds {' and '.join(held)}"
+                problems.add(where, f"{what}: give the output a file or folder of its own")
+            elif within(target, store):
+                problems.add(where, "overlaps the artifact store")
 
 
 def _order(stages: dict[str, Stage], problems: _Problems) -> dict[str, Stage]:
@@ -379,9 +408,9 @@ def _cycle(stages: dict[str, Stage], waiting: list[str]) -> tuple[str, str]:
             break
         path.append(nxt)
     reader, maker = loop[0], loop[1]  # loop[i] reads an output of loop[i + 1]
-    made = [_absolute(o) for o in stages[maker].outs.values()]
+    made = [absolute(o) for o in stages[maker].outs.values()]
     key = next(
-        k for k, d in _dep_paths(stages[reader]) if any(_within(_absolute(d), o) for o in made)
+        k for k, d in _dep_paths(stages[reader]) if any(within(absolute(d), o) for o in made)
     )
     chain = " → ".join(reversed(loop))
     return f"stages.{reader}.deps.{key}", f"cycle: {chain} (each reads the one before)"

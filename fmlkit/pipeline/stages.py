@@ -23,6 +23,7 @@ import click
 
 from fmlkit.cli._common import find_option
 from fmlkit.errors import FmlkitError, OptionError
+from fmlkit.pipeline.lock import shown
 from fmlkit.registry import Registry
 
 Problem = tuple[str, str]  # (YAML path relative to the stage, message)
@@ -165,7 +166,7 @@ def to_cli_value(param: click.Parameter, value: Any) -> Any:
         items = value if isinstance(value, (list, tuple)) else [value]
         return [str(v) if isinstance(v, Path) else v for v in items]
     if isinstance(value, (list, tuple, dict)):
-        raise click.BadParameter(f"expected one value, found {value!r:.80}")
+        raise click.BadParameter(f"expected one value, found {shown(value, 80)}")
     return value
 
 
@@ -251,7 +252,8 @@ def override_list(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) and "=" in v for v in value):
         return list(value)
     raise ValueError(
-        f"expected a mapping {{key: value}} or a list of key=value strings, found {value!r:.80}"
+        "expected a mapping {key: value} or a list of key=value strings, "
+        f"found {shown(value, 80)}"
     )
 
 

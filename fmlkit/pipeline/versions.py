@@ -15,15 +15,19 @@ store) has the version of what it points at. Versions are hex strings prefixed b
 File hashes are cached in a small SQLite table keyed by the real path, with the size, mtime
 and inode they were computed at: an unchanged file is not read again. A file modified less
 than `RACY_SECONDS` before it was hashed is not cached (its mtime might not change on a
-second write within the clock's resolution), as git does for "racily clean" entries.
+second write within the clock's resolution), as git does for "racily clean" entries. The cache
+is only a shortcut: a reader that finds it locked by a running `fmlkit run` (or damaged)
+hashes without it, and a writer replaces a damaged one.
 """
 
 # Walks every file of a folder: plain str paths and os calls, as fmlkit/data/prepare/walk.py.
 # ruff: noqa: PTH113, PTH114, PTH115, PTH116, PTH118, PTH123
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import stat
@@ -31,19 +35,28 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fmlkit.errors import PipelineError
 from fmlkit.io import Closing
 
+logger = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"  # fmlkit.data.formats.parquet.MANIFEST (not imported: pyarrow)
 RACY_SECONDS = 2.0
 CHUNK = 1 << 20
+# sqlite3.h's result codes for a write that found no room (sqlite3 has them only at run time)
+_SQLITE_FULL, _SQLITE_IOERR_WRITE = 13, 10 | 3 << 8
+READ_TIMEOUT_S = 1.0  # how long a reader waits for a writer's lock before going without
 
 
 class HashCache(Closing):
     """sha256 of files by (real path, size, mtime_ns, inode), in SQLite at ``path``.
 
-    Use as a context manager; new entries are committed on exit if ``write``. ``path`` None
-    keeps the cache in memory; with ``write`` False an existing cache is read and nothing is
-    written (``fmlkit status``, ``--dry-run``).
+    Use as a context manager; new entries are committed on exit if ``write``, and by
+    `commit` (the runner commits before each stage, so that no lock is held while a stage
+    runs). ``path`` None keeps the cache in memory; with ``write`` False an existing cache is
+    read and nothing is written (``fmlkit status``, ``--dry-run``): if it is locked for longer
+    than `READ_TIMEOUT_S` or damaged, files are hashed without it (a warning says so). A writer
+    replaces a damaged cache (it holds nothing but hashes), and goes on in memory if the disk
+    has no room to write it (a warning says so; the run's outputs report the full disk).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None, *, write: bool = True) -> None:
@@ -52,25 +65,80 @@ class HashCache(Closing):
         elif path is not None and not Path(path).exists():
             path = None
         self._write = write
-        self._db = sqlite3.connect(":memory:" if path is None else os.fspath(path), timeout=60)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
-            "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)"
-        )
+        self._path = None if path is None else os.fspath(path)
+        self._db = self._open()
         self.hashed_bytes = 0  # bytes read this session (the cache missed)
+
+    def _open(self) -> sqlite3.Connection:
+        if self._path is None:
+            return _connect(":memory:", 0)
+        try:
+            return _connect(self._path, 60 if self._write else READ_TIMEOUT_S)
+        except sqlite3.DatabaseError as e:
+            if not self._write:  # locked by a run, damaged, unreadable: go without
+                return self._without(f"it could not be read ({e}): is `fmlkit run` running?")
+            if _no_room(e):
+                return self._without(f"it could not be written ({e})")
+            if isinstance(e, sqlite3.OperationalError):  # locked, or no permission
+                raise PipelineError(
+                    f"hash cache {self._path}: {e}; if no `fmlkit run` or `fmlkit status` of "
+                    "this pipeline is running, delete it (it holds nothing but file hashes)"
+                ) from None
+            logger.warning("hash cache %s is damaged (%s): starting a new one", self._path, e)
+            Path(self._path).unlink()
+            return _connect(self._path, 60)
+
+    def _without(self, why: str) -> sqlite3.Connection:
+        """An empty in-memory cache in place of the one at ``self._path``."""
+        logger.warning("hash cache %s not used, %s; hashing every file", self._path, why)
+        self._path = None
+        return _connect(":memory:", 0)
+
+    def commit(self) -> None:
+        """Write the new entries now (and release the write lock), if ``write``."""
+        if self._write:
+            with self._unless_no_room():
+                self._db.commit()
 
     def close(self) -> None:
         if self._write:
-            self._db.commit()
+            with self._unless_no_room():
+                self._db.commit()
         else:
             self._db.rollback()
         self._db.close()
 
+    @contextlib.contextmanager
+    def _unless_no_room(self) -> Iterator[None]:
+        """Go on in memory if the cache's file cannot be written for want of room (`_no_room`):
+        it holds nothing but hashes, so a full disk must fail the outputs, not the cache."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if not _no_room(e):
+                raise
+            with contextlib.suppress(sqlite3.Error):
+                self._db.rollback()
+            self._db.close()
+            self._db = self._without(f"it could not be written ({e})")
+
+    def _lookup(self, real: str) -> tuple[int, int, int, str] | None:
+        """The cached (size, mtime_ns, inode, sha256) of ``real``, if any."""
+        try:
+            row: tuple[int, int, int, str] | None = self._db.execute(
+                "SELECT size, mtime_ns, inode, sha256 FROM files WHERE path = ?", (real,)
+            ).fetchone()
+            return row
+        except sqlite3.DatabaseError as e:  # a reader kept out by a writer's lock
+            if self._write:
+                raise
+            self._db.close()
+            self._db = self._without(f"it could not be read ({e}): is `fmlkit run` running?")
+            return None
+
     def file_sha256(self, real: str, st: os.stat_result) -> str:
         """The sha256 of the regular file at the real path ``real`` whose stat is ``st``."""
-        row = self._db.execute(
-            "SELECT size, mtime_ns, inode, sha256 FROM files WHERE path = ?", (real,)
-        ).fetchone()
+        row = self._lookup(real)
         if row is not None and tuple(row[:3]) == (st.st_size, st.st_mtime_ns, st.st_ino):
             return str(row[3])
         started = time.time_ns()
@@ -80,12 +148,36 @@ class HashCache(Closing):
                 digest.update(chunk)
         self.hashed_bytes += st.st_size
         sha = digest.hexdigest()
-        if st.st_mtime_ns < started - int(RACY_SECONDS * 1e9):
-            self._db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-                (real, st.st_size, st.st_mtime_ns, st.st_ino, sha),
-            )
+        # a reader never writes to the file: it would take the lock that a run needs
+        on_disk_reader = self._path is not None and not self._write
+        if st.st_mtime_ns < started - int(RACY_SECONDS * 1e9) and not on_disk_reader:
+            with self._unless_no_room():
+                self._db.execute(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                    (real, st.st_size, st.st_mtime_ns, st.st_ino, sha),
+                )
         return sha
+
+
+def _no_room(error: sqlite3.Error) -> bool:
+    """Whether sqlite could not write for want of room: a full disk or quota (SQLITE_FULL), or
+    a write refused by the OS (SQLITE_IOERR_WRITE, as at a file-size limit)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code in (_SQLITE_FULL, _SQLITE_IOERR_WRITE)
+
+
+def _connect(path: str, timeout: float) -> sqlite3.Connection:
+    """A connection to the cache at ``path`` with its table; raises what sqlite3 raises."""
+    db = sqlite3.connect(path, timeout=timeout)
+    try:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
+            "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)"
+        )
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
 
 
 def version_of(path: str | os.PathLike[str], cache: HashCache) -> str | None:
