@@ -92,7 +92,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "check": total}))
 
 FMLKIT_READ = r"""
 import json, sys, time
-from fmlkit.data.formats.recordio import RecordReader, unpack
+from fmlkit.data.formats.recordio import unpack
+from fmlkit.data.formats.recordio_reader import RecordReader
 start = time.perf_counter()
 labels = 0.0
 total = 0

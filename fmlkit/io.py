@@ -7,7 +7,8 @@ holds because the temporary entry sits in the target's own directory.
 A write that fails because the disk is full (or a quota or file-size limit is reached) removes
 its temporary entry and is reported as an `OutputError` naming the output (`writing`). A stage
 that writes several outputs renames them into place together (`committed_together`), so that
-one failing leaves every previous version as it was.
+one failing leaves every previous version as it was. Before writing, `check_overwrite` and
+`check_apart` refuse an output that would replace an existing file, an input or another output.
 """
 
 from __future__ import annotations
@@ -104,6 +105,23 @@ def check_overwrite(path: Path, overwrite: bool) -> None:
     """Raise `InputError` if ``path`` exists and may not be replaced."""
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; choose another path or pass --overwrite")
+
+
+def check_apart(paths: dict[str, str | os.PathLike[str] | None], *, fix: str) -> None:
+    """Raise `InputError` when two of ``paths`` (role → path; None: not given) are one file,
+    links and ``..`` followed: writing one would replace the other (the input, or another
+    output). ``fix`` ends the message."""
+    seen: list[tuple[str, Path, Path]] = []
+    for role, path in paths.items():
+        if path is None:
+            continue
+        p = Path(path)
+        real = p.resolve()
+        for other_role, other, other_real in seen:
+            both = p.exists() and other.exists()
+            if real == other_real or (both and p.samefile(other)):
+                raise InputError(f"the {role} {p} is the {other_role} {other}; {fix}")
+        seen.append((role, p, real))
 
 
 @contextlib.contextmanager

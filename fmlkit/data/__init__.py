@@ -4,12 +4,12 @@
 
     formats/   bytes on disk <-> Python, no stage policy: recordio, parquet, table (dataset_info),
                insightface_bin, hashing, pair_lists (CSV / LFW pairs.txt), images
-    synth/     fmlkit synth      a synthetic identity dataset with planted defects
+    synth/     fmlkit synth      faces, draw, synth: an identity dataset with planted defects
     prepare/   fmlkit prepare    walk, probe, scan: class folders → dataset_info
     filter/    fmlkit filter     filter, dedup, hamming, report
     split/     fmlkit split      folds; fmlkit pairs: pairs over draw
-    convert/   fmlkit convert    dispatch, from_rec, from_images, from_parquet, shuffle;
-                                 fmlkit inspect
+    convert/   fmlkit convert    dispatch, from_rec (rec_scan), from_images, from_parquet,
+                                 shuffle, report; fmlkit inspect
     loading/   the torch side, for fmlkit.train and fmlkit.eval: datasets, samplers,
                transforms, gpu_decode, arrow_cache
 

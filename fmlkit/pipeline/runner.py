@@ -7,6 +7,8 @@ into ``<store>/<stage>/.staging``, then its outputs are versioned, moved to
 A downstream stage runs when an upstream stage ran in the same run (the issue's rule: a re-run
 stage re-runs what depends on it, even when its outputs came out the same), or when a dep's
 version changed for any other reason (a file edited outside the pipeline).
+`fmlkit.pipeline.assess` says where each stage stands; this module plans the run, runs the
+stages (staging, versioning, linking, the lock) and holds the fault hook and signal handling.
 
 A stage that fails or is interrupted (Ctrl-C, SIGTERM) leaves its lock entry and its declared
 outputs as they were; its staging folder is deleted (a SIGKILL leaves it for the next run to
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Literal
 
 import click
 
@@ -43,7 +45,6 @@ from fmlkit import __version__
 from fmlkit.errors import FmlkitError, OptionError, PipelineError
 from fmlkit.pipeline.artifacts import (
     STAGING,
-    VERSION_DIGITS,
     begin_staging,
     commit_staging,
     exclusive,
@@ -52,11 +53,11 @@ from fmlkit.pipeline.artifacts import (
     record_provenance,
     remove_tree,
 )
-from fmlkit.pipeline.lock import LockEntry, read_lock, shown, write_pipeline_lock
+from fmlkit.pipeline.assess import State, Versions, as_tuple, assess, plain
+from fmlkit.pipeline.lock import LockEntry, read_lock, write_pipeline_lock
 from fmlkit.pipeline.spec import Pipeline, Stage
-from fmlkit.pipeline.versions import HashCache, combined_version, version_of
+from fmlkit.pipeline.versions import HashCache, version_of
 
-State = Literal["up-to-date", "changed", "missing"]
 Action = Literal["running", "ran", "skipped", "would run", "not needed"]
 HASHES = ".hashes.sqlite"
 FAULT_ENV = "FMLKIT_FAULT_RUN"
@@ -109,120 +110,6 @@ class RunReport:
         )
 
 
-class _Versions:
-    """Versions of paths, memoised by real path for one run. A stage that runs may make a
-    version folder again at the same real path (deleted, or edited by hand, before): `forget`
-    its folder then."""
-
-    def __init__(self, cache: HashCache) -> None:
-        self.cache = cache
-        self._memo: dict[str, str | None] = {}
-
-    def __call__(self, path: str) -> str | None:
-        real = os.path.realpath(path)
-        if real not in self._memo:
-            self._memo[real] = version_of(real, self.cache)
-        return self._memo[real]
-
-    def forget(self, folder: Path) -> None:
-        """Drop what is memoised for paths in ``folder``."""
-        inside = os.path.realpath(folder) + os.sep
-        self._memo = {k: v for k, v in self._memo.items() if not k.startswith(inside)}
-
-    def of(self, value: str | tuple[str, ...]) -> str | list[str | None] | None:
-        return self(value) if isinstance(value, str) else [self(v) for v in value]
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else value
-
-
-def _assess(
-    pipeline: Pipeline,
-    stage: Stage,
-    entry: LockEntry | None,
-    versions: _Versions,
-    pending: Mapping[str, str],
-) -> tuple[State, list[str]]:
-    """The state of ``stage`` and its reasons. Deps made by a stage in ``pending`` (id → what
-    it is about to do) are not compared: the stage waits for that one."""
-    missing = [f"outs.{k} ({p}) is missing" for k, p in stage.outs.items() if versions(p) is None]
-    if entry is None:
-        return ("missing" if missing else "changed"), ["first run (no lock entry)"]
-    reasons: list[str] = []
-    if entry.run != stage.run:
-        reasons.append(f"run: {entry.run} → {stage.run}")
-    if entry.fmlkit_version != __version__:
-        reasons.append(f"fmlkit {entry.fmlkit_version} → {__version__}")
-    reasons += _param_changes(entry.params, stage.params)
-    waiting = [u for u in stage.upstream if u in pending]
-    reasons += [f"upstream {u} {pending[u]}" for u in waiting]
-    reasons += _dep_changes(pipeline, stage, entry, versions, set(waiting))
-    for key, path in stage.outs.items():
-        locked = entry.outs.get(key, {})
-        if locked.get("path") != path:
-            reasons.append(f"outs.{key}: {locked.get('path')} → {path}")
-        elif versions(path) not in (None, locked.get("version")):
-            reasons.append(_out_change(pipeline, stage.id, key, path, entry))
-    state: State = "missing" if missing else "changed" if reasons else "up-to-date"
-    return state, missing + reasons
-
-
-def _out_change(pipeline: Pipeline, stage_id: str, key: str, path: str, entry: LockEntry) -> str:
-    """Why output ``key`` at ``path`` is not the version ``entry`` records: its files were
-    edited, or it links to another version folder (a run stopped before it wrote the lock, or
-    a link made by hand)."""
-    stage_dir = Path(os.path.realpath(pipeline.store / stage_id))
-    made = {k: str(o.get("version")) for k, o in entry.outs.items()}
-    locked = combined_version(made)[:VERSION_DIGITS]
-    real = Path(os.path.realpath(path))
-    if stage_dir not in real.parents:
-        return f"outs.{key} ({path}) was modified"
-    folder = real.relative_to(stage_dir).parts[0]
-    if folder == locked:
-        return f"outs.{key} ({path}) was modified: its files in {stage_dir / folder} were edited"
-    return (
-        f"outs.{key} ({path}) links to version {folder}, not to the locked {locked} (a run "
-        "stopped before it wrote the lock, or a link changed by hand)"
-    )
-
-
-def _param_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    changes = []
-    for key in [*new, *(k for k in old if k not in new)]:
-        if key not in old:
-            changes.append(f"params.{key}: (default) → {shown(new[key])}")
-        elif key not in new:
-            changes.append(f"params.{key}: {shown(old[key])} → (default)")
-        elif old[key] != new[key]:
-            changes.append(f"params.{key}: {shown(old[key])} → {shown(new[key])}")
-    return changes
-
-
-def _dep_changes(
-    pipeline: Pipeline, stage: Stage, entry: LockEntry, versions: _Versions, waiting: set[str]
-) -> list[str]:
-    """What changed in the deps; those that stages in ``waiting`` make are not compared."""
-    changes = [f"deps.{k} removed" for k in entry.deps if k not in stage.deps]
-    for key, value in stage.deps.items():
-        locked = entry.deps.get(key)
-        if locked is None:
-            changes.append(f"deps.{key} added")
-        elif locked.get("path") != _plain(value):
-            changes.append(f"deps.{key}: {locked.get('path')} → {_plain(value)}")
-        elif not waiting & {pipeline.producer(p) for p in _as_tuple(value)}:
-            now = versions.of(value)
-            if now is None or (isinstance(now, list) and None in now):
-                changes.append(f"deps.{key} ({_plain(value)}) does not exist")
-            elif now != locked.get("version"):
-                changes.append(f"deps.{key} ({_plain(value)}) changed")
-    return changes
-
-
 def pipeline_status(pipeline: Pipeline) -> dict[str, StageStatus]:
     """Each stage's state against the lock file, in run order; a stage after one that is not
     up to date is ``changed`` (it waits for that one), unless an output of its own is missing.
@@ -231,9 +118,9 @@ def pipeline_status(pipeline: Pipeline) -> dict[str, StageStatus]:
     found: dict[str, StageStatus] = {}
     pending: dict[str, str] = {}
     with HashCache(pipeline.store / HASHES, write=False) as cache:
-        versions = _Versions(cache)
+        versions = Versions(cache)
         for stage in pipeline.stages.values():
-            state, reasons = _assess(pipeline, stage, lock.get(stage.id), versions, pending)
+            state, reasons = assess(pipeline, stage, lock.get(stage.id), versions, pending)
             found[stage.id] = StageStatus(state, "; ".join(reasons) or "unchanged")
             if state != "up-to-date":
                 pending[stage.id] = "is " + state
@@ -282,14 +169,14 @@ def run_pipeline(
                 remove_tree(pipeline.store / stage_id / STAGING)
         stack.enter_context(_sigterm_as_interrupt())
         cache = stack.enter_context(HashCache(pipeline.store / HASHES, write=not dry_run))
-        versions = _Versions(cache)
+        versions = Versions(cache)
         pending: dict[str, str] = {}  # stages that ran (or would run, in a dry run)
         for stage in pipeline.stages.values():
             if stage.id not in selected:
                 result = StageResult(stage.id, "not needed", f"not upstream of --until {until}")
             else:
                 entry = run.lock.get(stage.id)
-                state, reasons = _assess(pipeline, stage, entry, versions, pending)
+                state, reasons = assess(pipeline, stage, entry, versions, pending)
                 if stage.id in forced:
                     state, reasons = "changed", ["forced", *reasons]
                 result = run.decide(stage, state, "; ".join(reasons), versions, dry_run)
@@ -307,7 +194,7 @@ def _preflight(pipeline: Pipeline, selected: set[str]) -> None:
         if stage.id not in selected:
             continue
         for key, value in stage.deps.items():
-            for path in _as_tuple(value):
+            for path in as_tuple(value):
                 if pipeline.producer(path) is None and not Path(path).exists():
                     problems.append(f"stages.{stage.id}.deps.{key}: {path} does not exist")
         for key, path in stage.outs.items():
@@ -369,7 +256,7 @@ class _Run:
     _parent: click.Context | None = field(default=None, init=False)
 
     def decide(
-        self, stage: Stage, state: State, reason: str, versions: _Versions, dry_run: bool
+        self, stage: Stage, state: State, reason: str, versions: Versions, dry_run: bool
     ) -> StageResult:
         """Skip the stage, say it would run, or run it."""
         if state == "up-to-date":
@@ -391,13 +278,13 @@ class _Run:
             self._parent.params["quiet"] = self.quiet
         return self._parent
 
-    def stage(self, stage: Stage, versions: _Versions, reason: str) -> StageResult:
+    def stage(self, stage: Stage, versions: Versions, reason: str) -> StageResult:
         fault = _fault_point(stage.id)
         _reached("before-stage", fault)
         stage_dir = self.pipeline.store / stage.id
         started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
         t0 = time.perf_counter()
-        deps = {k: {"path": _plain(v), "version": versions.of(v)} for k, v in stage.deps.items()}
+        deps = {k: {"path": plain(v), "version": versions.of(v)} for k, v in stage.deps.items()}
         versions.cache.commit()  # hold no lock on the cache while the stage runs
         try:
             outputs = begin_staging(stage_dir, stage.outs)

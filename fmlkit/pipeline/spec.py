@@ -14,30 +14,31 @@ Paths are relative to the current working directory. Problems (unknown stage nam
 values the command refuses, references to missing stages or outputs, outputs that overlap,
 cycles) are all collected and raised as one `PipelineError`, each named by its YAML path
 (``stages.train.deps.config``).
+
+This module reads each stage on its own (`load_pipeline`, `Pipeline`, `Stage`);
+`fmlkit.pipeline.graph` checks how the stages connect (references, overlaps, order, cycles).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fmlkit.errors import FmlkitError, InputError, PipelineError
+from fmlkit.pipeline.graph import check_places, link_stages, order_stages, resolve_references
 from fmlkit.pipeline.lock import read_utf8, shown
-from fmlkit.pipeline.paths import absolute, canonical, canonical_in, within
+from fmlkit.pipeline.paths import canonical_in, within
 from fmlkit.pipeline.stages import STAGES, DepValue, StageAdapter, get_stage, normalize_key
 
 SECTIONS = ("run", "deps", "params", "outs")
 TOP_KEYS = ("stages", "artifacts")
 ARTIFACTS = "artifacts"  # the default store folder
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
-_REF = re.compile(r"\$\{([^}]*)\}")
-_REF_BODY = re.compile(r"\s*stages\.([^.\s]+)\.outs\.([^\s]+)\s*")
 
 
 @dataclass(frozen=True)
@@ -157,16 +158,16 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
         data = parse_yaml(read_utf8(path), where=str(path))
     except FmlkitError as e:
         raise PipelineError(str(e)) from None
-    problems = _Problems()
+    problems = Problems()
     stages: dict[str, Stage] = {}
     for stage_id, body in _top_level(data, problems).items():
         stage = _read_stage(stage_id, body, problems)
         if stage is not None:
             stages[stage_id] = stage
     artifacts = str(data.get("artifacts", ARTIFACTS)) if isinstance(data, dict) else ARTIFACTS
-    stages = _resolve_references(stages, problems)
-    stages = _order(_link(stages, canonical_in(artifacts), problems), problems)
-    _check_places(stages, path, artifacts, problems)
+    stages = resolve_references(stages, problems)
+    stages = order_stages(link_stages(stages, canonical_in(artifacts), problems), problems)
+    check_places(stages, path, artifacts, problems)
     if problems:
         lines = "\n".join(f"  {where}: {what}" for where, what in problems)
         count = f"{len(problems)} problem{'s' * (len(problems) > 1)}"
@@ -174,14 +175,14 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     return Pipeline(path.stem, path, stages, Path(data.get("artifacts", ARTIFACTS)) / path.stem)
 
 
-class _Problems(list[tuple[str, str]]):
+class Problems(list[tuple[str, str]]):
     """(YAML path, message) pairs."""
 
     def add(self, where: str, what: str) -> None:
         self.append((where, what))
 
 
-def _top_level(data: Any, problems: _Problems) -> dict[str, Any]:
+def _top_level(data: Any, problems: Problems) -> dict[str, Any]:
     if not isinstance(data, dict):
         problems.add("(top)", f"expected a mapping with `stages:`, found {shown(data)}")
         return {}
@@ -198,7 +199,7 @@ def _top_level(data: Any, problems: _Problems) -> dict[str, Any]:
     return stages
 
 
-def _read_stage(stage_id: Any, body: Any, problems: _Problems) -> Stage | None:
+def _read_stage(stage_id: Any, body: Any, problems: Problems) -> Stage | None:
     where = f"stages.{stage_id}"
     if not isinstance(stage_id, str) or not _ID.fullmatch(stage_id):
         problems.add(where, "expected an id of letters, digits, '_' and '-'")
@@ -234,7 +235,7 @@ def _read_stage(stage_id: Any, body: Any, problems: _Problems) -> Stage | None:
     return Stage(stage_id, run, deps, sections["params"], outs, ())
 
 
-def _mapping(value: Any, where: str, problems: _Problems) -> dict[str, Any]:
+def _mapping(value: Any, where: str, problems: Problems) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -265,7 +266,7 @@ def _key_problems(
             yield section, f"missing {key} (required by {adapter.name})"
 
 
-def _paths(value: Any, where: str, multiple: bool, problems: _Problems) -> DepValue:
+def _paths(value: Any, where: str, multiple: bool, problems: Problems) -> DepValue:
     if multiple and isinstance(value, list):
         if value and all(isinstance(v, str) and v for v in value):
             return tuple(value)
@@ -274,143 +275,3 @@ def _paths(value: Any, where: str, multiple: bool, problems: _Problems) -> DepVa
     kind = "a path or a list of paths" if multiple else "a path"
     problems.add(where, f"expected {kind}, found {shown(value)}")
     return ""
-
-
-def _substitute(text: str, where: str, stages: Mapping[str, Stage], problems: _Problems) -> str:
-    """``text`` with each ``${stages.ID.outs.KEY}`` replaced by that output's path."""
-
-    def one(match: re.Match[str]) -> str:
-        ref = match.group(0)
-        body = _REF_BODY.fullmatch(match.group(1))
-        if body is None:
-            problems.add(where, f"{ref}: expected ${{stages.ID.outs.KEY}}")
-            return ref
-        target, key = body.groups()
-        if target not in stages:
-            close = difflib.get_close_matches(target, stages, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.add(where, f"{ref}: no stage {target!r}{hint}")
-        elif key not in stages[target].outs:
-            outs = ", ".join(stages[target].outs) or "none"
-            problems.add(where, f"{ref}: stage {target} has no output {key!r} (outs: {outs})")
-        else:
-            return stages[target].outs[key]
-        return ref
-
-    return _REF.sub(one, text)
-
-
-def _resolve_references(stages: dict[str, Stage], problems: _Problems) -> dict[str, Stage]:
-    resolved = {}
-    for stage in stages.values():
-        deps: dict[str, DepValue] = {}
-        for key, value in stage.deps.items():
-            where = f"stages.{stage.id}.deps.{key}"
-            if isinstance(value, tuple):
-                deps[key] = tuple(_substitute(v, where, stages, problems) for v in value)
-            else:
-                deps[key] = _substitute(value, where, stages, problems)
-        for key, value in stage.outs.items():
-            if "${" in value:
-                problems.add(f"stages.{stage.id}.outs.{key}", "expected a path, not a reference")
-        resolved[stage.id] = dataclasses.replace(stage, deps=deps)
-    return resolved
-
-
-def _dep_paths(stage: Stage) -> Iterator[tuple[str, str]]:
-    for key, value in stage.deps.items():
-        for path in (value,) if isinstance(value, str) else value:
-            yield key, path
-
-
-def _link(
-    stages: dict[str, Stage], canonical: Callable[[str], str], problems: _Problems
-) -> dict[str, Stage]:
-    """Find each stage's upstream stages by path (a dep at or inside another stage's output);
-    refuse outputs that overlap, that their own stage reads, or that lie inside a folder a
-    stage reads that no stage makes (a source tree); check the params' values. Paths are
-    compared by their ``canonical`` form (symbolic links followed)."""
-    outs = [(s.id, k, canonical(p)) for s in stages.values() for k, p in s.outs.items()]
-    for i, (sid, key, path) in enumerate(outs):
-        for other, other_key, other_path in outs[:i]:
-            if within(path, other_path) or within(other_path, path):
-                what = f"overlaps stages.{other}.outs.{other_key} ({other_path})"
-                problems.add(f"stages.{sid}.outs.{key}", f"{what}; give each output its own path")
-    linked = {}
-    for stage in stages.values():
-        upstream: list[str] = []
-        for key, dep in _dep_paths(stage):
-            made_by = [(sid, k) for sid, k, path in outs if within(canonical(dep), path)]
-            for sid, out_key in made_by:
-                if sid == stage.id:
-                    problems.add(f"stages.{stage.id}.deps.{key}", f"is its own outs.{out_key}")
-                elif sid not in upstream:
-                    upstream.append(sid)
-            if not made_by:  # a source: no output may be written into it
-                for sid, out_key, path in outs:
-                    if within(path, canonical(dep)):
-                        problems.add(
-                            f"stages.{sid}.outs.{out_key}",
-                            f"lies inside {dep}, which stages.{stage.id}.deps.{key} reads: "
-                            "writing there changes that stage's input; put it elsewhere",
-                        )
-        linked[stage.id] = dataclasses.replace(stage, upstream=tuple(upstream))
-        for where, what in stage.adapter.check(stage.deps, stage.params):
-            problems.add(f"stages.{stage.id}.{where}", what)
-    return linked
-
-
-def _check_places(
-    stages: dict[str, Stage], path: Path, artifacts: str, problems: _Problems
-) -> None:
-    """Refuse outputs that lie in the artifact store, or that hold it, the pipeline file or
-    its lock file (as an output ``/``, ``..`` or ``.`` does)."""
-    store = os.path.realpath(artifacts)
-    kept = {
-        f"the artifact store {artifacts}": store,
-        f"the pipeline file {path}": canonical(str(path), store),
-        f"its lock file {path.with_suffix('.lock')}": canonical(
-            str(path.with_suffix(".lock")), store
-        ),
-    }
-    for stage in stages.values():
-        for key, out in stage.outs.items():
-            where, target = f"stages.{stage.id}.outs.{key}", canonical(out, store)
-            held = [name for name, p in kept.items() if within(p, target)]
-            if held:
-                what = f"{out} is or holds {' and '.join(held)}"
-                problems.add(where, f"{what}: give the output a file or folder of its own")
-            elif within(target, store):
-                problems.add(where, "overlaps the artifact store")
-
-
-def _order(stages: dict[str, Stage], problems: _Problems) -> dict[str, Stage]:
-    """Dependencies first, otherwise file order; a cycle is a problem."""
-    ordered: dict[str, Stage] = {}
-    waiting = list(stages)
-    while waiting:
-        ready = next((s for s in waiting if all(u in ordered for u in stages[s].upstream)), None)
-        if ready is None:
-            problems.add(*_cycle(stages, waiting))
-            return stages
-        ordered[ready] = stages[ready]
-        waiting.remove(ready)
-    return ordered
-
-
-def _cycle(stages: dict[str, Stage], waiting: list[str]) -> tuple[str, str]:
-    """A cycle among the stages left ``waiting``: (the dep that closes it, the chain)."""
-    path = [waiting[0]]  # every waiting stage reads from another waiting one
-    while True:
-        nxt = next(u for u in stages[path[-1]].upstream if u in waiting)
-        if nxt in path:
-            loop = [*path[path.index(nxt) :], nxt]
-            break
-        path.append(nxt)
-    reader, maker = loop[0], loop[1]  # loop[i] reads an output of loop[i + 1]
-    made = [absolute(o) for o in stages[maker].outs.values()]
-    key = next(
-        k for k, d in _dep_paths(stages[reader]) if any(within(absolute(d), o) for o in made)
-    )
-    chain = " → ".join(reversed(loop))
-    return f"stages.{reader}.deps.{key}", f"cycle: {chain} (each reads the one before)"

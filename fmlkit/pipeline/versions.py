@@ -12,10 +12,13 @@ A path is followed through symbolic links first, so a declared output (a link in
 store) has the version of what it points at. Versions are hex strings prefixed by their kind
 (``file:``, ``dir:``, ``parquet:``), so a file and a folder never share one.
 
-File hashes are cached in a small SQLite table keyed by the real path, with the size, mtime
-and inode they were computed at: an unchanged file is not read again. A file modified less
-than `RACY_SECONDS` before it was hashed is not cached (its mtime might not change on a
-second write within the clock's resolution), as git does for "racily clean" entries. The cache
+File hashes are cached in a small SQLite table keyed by the real path, with the size, mtime,
+ctime and inode they were computed at: an unchanged file is not read again. The ctime (the
+inode's change time, which no user can set back) catches an edit that kept the size and had
+its mtime restored (``touch -r``, ``rsync -t``); a ``chmod`` changes it too, costing one more
+read. A file modified less than `RACY_SECONDS` before it was hashed is not cached (its mtime
+might not change on a second write within the clock's resolution), as git does for "racily
+clean" entries. The cache
 is only a shortcut: a reader that finds it locked by a running `fmlkit run` (or damaged)
 hashes without it, and a writer replaces a damaged one.
 """
@@ -44,11 +47,13 @@ RACY_SECONDS = 2.0
 CHUNK = 1 << 20
 # sqlite3.h's result codes for a write that found no room (sqlite3 has them only at run time)
 _SQLITE_FULL, _SQLITE_IOERR_WRITE = 13, 10 | 3 << 8
+# the cache's table (``files``, of caches before ctime was part of the key, is no longer read)
+_TABLE = "file_hashes"
 READ_TIMEOUT_S = 1.0  # how long a reader waits for a writer's lock before going without
 
 
 class HashCache(Closing):
-    """sha256 of files by (real path, size, mtime_ns, inode), in SQLite at ``path``.
+    """sha256 of files by (real path, size, mtime_ns, ctime_ns, inode), in SQLite at ``path``.
 
     Use as a context manager; new entries are committed on exit if ``write``, and by
     `commit` (the runner commits before each stage, so that no lock is held while a stage
@@ -122,11 +127,12 @@ class HashCache(Closing):
             self._db.close()
             self._db = self._without(f"it could not be written ({e})")
 
-    def _lookup(self, real: str) -> tuple[int, int, int, str] | None:
-        """The cached (size, mtime_ns, inode, sha256) of ``real``, if any."""
+    def _lookup(self, real: str) -> tuple[int, int, int, int, str] | None:
+        """The cached (size, mtime_ns, ctime_ns, inode, sha256) of ``real``, if any."""
         try:
-            row: tuple[int, int, int, str] | None = self._db.execute(
-                "SELECT size, mtime_ns, inode, sha256 FROM files WHERE path = ?", (real,)
+            row: tuple[int, int, int, int, str] | None = self._db.execute(
+                f"SELECT size, mtime_ns, ctime_ns, inode, sha256 FROM {_TABLE} WHERE path = ?",
+                (real,),
             ).fetchone()
             return row
         except sqlite3.DatabaseError as e:  # a reader kept out by a writer's lock
@@ -139,8 +145,9 @@ class HashCache(Closing):
     def file_sha256(self, real: str, st: os.stat_result) -> str:
         """The sha256 of the regular file at the real path ``real`` whose stat is ``st``."""
         row = self._lookup(real)
-        if row is not None and tuple(row[:3]) == (st.st_size, st.st_mtime_ns, st.st_ino):
-            return str(row[3])
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if row is not None and tuple(row[:4]) == stamp:
+            return str(row[4])
         started = time.time_ns()
         digest = hashlib.sha256()
         with open(real, "rb") as f:
@@ -153,8 +160,8 @@ class HashCache(Closing):
         if st.st_mtime_ns < started - int(RACY_SECONDS * 1e9) and not on_disk_reader:
             with self._unless_no_room():
                 self._db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-                    (real, st.st_size, st.st_mtime_ns, st.st_ino, sha),
+                    f"INSERT OR REPLACE INTO {_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+                    (real, *stamp, sha),
                 )
         return sha
 
@@ -171,8 +178,8 @@ def _connect(path: str, timeout: float) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=timeout)
     try:
         db.execute(
-            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
-            "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)"
+            f"CREATE TABLE IF NOT EXISTS {_TABLE} (path TEXT PRIMARY KEY, size INTEGER, "
+            "mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, sha256 TEXT)"
         )
     except sqlite3.Error:
         db.close()

@@ -31,8 +31,9 @@ from fmlkit.data.loading.datasets import (
 from fmlkit.data.loading.gpu_decode import DeviceDecoder, EncodedDataset, collate_encoded
 from fmlkit.data.loading.samplers import MPerClassSampler, ResumableSampler, ShuffleSampler
 from fmlkit.data.loading.transforms import ImageTransform, build_transforms
-from fmlkit.errors import InputError
-from fmlkit.train.config import DataConfig, TrainConfig
+from fmlkit.errors import ConfigError, InputError
+from fmlkit.train.config import TrainConfig
+from fmlkit.train.data_config import DataConfig
 from fmlkit.train.distributed import Runtime, barrier
 from fmlkit.train.optim import Schedule, create_optimizer, create_scheduler, scaled_lr
 from fmlkit.train.validation import PairValidation
@@ -265,9 +266,16 @@ def count_steps(config: TrainConfig, dataset: ImageDataset, sampler: ResumableSa
     to a step.
 
     Raises:
+        ConfigError: ``train.batch_size`` 1 (batch norm cannot train on one image; a batch
+            left with one image by skipped ones is not trained on either).
         InputError: too few images for one step.
     """
     loop = config.train
+    if loop.batch_size < 2:
+        raise ConfigError(
+            f"train.batch_size is {loop.batch_size}: training needs at least 2 images a batch "
+            "(batch norm cannot train on one); set train.batch_size=2 or more"
+        )
     batches = len(sampler) // loop.batch_size
     if batches < loop.grad_accum:
         raise InputError(

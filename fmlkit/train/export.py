@@ -16,7 +16,7 @@ from fmlkit.errors import InputError
 from fmlkit.io import atomic_path
 
 if TYPE_CHECKING:
-    from fmlkit.train.config import DataConfig
+    from fmlkit.train.data_config import DataConfig
 
 INPUT, OUTPUT = "images", "embeddings"
 

@@ -21,7 +21,8 @@ that could decode no image at all by the end of its first epoch (or by its last 
 comes first): it would only train on nothing.
 
 **The output folder.** A new run starts in an ``output_dir`` that does not exist or is empty:
-one holding anything (a run, or files of the user's own) is refused, never overwritten.
+one holding anything (a run, or files of the user's own) is refused, never overwritten
+(`fmlkit.train.outputs`, which also checks that a checkpoint to resume from is of this run).
 """
 
 from __future__ import annotations
@@ -44,36 +45,18 @@ from fmlkit.models.collectives import all_reduce_sum
 from fmlkit.train import build
 from fmlkit.train.callbacks import Callback, MetricsCSV, ProgressBar, TensorBoard
 from fmlkit.train.checkpoint import (
-    LAST,
-    check_same_run,
-    checkpoint_dir,
     describe_error,
-    resumable_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    step_checkpoints,
 )
 from fmlkit.train.config import TrainConfig, config_to_dict, save_config, validate_for_training
 from fmlkit.train.distributed import Runtime, barrier, setup_runtime, teardown_runtime
+from fmlkit.train.outputs import check_output
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: what `_Run._load` reads from a checkpoint (`_Run._save` writes these and the config)
-RESUME_KEYS = (
-    "step",
-    "epoch",
-    "sampler",
-    "model",
-    "head",
-    "optimizer",
-    "scheduler",
-    "scaler",
-    "rng",
-    "skipped_images",
-    "nonfinite_steps",
-)
 
 
 class TrainingError(FmlkitError):
@@ -150,9 +133,7 @@ class _Run:
     def __init__(self, config: TrainConfig, runtime: Runtime, *, resume: bool) -> None:
         self.config, self.runtime = config, runtime
         self.out = Path(config.output_dir)
-        found = _check_output(self.out, resume)  # before the (slow) build
-        if found is not None:
-            check_same_run(*found, config_to_dict(config))
+        found = check_output(self.out, resume, config_to_dict(config))  # before the build
         barrier(runtime)  # every rank checked the folder before rank 0 writes to it
         self.parts = build.build_run(config, runtime)
         self.step, self.epoch, self.skipped, self.nonfinite, self.nonfinite_run = 0, 0, 0, 0, 0
@@ -262,8 +243,9 @@ class _Run:
 
     def _loss(self, images: Tensor, labels: Tensor) -> Tensor:
         parts = self.parts
-        if len(images) == 0:  # every image of the batch was skipped: a zero loss on every
-            params = [*parts.model.parameters(), *parts.head.parameters()]  # parameter keeps DDP
+        if len(images) < 2:  # all skipped, or all but one (batch norm cannot train on one
+            # image: it would raise): a zero loss on every parameter keeps DDP in step
+            params = [*parts.model.parameters(), *parts.head.parameters()]
             return sum((p.sum() * 0 for p in params), torch.zeros((), device=images.device))
         loss: Tensor = parts.forward_head(parts.forward_model(images), labels)
         return loss
@@ -379,36 +361,6 @@ class _Run:
         self.skipped = int(state["skipped_images"]) if self.runtime.is_main else 0
         self.nonfinite = int(state["nonfinite_steps"])
         set_rng_state(state["rng"])
-
-
-def _check_output(out: Path, resume: bool) -> tuple[Path, dict[str, Any]] | None:
-    """Resuming: the checkpoint to resume from and its state. Starting: None, once it is
-    sure ``out`` holds no run (a ``last.pt`` or a step file: a run killed before its first
-    ``last.pt`` link is still a run) and nothing else: it must not exist or be empty.
-
-    Raises:
-        InputError: nothing to resume, a run to overwrite, or a folder that is not empty.
-    """
-    if resume:
-        return resumable_checkpoint(out, required=RESUME_KEYS)
-    held = [checkpoint_dir(out) / LAST, *reversed(step_checkpoints(out))]
-    found = next((p for p in held if p.is_file()), None)
-    if found is not None:
-        raise InputError(
-            f"{out} already holds a run (checkpoints/{found.name}); pass --resume to continue "
-            "it, or choose another output_dir"
-        )
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output_dir {out} is a file, not a folder; choose another output_dir")
-    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if names:
-        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-        raise InputError(
-            f"output_dir {out} is not empty (it holds {shown}) and holds no run to resume; a "
-            "new run needs an absent or empty folder, so that it overwrites nothing: choose "
-            "another output_dir"
-        )
-    return None
 
 
 def _chunks(batches: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -23,11 +23,11 @@ def fmlkit(*args: str | os.PathLike[str], cwd: Path | None = None) -> Result:
     runner = CliRunner()
     argv = [os.fspath(a) for a in args]
     if cwd is None:
-        return runner.invoke(main, argv, catch_exceptions=True)
+        return runner.invoke(main, argv, catch_exceptions=True, prog_name="fmlkit")
     old = Path.cwd()
     os.chdir(cwd)
     try:
-        return runner.invoke(main, argv, catch_exceptions=True)
+        return runner.invoke(main, argv, catch_exceptions=True, prog_name="fmlkit")
     finally:
         os.chdir(old)
 

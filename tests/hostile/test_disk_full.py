@@ -129,6 +129,24 @@ def _filter(cwd: Path, request: pytest.FixtureRequest) -> Written:
     return Written(argv, (*tables, "report"), "report", limit)
 
 
+def _split(cwd: Path, request: pytest.FixtureRequest) -> Written:
+    filtered: Path = request.getfixturevalue("synth_filtered")
+    argv = ("split", str(filtered), "-o", "split.csv", "--mode", "classes",
+            "--test-fraction", "0.25", "--seed", "0")  # fmt: skip
+    succeeded(fmlkit(*argv, cwd=cwd))
+    return Written(argv, ("split.csv",), "split.csv", _largest(cwd / "split.csv") // 2)
+
+
+def _pairs(cwd: Path, request: pytest.FixtureRequest) -> Written:
+    filtered: Path = request.getfixturevalue("synth_filtered")
+    succeeded(fmlkit("split", filtered, "-o", "split.csv", "--mode", "classes",
+                     "--test-fraction", "0.5", "--seed", "0", cwd=cwd))  # fmt: skip
+    argv = ("pairs", "split.csv", "-o", "pairs.csv", "--split", "test", "--positives", "40",
+            "--negatives", "40")  # fmt: skip
+    succeeded(fmlkit(*argv, cwd=cwd))
+    return Written(argv, ("pairs.csv",), "pairs.csv", _largest(cwd / "pairs.csv") // 2)
+
+
 def _to_parquet(cwd: Path, request: pytest.FixtureRequest) -> Written:
     tree: SynthTree = request.getfixturevalue("synth_tree")
     filtered: Path = request.getfixturevalue("synth_filtered")
@@ -183,6 +201,14 @@ def _train(cwd: Path, request: pytest.FixtureRequest) -> Written:
     argv = ("train", "--config", "config.yaml", "--resume", "train.max_steps=4")
     return Written(argv, ("run/checkpoints",), "step_00000004.pt",
                    _largest(cwd / "run/checkpoints") // 2)  # fmt: skip
+
+
+def _export(cwd: Path, request: pytest.FixtureRequest) -> Written:
+    trained: Path = request.getfixturevalue("trained")
+    argv = ("export", "--checkpoint", str(trained / "run/checkpoints/last.pt"),
+            "--onnx", "model.onnx")  # fmt: skip
+    succeeded(fmlkit(*argv, cwd=cwd))
+    return Written(argv, ("model.onnx",), "model.onnx", _largest(cwd / "model.onnx") // 2)
 
 
 def _embed(cwd: Path, request: pytest.FixtureRequest) -> Written:
@@ -268,11 +294,14 @@ def _pipeline_lock(cwd: Path, request: pytest.FixtureRequest) -> Written:
 CASES: dict[str, Callable[[Path, pytest.FixtureRequest], Written]] = {
     "prepare": _prepare,
     "filter": _filter,
+    "split": _split,
+    "pairs": _pairs,
     "convert-parquet": _to_parquet,
     "convert-rec": _to_rec,
     "convert-rec-to-parquet-workers": _rec_to_parquet,
     "synth-workers": _synth,
     "train-checkpoint": _train,
+    "export-onnx": _export,
     "embed": _embed,
     "evaluate": _evaluate,
     "pipeline-stage-output": _pipeline_stage,

@@ -181,7 +181,7 @@ def test_hostile_pipeline_file_is_refused_before_anything_runs(
     _pipeline(tmp_path, text)
     started = time.monotonic()
     result = fmlkit(command, "p.yaml", cwd=tmp_path)
-    assert time.monotonic() - started < 10, "a bomb was expanded"
+    assert time.monotonic() - started < 60, "a bomb was expanded"
     _refused(result, says)
     _nothing_made(tmp_path)
 
@@ -237,7 +237,7 @@ def test_hostile_lock_file_is_refused_and_nothing_changes(
     before = _state(project)
     started = time.monotonic()
     result = fmlkit(*command, cwd=project)
-    assert time.monotonic() - started < 10, "a bomb was expanded"
+    assert time.monotonic() - started < 60, "a bomb was expanded"
     _refused(result, ["p.lock", "delete p.lock"])
     assert _state(project) == before
     assert not (project / MARKER).exists()
@@ -331,7 +331,7 @@ def test_status_while_a_run_holds_the_hash_cache(project: Path) -> None:
         cache.execute("BEGIN EXCLUSIVE")
         started = time.monotonic()
         result = fmlkit("status", "p.yaml", cwd=project)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 30
     finally:
         cache.rollback()
         cache.close()
@@ -353,7 +353,7 @@ def test_a_damaged_hash_cache_is_read_around_and_rebuilt(project: Path) -> None:
     assert "3 skipped" in run.stdout
     db = sqlite3.connect(cache)  # a working cache again
     try:
-        assert db.execute("SELECT count(*) FROM files").fetchone()[0] >= 0
+        assert db.execute("SELECT count(*) FROM file_hashes").fetchone()[0] >= 0
     finally:
         db.close()
 

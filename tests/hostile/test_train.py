@@ -111,7 +111,7 @@ def test_a_hostile_config_file_is_refused_before_anything_runs(
     result = fmlkit("train", "--config", config, *data, f"output_dir={tmp_path / 'out'}",
                     cwd=tmp_path)  # fmt: skip
     line = refused(result, says=says)
-    assert time.monotonic() - started < 10, "refused, but not at once"
+    assert time.monotonic() - started < 60, "refused, but not at once"
     assert len(line) < 600, f"an error line that is not short: {len(line)} characters"
     nothing_complete(tmp_path / "out", tmp_path / MARKER)
 

@@ -76,6 +76,8 @@ def stateful_step(rank: int, name: str) -> dict:
 
 def _worker(rank: int, rendezvous: str, out: str, scenarios: list[tuple[str, tuple]]) -> None:
     torch.set_num_threads(1)
+    # gloo on the loopback interface: not on whatever the host name resolves to at that moment
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
     try:
         results = [SCENARIOS[name](rank, *args) for name, args in scenarios]

@@ -186,7 +186,7 @@ def test_status_while_a_stage_runs_answers_at_once(project: Path) -> None:
         assert os.WIFSTOPPED(wait_status)
         started = time.monotonic()
         result = fmlkit("status", "tiny.yaml", cwd=project)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 30  # not the 60 s a writer waits for a lock
     finally:
         end_session(proc)
     succeeded(result)

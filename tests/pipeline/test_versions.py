@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,28 @@ def test_hash_cache_does_not_trust_a_racily_fresh_file(tmp_path: Path) -> None:
 def test_combined_version_ignores_order() -> None:
     assert combined_version({"a": "1", "b": "2"}) == combined_version({"b": "2", "a": "1"})
     assert combined_version({"a": "1", "b": "2"}) != combined_version({"a": "2", "b": "1"})
+
+
+def test_hash_cache_sees_a_same_size_edit_whose_mtime_was_restored(tmp_path: Path) -> None:
+    """``touch -r``/``rsync -t`` put an edited file's mtime back; its ctime, which nobody can
+    set back, still tells the cache the file changed."""
+    path = tmp_path / "table.csv"
+    path.write_bytes(b"a" * 1000)
+    _old(path)
+    with HashCache(tmp_path / "cache.sqlite") as cache:
+        first = version_of(path, cache)
+    before = path.stat()
+    path.write_bytes(b"b" * 1000)  # same size, same inode
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    while path.stat().st_ctime_ns == before.st_ctime_ns:  # one tick of the kernel's clock
+        time.sleep(0.005)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    with HashCache(tmp_path / "cache.sqlite") as cache:
+        assert version_of(path, cache) == "file:" + hashlib.sha256(b"b" * 1000).hexdigest()
+        assert version_of(path, cache) != first

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from fmlkit.choices import Target
-from fmlkit.data.convert.from_rec import ConvertReport
+from fmlkit.data.convert.report import ConvertReport
 from fmlkit.data.formats.parquet import MANIFEST, SHARD_BYTES
 from fmlkit.data.formats.recordio import MAGIC_BYTES
 from fmlkit.errors import InputError

@@ -22,7 +22,7 @@ from fmlkit.columns import (
     LABEL,
     LABEL_NAME,
 )
-from fmlkit.data.convert.from_rec import BadRecord, ConvertReport, printable, shard_count
+from fmlkit.data.convert.report import BadRecord, ConvertReport, printable, shard_count
 from fmlkit.data.formats.images import image_suffix, peek_image
 from fmlkit.data.formats.parquet import ROW_GROUP_ROWS, SHARD_BYTES, ParquetDatasetWriter
 from fmlkit.data.formats.table import read_table

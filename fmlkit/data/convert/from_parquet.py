@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 from fmlkit.columns import CLASS_ID, IMAGE, KEY
-from fmlkit.data.convert.from_rec import ConvertReport
+from fmlkit.data.convert.report import ConvertReport
 from fmlkit.data.formats.images import image_suffix, peek_image
 from fmlkit.data.formats.parquet import iter_batches, read_manifest
 from fmlkit.data.formats.parquet_checks import open_shard

@@ -84,8 +84,9 @@ def _size_facts(images: list[bytes]) -> list[tuple[str, str]]:
 
 
 def _inspect_rec(path: Path, sample: int, seed: int) -> InspectReport:
-    from fmlkit.data.convert.from_rec import summarise
-    from fmlkit.data.formats.recordio import RecordReader, unpack
+    from fmlkit.data.convert.rec_scan import summarise
+    from fmlkit.data.formats.recordio import unpack
+    from fmlkit.data.formats.recordio_reader import RecordReader
 
     with RecordReader(path) as reader:
         summary = summarise(reader, skip_bad=False)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmlkit.data.formats.recordio import IRHeader, RecordReader, RecordWriter, pack, unpack
+from fmlkit.data.formats.recordio import IRHeader, RecordWriter, pack, unpack
+from fmlkit.data.formats.recordio_reader import RecordReader
 
 MAX_BUCKETS = 512  # open files at once in pass 1
 

@@ -35,9 +35,9 @@ from fmlkit.columns import (
     validate_columns,
 )
 from fmlkit.data.filter.dedup import check_options, find_duplicates
-from fmlkit.data.formats.table import check_apart, check_unique_names, read_table, write_table
+from fmlkit.data.formats.table import check_unique_names, read_table, write_table
 from fmlkit.errors import InputError, OptionError
-from fmlkit.io import committed_together
+from fmlkit.io import check_apart, committed_together
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,10 @@ uncompressed Arrow IPC file (`fmlkit.data.loading.arrow_cache.ensure_arrow_cache
 memory-maps: reading an image is a slice of the map, with no Parquet decoding and no per-worker
 copy, for any dataset size and any sampler (m-per-class needs true random access, which
 row-group-aware shuffling would give up). ``cache="memory"`` reads the shards into each
-worker's memory instead.
+worker's memory instead. Every Parquet read goes through the checks `fmlkit convert` makes
+(`fmlkit.data.formats.parquet_checks`): a damaged or lying dataset (truncated shard, foreign
+schema, a label that is not a class id) is an error naming the file and row when the dataset
+is made, before any model is built; a row without image bytes is a `Skipped` item.
 
 **Augmentation seeds.** With ``seed`` set, the transform of item ``i`` runs under torch's RNG
 seeded from (seed, epoch, i) (`set_epoch`), so an item gets the same augmentation whichever
@@ -34,7 +37,6 @@ workers would not see it).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -43,19 +45,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from fmlkit.columns import CLASS_ID, ERROR, FILE_NAME, FOLD, IMAGE, LABEL, LABEL_NAME, SPLIT
+from fmlkit.columns import CLASS_ID, ERROR, FILE_NAME, FOLD, LABEL, LABEL_NAME, SPLIT
 from fmlkit.data.formats.images import decode_image
-from fmlkit.data.formats.parquet import read_manifest
 from fmlkit.data.loading.arrow_cache import ImageBytes
 from fmlkit.data.loading.arrow_cache import default_cache_dir as default_cache_dir  # re-exported
 from fmlkit.data.loading.arrow_cache import ensure_arrow_cache as ensure_arrow_cache
+from fmlkit.data.loading.parquet_rows import parquet_rows
 from fmlkit.data.loading.transforms import build_transforms
 from fmlkit.errors import InputError, SchemaError
 
@@ -277,13 +276,17 @@ class ParquetImageDataset(ImageDataset):
         transform, folds, split, seed: as for `ImageFolderDataset` (``fold`` and ``split`` are
             the columns carried over from a dataset_info).
         cache: ``arrow``: read from the Arrow cache (`ensure_arrow_cache`, called here),
-            memory-mapped; ``memory``: each worker reads every shard's image bytes into its
-            own memory (no cache file; for datasets far smaller than memory / workers).
+            memory-mapped; ``memory``: every shard's image bytes are read (and checked) into
+            memory when the dataset is made, and again by each worker process (no cache file;
+            for datasets far smaller than memory / workers).
         cache_dir: where the Arrow cache lives (default `default_cache_dir`).
 
     Raises:
-        InputError: not a finished Parquet dataset, or no rows left after the filters.
-        SchemaError: no ``label`` column, or a filter's column is missing.
+        InputError: not a finished Parquet dataset, no rows, or none left after the filters.
+        FormatError: a damaged or lying dataset: manifest, shard, row group, a label that is
+            not a class id of the dataset, a null key or ``label_name`` (named, with the row).
+        SchemaError: a shard without fmlkit's columns, shards whose columns disagree, or a
+            filter's column missing.
     """
 
     def __init__(
@@ -299,7 +302,7 @@ class ParquetImageDataset(ImageDataset):
     ) -> None:
         super().__init__(transform=transform, seed=seed)
         self.path = Path(path)
-        df, names = _parquet_rows(self.path)
+        df, names = parquet_rows(self.path)
         keep = select_rows(df, folds=folds, split=split, what=str(self.path))
         self.rows = np.flatnonzero(keep.to_numpy()).astype(np.int64)  # item -> dataset row
         df = df[keep]
@@ -309,46 +312,22 @@ class ParquetImageDataset(ImageDataset):
             self._set_rows(df[CLASS_ID].tolist(), df[FILE_NAME].tolist())
             self.class_names = [names.get(int(i), i) for i in self.class_names]
         self.cache = cache
-        if cache == "arrow":
-            self._files = [ensure_arrow_cache(self.path, cache_dir=cache_dir)]
-        else:
-            self._files = [self.path / s["file"] for s in read_manifest(self.path).shards]
         self._images: ImageBytes | None = None
+        if cache == "arrow":
+            self._source = ensure_arrow_cache(self.path, cache_dir=cache_dir)
+        else:  # read (and checked) now: a damaged image column is an error, not skipped rows
+            self._source = self.path
+            self._images = ImageBytes.open(self._source, arrow=False)
 
     def read(self, index: int) -> bytes | memoryview:
         if self._images is None:
-            self._images = ImageBytes.open(self._files, arrow=self.cache == "arrow")
+            self._images = ImageBytes.open(self._source, arrow=self.cache == "arrow")
         return self._images.get(int(self.rows[index]))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_images"] = None  # maps and tables are opened again in each process
         return state
-
-
-def _parquet_rows(root: Path) -> tuple[pd.DataFrame, dict[int, str]]:
-    """Every column of a Parquet dataset but the image bytes (``file_name`` made from
-    ``image.path`` when not carried), and its class names by id (from the metadata)."""
-    wanted = (CLASS_ID, LABEL_NAME, FILE_NAME, ERROR, FOLD, SPLIT)
-    tables = []
-    for shard in read_manifest(root).shards:
-        parquet = pq.ParquetFile(root / shard["file"])
-        names = parquet.schema_arrow.names
-        if CLASS_ID not in names:
-            raise SchemaError(f"{root / shard['file']} has no {CLASS_ID} column; re-create the "
-                              "dataset with `fmlkit convert`")  # fmt: skip
-        table = parquet.read(columns=[c for c in wanted if c in names])
-        if FILE_NAME not in names:
-            paths = parquet.read(columns=[f"{IMAGE}.path"]).column(IMAGE)
-            table = table.append_column(FILE_NAME, pc.struct_field(paths, "path"))
-        tables.append(table)
-    metadata = tables[0].schema.metadata or {}
-    try:
-        features = json.loads(metadata[b"huggingface"])["info"]["features"]
-        class_names = dict(enumerate(map(str, features[CLASS_ID]["names"])))
-    except (KeyError, TypeError, ValueError):
-        class_names = {}
-    return pa.concat_tables(tables).to_pandas(), class_names
 
 
 def select_rows(

@@ -23,7 +23,7 @@ reproducible, and a resumed run flips as an uninterrupted one. On a CPU the two 
 equal pixels for images already at ``image_size`` (the same libjpeg-turbo decode) and differ
 by at most one pixel level (1/255 before normalisation) where an image is resized.
 
-Only the flip has a device version: `fmlkit.train.config.DataConfig` refuses
+Only the flip has a device version: `fmlkit.train.data_config.DataConfig` refuses
 ``decode: device`` with any other augmentation enabled.
 """
 

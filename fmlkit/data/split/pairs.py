@@ -23,10 +23,10 @@ from fmlkit.data.formats.pair_lists import (
     format_lfw_pairs,
     lfw_numbers,
 )
-from fmlkit.data.formats.table import check_apart, check_unique_names, read_table
+from fmlkit.data.formats.table import check_unique_names, read_table
 from fmlkit.data.split.draw import draw_pairs
 from fmlkit.errors import InputError, OptionError
-from fmlkit.io import atomic_write_text
+from fmlkit.io import atomic_write_text, check_apart
 
 
 @dataclass(frozen=True)

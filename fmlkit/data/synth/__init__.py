@@ -1,5 +1,5 @@
 """`fmlkit synth`: a synthetic identity dataset with planted, documented defects (`synth`),
-drawn from face-like identities (`faces`)."""
+drawn (`draw`) from face-like identities (`faces`)."""
 
 from __future__ import annotations
 

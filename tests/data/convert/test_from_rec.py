@@ -14,7 +14,8 @@ from fmlkit.columns import FILE_NAME, FOLD, LABEL
 from fmlkit.data.convert.dispatch import infer_conversion
 from fmlkit.data.convert.from_images import bin_to_parquet, table_to_parquet
 from fmlkit.data.convert.from_parquet import parquet_to_folder, parquet_to_rec
-from fmlkit.data.convert.from_rec import ShardPlanner, rec_to_parquet
+from fmlkit.data.convert.from_rec import rec_to_parquet
+from fmlkit.data.convert.rec_scan import ShardPlanner
 from fmlkit.data.formats.insightface_bin import write_bin
 from fmlkit.data.formats.pair_lists import read_csv_pairs
 from fmlkit.data.formats.parquet import MANIFEST, iter_batches, read_manifest
@@ -22,11 +23,11 @@ from fmlkit.data.formats.recordio import (
     MAGIC_BYTES,
     IRHeader,
     RecordIOError,
-    RecordReader,
     RecordWriter,
     pack,
     unpack,
 )
+from fmlkit.data.formats.recordio_reader import RecordReader
 from fmlkit.data.formats.table import read_table
 from fmlkit.data.split.folds import split_dataset
 from fmlkit.errors import InputError

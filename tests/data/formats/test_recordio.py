@@ -16,13 +16,13 @@ from fmlkit.data.formats.recordio import (
     MIDDLE,
     IRHeader,
     RecordIOError,
-    RecordReader,
     RecordWriter,
-    detect_flavour,
     encode_record,
     pack,
     unpack,
 )
+from fmlkit.data.formats.recordio_flavour import detect_flavour
+from fmlkit.data.formats.recordio_reader import RecordReader
 from fmlkit.errors import InputError
 
 M = MAGIC_BYTES

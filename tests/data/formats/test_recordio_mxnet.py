@@ -17,11 +17,11 @@ import pytest
 from fmlkit.data.formats.recordio import (
     MAGIC_BYTES,
     IRHeader,
-    RecordReader,
     RecordWriter,
     pack,
     unpack,
 )
+from fmlkit.data.formats.recordio_reader import RecordReader
 
 M = MAGIC_BYTES
 MXNET_PYTHON = Path(
