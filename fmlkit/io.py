@@ -9,14 +9,29 @@ its temporary entry and is reported as an `OutputError` naming the output (`writ
 that writes several outputs renames them into place together (`committed_together`), so that
 one failing leaves every previous version as it was. Before writing, `check_overwrite` and
 `check_apart` refuse an output that would replace an existing file, an input or another output.
+
+A folder replaces a folder by an atomic exchange of the two (``renameat2``'s RENAME_EXCHANGE,
+on Linux); where the file system cannot exchange, the old folder is moved aside first, and a
+kill between the two renames leaves neither under the name (its old version stays, hidden).
+Several outputs renamed together (`committed_together`) are renamed one by one: a kill between
+two renames leaves the first ones new and the rest as they were, each one whole.
+
+Test hook: ``FMLKIT_FAULT_WRITE=<point>@<output name>`` makes `commit` SIGKILL its own process
+at that point of putting the output of that file or folder name (the last part of the path)
+into place, to test what a kill leaves: ``written`` (the temporary entry complete, not yet
+renamed), ``renamed`` (the output in place under its name; a folder's old version not yet
+deleted; the outputs renamed after it, together, not yet renamed). Unset, it does nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import shutil
+import signal
+import sys
 import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -35,6 +50,9 @@ NO_ROOM = {
     errno.EFBIG: "it outgrew the file-size limit, ulimit -f, or its file system's largest file",
 }
 
+
+FAULT_ENV = "FMLKIT_FAULT_WRITE"
+FAULT_POINTS = ("written", "renamed")
 
 # While a `committed_together` block runs: the outputs whose renames wait for its end, and
 # those renames, (temporary, final), in order.
@@ -184,13 +202,20 @@ def committed_together(*outputs: str | os.PathLike[str]) -> Iterator[None]:
 
 
 def commit(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` onto ``final``; a directory target is moved aside first, then deleted.
-    Inside a `committed_together` block naming ``final``, the rename waits for its end."""
+    """Rename ``tmp`` onto ``final``; a directory target is exchanged with ``tmp`` (or, where
+    the file system cannot, moved aside first), then deleted. Inside a `committed_together`
+    block naming ``final``, the rename waits for its end."""
     pending = _PENDING.get()
     if pending is not None and str(final.absolute()) in pending[0]:
         pending[1].append((tmp, final))
         return
+    fault = _fault_point(final)
+    _reached("written", fault)
     if final.is_dir() and not final.is_symlink():
+        if _exchange(tmp, final):  # tmp now holds the old folder
+            _reached("renamed", fault)
+            _remove(tmp)
+            return
         aside = temp_sibling(final)
         final.rename(aside)
         try:
@@ -198,9 +223,51 @@ def commit(tmp: Path, final: Path) -> None:
         except BaseException:
             aside.rename(final)
             raise
+        _reached("renamed", fault)
         _remove(aside)
     else:
         tmp.replace(final)
+        _reached("renamed", fault)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` in one atomic step (Linux ``renameat2`` with RENAME_EXCHANGE);
+    False, and nothing done, where the system or the file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # a C library older than glibc 2.28
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(b))
+
+
+def _fault_point(final: Path) -> str | None:
+    """The point at which the test hook ``FMLKIT_FAULT_WRITE`` kills the commit of ``final``."""
+    value = os.environ.get(FAULT_ENV)
+    if not value:
+        return None
+    point, _, name = value.partition("@")
+    if point not in FAULT_POINTS or not name or "/" in name:
+        raise ValueError(
+            f"{FAULT_ENV}={value!r}: expected <point>@<output name> with <point> one of "
+            f"{', '.join(FAULT_POINTS)}"
+        )
+    return point if name == final.name else None
+
+
+def _reached(point: str, fault: str | None) -> None:
+    if point == fault:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 _C = TypeVar("_C", bound="Closing")

@@ -1,5 +1,6 @@
-"""Run the real fmlkit CLI in a fresh interpreter, as a user would; or kill it half-way, as a
-crash or an impatient user would."""
+"""Run the real fmlkit CLI in a fresh interpreter, as a user would; end what such a run
+started. (A test that kills a command half-way has it kill itself at a chosen point, not by
+timing: ``FMLKIT_FAULT_WRITE`` in fmlkit/io.py, ``FMLKIT_FAULT_SAVE``, ``FMLKIT_FAULT_RUN``.)"""
 
 from __future__ import annotations
 
@@ -8,11 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 
 def run_fmlkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -24,34 +21,6 @@ def run_fmlkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
         cwd=cwd,
         timeout=120,
     )
-
-
-def kill_fmlkit_when(args: list[str], ready: Callable[[], bool], *, timeout: float = 60) -> None:
-    """Run ``python -m fmlkit ARGS``; SIGKILL it as soon as ``ready()`` holds.
-
-    Fails the test if ``ready()`` never holds in ``timeout`` seconds, or if the command had
-    already finished when the signal came (then nothing was interrupted). Only the command
-    is killed, as a crash would end it; then whatever it started and left (worker processes:
-    its own process group) is killed too, so that no test leaves orphans behind.
-    """
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fmlkit", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait(timeout=30)
-                pytest.fail(f"fmlkit {' '.join(args[:2])} did not get there within {timeout} s")
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL, "the command ended before it was killed"
-    finally:
-        end_session(proc)
 
 
 def end_session(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:

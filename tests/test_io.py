@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -9,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+import fmlkit.io
 from fmlkit.errors import InputError, OutputError
 from fmlkit.io import (
+    FAULT_ENV,
+    FAULT_POINTS,
     StagedOutput,
     atomic_path,
     atomic_write_text,
@@ -72,6 +76,69 @@ def test_atomic_path_killed_process_leaves_no_complete_looking_output(tmp_path: 
     assert proc.returncode == -9
     assert not target.exists()
     assert all(name.startswith(".result.csv.tmp-") for name in _leftovers(tmp_path))
+
+
+# a script that replaces ``target`` (a file, or a folder holding one file) with "new"
+_REPLACE = """
+import sys
+from pathlib import Path
+from fmlkit.io import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    if sys.argv[2] == "folder":
+        tmp.mkdir()
+        (tmp / "data").write_text("new")
+    else:
+        tmp.write_text("new")
+"""
+
+
+def _content(target: Path) -> str:
+    return (target / "data" if target.is_dir() else target).read_text()
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+@pytest.mark.parametrize("point", FAULT_POINTS)
+def test_the_fault_hook_kills_the_commit_at_its_point(
+    tmp_path: Path, point: str, kind: str
+) -> None:
+    """Killed before the rename: the old version stays; after it: the new one is in place.
+    Either way no other entry but a hidden temporary one, and a rerun replaces it."""
+    target = tmp_path / "out"
+    subprocess.run([sys.executable, "-c", _REPLACE, str(target), kind], check=True, timeout=60)
+    (target / "data" if kind == "folder" else target).write_text("old")
+    env = {**os.environ, FAULT_ENV: f"{point}@out"}
+    run = [sys.executable, "-c", _REPLACE, str(target), kind]
+    proc = subprocess.run(run, env=env, capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert _content(target) == ("old" if point == "written" else "new")
+    assert [p.name for p in tmp_path.iterdir() if p != target] == _leftovers(tmp_path)
+    assert len(_leftovers(tmp_path)) == (1 if point == "written" or kind == "folder" else 0)
+    subprocess.run(run, check=True, timeout=60)  # the rerun: no hook
+    assert _content(target) == "new"
+
+
+def test_the_fault_hook_kills_only_the_output_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULT_ENV, "written@other.csv")
+    atomic_write_text(tmp_path / "out.csv", "a\n")
+    assert (tmp_path / "out.csv").read_text() == "a\n"
+    monkeypatch.setenv(FAULT_ENV, "half@out.csv")
+    with pytest.raises(ValueError, match=r"FMLKIT_FAULT_WRITE='half@out\.csv': expected"):
+        atomic_write_text(tmp_path / "out.csv", "b\n")
+    assert (tmp_path / "out.csv").read_text() == "a\n"
+
+
+def test_a_folder_is_replaced_where_it_cannot_be_exchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fmlkit.io, "_exchange", lambda a, b: False)
+    target = tmp_path / "tree"
+    (target / "old").mkdir(parents=True)
+    with atomic_path(target) as tmp:
+        (tmp / "new").mkdir(parents=True)
+    assert [p.name for p in target.iterdir()] == ["new"]
+    assert _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize(

@@ -80,14 +80,15 @@ def convert(
 
     \b
       X.rec (+ X.idx)              → Parquet dataset directory
-      X.bin (InsightFace pairs)    → Parquet dataset (+ _pairs.csv inside)
+      X.bin (InsightFace pairs)    → Parquet dataset DIR (+ DIR.pairs.csv beside)
       dataset_info + --root        → Parquet dataset (all columns carried)
       image folder label/…/file    → Parquet dataset
       Parquet dataset              → Y.rec + Y.idx (+ property), or an image folder
 
     A Parquet dataset is part-NNNNN.parquet shards (image struct<bytes, path>, label, key, …)
-    and a _manifest.json written last; outputs appear under their final names only when
-    complete. Damaged input is an error naming file and offset, unless --skip-bad.
+    and a _manifest.parquet (no rows) written last, so that datasets, polars, DuckDB, pandas and
+    pyarrow all read the folder; outputs appear under their final names only when complete.
+    Damaged input is an error naming file and offset, unless --skip-bad.
     """
     from fmlkit.data.convert.dispatch import convert as run
 

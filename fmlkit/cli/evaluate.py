@@ -1,4 +1,5 @@
-"""The evaluation command: fmlkit evaluate (--checkpoint | --onnx | --embeddings) … -o DIR."""
+"""The evaluation command: fmlkit evaluate (--checkpoint | --onnx | --weights | --embeddings)
+… -o DIR."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import click
 
 from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report
+from fmlkit.cli.train import weights_options
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -14,6 +16,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--checkpoint", type=_FILE, help="A training checkpoint (checkpoints/last.pt).")
 @click.option("--onnx", type=_FILE, help="An ONNX model from `fmlkit export`.")
+@weights_options
 @click.option(
     "--embeddings",
     type=_FILE,
@@ -70,6 +73,9 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 def evaluate(
     checkpoint: Path | None,
     onnx: Path | None,
+    weights: Path | None,
+    backbone: str | None,
+    image_size: int | None,
     embeddings: Path | None,
     pairs: tuple[Path, ...],
     root: Path | None,
@@ -97,6 +103,7 @@ def evaluate(
     \b
     Examples:
       fmlkit evaluate --checkpoint run/checkpoints/last.pt --pairs lfw.bin -o eval/
+      fmlkit evaluate --weights backbone.pth --backbone iresnet50 --pairs lfw.bin -o eval/
       fmlkit evaluate --embeddings emb.parquet --pairs pairs.csv --retrieval -o eval/
     """
     from fmlkit.eval.evaluate import evaluate as run_evaluate
@@ -106,6 +113,9 @@ def evaluate(
         pairs=pairs,
         checkpoint=checkpoint,
         onnx=onnx,
+        weights=weights,
+        backbone=backbone,
+        image_size=image_size,
         embeddings=embeddings,
         root=root,
         retrieval=retrieval,

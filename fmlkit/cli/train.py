@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def weights_options(command: F) -> F:
+    """``--weights``, ``--backbone`` and ``--image-size``: a bare backbone state dict (as
+    arcface_torch saves it) as the model of `embed` and `evaluate`."""
+    for option in reversed(
+        [
+            click.option(
+                "--weights",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="A bare backbone state dict, e.g. arcface_torch's backbone.pth (with "
+                "--backbone); images RGB, (x/255 − 0.5)/0.5.",
+            ),
+            click.option(
+                "--backbone",
+                help="The architecture of --weights: iresnet18/34/50/100 (arcface_torch's "
+                "r18…r100), mobilefacenet (its mbf), or a fmlkit backbone name.",
+            ),
+            click.option(
+                "--image-size",
+                type=int,
+                help="The input size --weights was trained for.  [default: 112]",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -58,21 +89,41 @@ def train(config_path: Path, overrides: tuple[str, ...], resume: bool, device: s
     "--onnx",
     "output",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
     help="The ONNX file to write.",
 )
+@click.option(
+    "--arcface-torch",
+    "arcface_torch",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The backbone.pth to write: a bare state dict that arcface_torch's net of the same "
+    "kind loads with strict=True (iresnet18/34/50/100, mobilefacenet; 112 px).",
+)
 @click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True)
-def export(checkpoint: Path, output: Path, opset: int) -> None:
-    """Export the backbone of CHECKPOINT to ONNX: input `images` (batch, 3, S, S), normalised
-    as in training; output `embeddings` (batch, E); dynamic batch. The file is checked with
-    onnxruntime against torch before the command ends."""
-    from fmlkit.train.export import export_onnx
+def export(checkpoint: Path, output: Path | None, arcface_torch: Path | None, opset: int) -> None:
+    """Export the backbone of CHECKPOINT to ONNX (--onnx), to arcface_torch's format
+    (--arcface-torch), or both.
 
-    report = export_onnx(checkpoint, output, opset=opset)
-    echo_report(
-        f"wrote {report.path} ({report.image_size} px); onnxruntime vs torch: max |Δ| "
-        f"{report.max_abs_diff:.2e}, min cosine {report.min_cosine:.6f}"
-    )
+    ONNX: input `images` (batch, 3, S, S), normalised as in training; output `embeddings`
+    (batch, E); dynamic batch; checked with onnxruntime against torch before the command ends.
+    arcface_torch: the backbone's state_dict, read back and compared with the checkpoint's
+    before the command ends.
+    """
+    from fmlkit.errors import OptionError
+
+    if output is None and arcface_torch is None:
+        raise OptionError("nothing to write: give {output}, {arcface_torch} or both")
+    if output is not None:
+        from fmlkit.train.export import export_onnx
+
+        report = export_onnx(checkpoint, output, opset=opset)
+        echo_report(
+            f"wrote {report.path} ({report.image_size} px); onnxruntime vs torch: max |Δ| "
+            f"{report.max_abs_diff:.2e}, min cosine {report.min_cosine:.6f}"
+        )
+    if arcface_torch is not None:
+        from fmlkit.train.export import export_arcface_torch
+
+        echo_report(export_arcface_torch(checkpoint, arcface_torch).summary())
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -84,6 +135,7 @@ def export(checkpoint: Path, output: Path, opset: int) -> None:
 @click.option(
     "--onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="An ONNX model."
 )
+@weights_options
 @click.option(
     "--input",
     "input_",
@@ -98,6 +150,9 @@ def export(checkpoint: Path, output: Path, opset: int) -> None:
 def embed(
     checkpoint: Path | None,
     onnx: Path | None,
+    weights: Path | None,
+    backbone: str | None,
+    image_size: int | None,
     input_: Path,
     root: Path | None,
     output: Path,
@@ -105,7 +160,11 @@ def embed(
     batch_size: int,
 ) -> None:
     """Write the embeddings of every readable image of --input as Parquet: file_name, label,
-    embedding (list<float32>, not normalised; with --flip-sum emb(x) + emb(flip(x)))."""
+    embedding (list<float32>, not normalised; with --flip-sum emb(x) + emb(flip(x))).
+
+    The model: --checkpoint, --onnx, or --weights with --backbone (e.g. arcface_torch's
+    backbone.pth: --weights backbone.pth --backbone iresnet50).
+    """
     from fmlkit.eval.embed import embed as run_embed
 
     report = run_embed(
@@ -113,6 +172,9 @@ def embed(
         output,
         checkpoint=checkpoint,
         onnx=onnx,
+        weights=weights,
+        backbone=backbone,
+        image_size=image_size,
         root=root,
         flip_sum=flip_sum,
         batch_size=batch_size,

@@ -1,4 +1,5 @@
-"""`fmlkit embed`: the embeddings of a dataset's images, from a checkpoint or an ONNX model.
+"""`fmlkit embed`: the embeddings of a dataset's images, from a checkpoint, an ONNX model or
+a bare backbone state dict (arcface_torch's ``backbone.pth``, with the backbone's name).
 
 Writes a Parquet table with ``file_name``, ``label`` and ``embedding`` (list<float32>), one row
 per readable image in the input's order; images that cannot be decoded are left out, counted
@@ -61,18 +62,29 @@ def embed(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     onnx: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    backbone: str | None = None,
+    image_size: int | None = None,
     root: str | os.PathLike[str] | None = None,
     flip_sum: bool = True,
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> EmbedReport:
     """Embed the images of ``input`` (a dataset_info table with its ``root``, or a Parquet
-    dataset folder) with a training checkpoint or an exported ONNX model (exactly one).
+    dataset folder) with a training checkpoint, an exported ONNX model, or ``weights`` (a
+    bare state dict of the backbone ``backbone``): exactly one (see `load_embedder`).
 
     Images are resized and normalised as in training: the checkpoint's ``data`` section, or
-    for ONNX the model's input size and the default (x/255 − 0.5)/0.5.
+    for ONNX the model's input size and the default (x/255 − 0.5)/0.5, or for ``weights``
+    ``image_size`` (default 112) and (x/255 − 0.5)/0.5 (arcface_torch's).
     """
-    embedder = load_embedder(checkpoint=checkpoint, onnx=onnx)
+    embedder = load_embedder(
+        checkpoint=checkpoint,
+        onnx=onnx,
+        weights=weights,
+        backbone=backbone,
+        image_size=image_size,
+    )
     result = embed_dataset(
         embedder,
         input,
@@ -124,34 +136,100 @@ def embed_dataset(
     return EmbeddedDataset(names, labels, matrix, tuple(skipped))
 
 
+def check_model_options(
+    checkpoint: object, onnx: object, weights: object, backbone: str | None, image_size: object
+) -> None:
+    """The rules of the model options: ``backbone`` with ``weights`` and only with it (a bare
+    state dict does not say its architecture); ``image_size`` only with ``weights``, from 16
+    to `MAX_IMAGE_SIZE`. Which one source is given is the caller's rule.
+
+    Raises:
+        OptionError: naming the options.
+    """
+    from fmlkit.train.data_config import MAX_IMAGE_SIZE
+
+    if weights is not None and backbone is None:
+        raise OptionError(
+            "{weights} is a bare state dict: name its architecture with {backbone} (e.g. "
+            "iresnet50 for arcface_torch's r50, mobilefacenet for its mbf)"
+        )
+    for name, value in (("backbone", backbone), ("image_size", image_size)):
+        if value is not None and weights is None:
+            raise OptionError(
+                f"{{{name}}} is for {{weights}}: a checkpoint or an ONNX model knows its own"
+            )
+    if image_size is not None and not (
+        isinstance(image_size, int) and 16 <= image_size <= MAX_IMAGE_SIZE
+    ):
+        raise OptionError(f"{{image_size}}: expected 16 to {MAX_IMAGE_SIZE}, found {image_size}")
+    del checkpoint, onnx  # the sources: the caller checks that exactly one is given
+
+
 def load_embedder(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     onnx: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    backbone: str | None = None,
+    image_size: int | None = None,
 ) -> Embedder:
-    """The backbone of a training checkpoint, or an exported ONNX model (exactly one), with
-    its evaluation transform: the checkpoint's image size and normalisation, or the ONNX
-    input's size and the default (x/255 − 0.5)/0.5.
+    """The backbone of a training checkpoint, an exported ONNX model, or ``weights`` (a bare
+    state dict of the backbone ``backbone``, as arcface_torch saves it): exactly one, with
+    its evaluation transform: the checkpoint's image size and normalisation; the ONNX
+    input's size and the default (x/255 − 0.5)/0.5; ``image_size`` (default 112) and
+    (x/255 − 0.5)/0.5 for ``weights`` (arcface_torch's RGB inference normalisation).
 
     Raises:
-        OptionError: neither or both given.
-        InputError: not a checkpoint / ONNX model, or an ONNX model
-            without a fixed image size.
+        OptionError: not exactly one model, or ``backbone``/``image_size`` without
+            ``weights`` (`check_model_options`).
+        InputError: not a checkpoint / ONNX model / state dict of that backbone, or an ONNX
+            model without a fixed image size.
+        ConfigError: an unknown backbone.
     """
     from fmlkit.data.loading.transforms import build_transforms
 
-    if (checkpoint is None) == (onnx is None):
-        raise OptionError("give exactly one of {checkpoint} and {onnx}")
-    run, size, mean, std = _model(checkpoint, onnx)
+    given = [f"{{{n}}}" for n, v in (("checkpoint", checkpoint), ("onnx", onnx),
+                                     ("weights", weights)) if v is not None]  # fmt: skip
+    if len(given) != 1:
+        raise OptionError(
+            "give exactly one of {checkpoint}, {onnx} and {weights} (the model); found "
+            + (", ".join(given) or "none")
+        )
+    check_model_options(checkpoint, onnx, weights, backbone, image_size)
+    if weights is not None:
+        assert backbone is not None  # check_model_options
+        run, size, mean, std = _weights_model(weights, backbone, image_size)
+    else:
+        run, size, mean, std = _model(checkpoint, onnx)
     # evaluation only resizes, with fmlkit's own steps whatever the backend: "pil" spares
     # importing torchvision (seconds)
     transform = build_transforms(size, train=False, mean=mean, std=std, backend="pil")
     return Embedder(run, transform)
 
 
+_Model = tuple[Callable[["torch.Tensor"], np.ndarray], int, tuple[float, ...], tuple[float, ...]]
+
+
+def _weights_model(
+    weights: str | os.PathLike[str], backbone: str, image_size: int | None
+) -> _Model:
+    import torch
+
+    from fmlkit.train.weights import ARCFACE_TORCH_SIZE, load_backbone_weights
+
+    size = image_size or ARCFACE_TORCH_SIZE
+    model = load_backbone_weights(weights, backbone, image_size=size)
+
+    def run_torch(images: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return model(images).float().numpy()
+
+    return run_torch, size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
 def _model(
     checkpoint: str | os.PathLike[str] | None, onnx: str | os.PathLike[str] | None
-) -> tuple[Callable[[torch.Tensor], np.ndarray], int, tuple[float, ...], tuple[float, ...]]:
+) -> _Model:
     import torch
 
     if checkpoint is not None:

@@ -1,15 +1,16 @@
 """`fmlkit evaluate`: verification metrics on pair lists and retrieval metrics, from a model
-(checkpoint or ONNX) or from stored embeddings, written as one report.
+(checkpoint, ONNX or bare weights) or from stored embeddings, written as one report.
 
 Two ways in:
 
 - **embeddings** (the Parquet `fmlkit embed` writes: ``file_name``, ``embedding``, optional
   ``label``): each pair's images are looked up by file name; the embeddings are used as stored
   (flip-summed or not when they were made). Retrieval uses the table's labels.
-- **model** (a checkpoint or an ONNX model): exactly the images the pair lists name are
-  embedded (files under ``root``; a ``.bin``'s images from the file itself), flip-summed unless
-  ``flip_sum`` is off. Retrieval embeds ``retrieval_input`` (a dataset_info table with ``root``,
-  or a Parquet dataset folder).
+- **model** (a checkpoint, an ONNX model, or a bare backbone state dict such as
+  arcface_torch's ``backbone.pth`` with its backbone's name): exactly the images the pair
+  lists name are embedded (files under ``root``; a ``.bin``'s images from the file itself),
+  flip-summed unless ``flip_sum`` is off. Retrieval embeds ``retrieval_input`` (a
+  dataset_info table with ``root``, or a Parquet dataset folder).
 
 Every pair list is checked before anything is embedded. Names that are absent (from the
 embeddings, or under ``root``), that lead outside ``root`` (never opened), or whose images
@@ -119,7 +120,8 @@ def _num(value: object, scale: float, digits: int = 2) -> str:
     return f"{value * scale:.{digits}f}"
 
 
-_SOURCES = ("checkpoint", "onnx", "embeddings")  # the options naming the source of embeddings
+# the options naming the source of embeddings
+_SOURCES = ("checkpoint", "onnx", "weights", "embeddings")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +129,8 @@ class EvaluateOptions:
     """`evaluate`'s options, checked on construction: `OptionError` (naming the options) for
     options that do not fit together or a bad value. See `evaluate` for each option.
 
-    The rules: exactly one of ``checkpoint``, ``onnx`` and ``embeddings``; something to
+    The rules: exactly one of ``checkpoint``, ``onnx``, ``weights`` and ``embeddings``;
+    ``backbone`` with ``weights`` and only with it, ``image_size`` only with it; something to
     evaluate (``pairs``, ``retrieval`` or both); ``batch_size`` ≥ 1; ``retrieval_input`` only
     with ``retrieval``, which with a model needs it; with ``embeddings``, no ``root``, no
     ``retrieval_input`` and ``flip_sum`` left on (it was chosen when the embeddings were made).
@@ -136,6 +139,9 @@ class EvaluateOptions:
     pairs: Sequence[PathLike] = ()
     checkpoint: PathLike | None = None
     onnx: PathLike | None = None
+    weights: PathLike | None = None
+    backbone: str | None = None
+    image_size: int | None = None
     embeddings: PathLike | None = None
     root: PathLike | None = None
     retrieval: bool = False
@@ -145,12 +151,17 @@ class EvaluateOptions:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
+        from fmlkit.eval.embed import check_model_options
+
         given = [f"{{{n}}}" for n in _SOURCES if getattr(self, n) is not None]
         if len(given) != 1:
             raise OptionError(
-                "give exactly one of {checkpoint}, {onnx} and {embeddings} (the source of the "
-                f"embeddings); found {', '.join(given) or 'none'}"
+                "give exactly one of {checkpoint}, {onnx}, {weights} and {embeddings} (the "
+                f"source of the embeddings); found {', '.join(given) or 'none'}"
             )
+        check_model_options(
+            self.checkpoint, self.onnx, self.weights, self.backbone, self.image_size
+        )
         if not self.pairs and not self.retrieval:
             raise OptionError(
                 "nothing to evaluate: give {pairs}, {retrieval}, or both", retrieval=True
@@ -193,6 +204,9 @@ def evaluate(
     pairs: Sequence[PathLike] = (),
     checkpoint: PathLike | None = None,
     onnx: PathLike | None = None,
+    weights: PathLike | None = None,
+    backbone: str | None = None,
+    image_size: int | None = None,
     embeddings: PathLike | None = None,
     root: PathLike | None = None,
     retrieval: bool = False,
@@ -209,7 +223,10 @@ def evaluate(
         pairs: pair lists (``1,a,b`` CSV, LFW pairs.txt or InsightFace .bin, told apart by
             content). Each is a benchmark named by its file stem; stems that clash (with each
             other or with ``retrieval``) are prefixed with their folder's name.
-        checkpoint, onnx, embeddings: the one source of embeddings.
+        checkpoint, onnx, weights, embeddings: the one source of embeddings; ``weights`` is
+            a bare backbone state dict (arcface_torch's ``backbone.pth``) of the backbone
+            ``backbone``, for ``image_size`` px images (default 112), normalised as
+            arcface_torch does, (x/255 − 0.5)/0.5.
         root: model mode: the folder the text lists' (and a retrieval table's) file names are
             relative to. Not used with ``embeddings``.
         retrieval: also compute leave-one-out retrieval metrics.
@@ -233,6 +250,9 @@ def evaluate(
         pairs=pairs,
         checkpoint=checkpoint,
         onnx=onnx,
+        weights=weights,
+        backbone=backbone,
+        image_size=image_size,
         embeddings=embeddings,
         root=root,
         retrieval=retrieval,
@@ -287,7 +307,13 @@ def _from_model(
 
     staged, files = stage_files(lists, options.root)
     check_usable(staged, options.skip_missing)  # every list checked before the model is loaded
-    embedder = load_embedder(checkpoint=options.checkpoint, onnx=options.onnx)
+    embedder = load_embedder(
+        checkpoint=options.checkpoint,
+        onnx=options.onnx,
+        weights=options.weights,
+        backbone=options.backbone,
+        image_size=options.image_size,
+    )
     flip_sum, batch_size = options.flip_sum, options.batch_size
     scored = model_pairs(staged, files, embedder, flip_sum, options.skip_missing, batch_size)
     if not options.retrieval:

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 
+from fmlkit.data.formats.parquet_layout import find_pairs
 from fmlkit.errors import FormatError, InputError
 
 PairSource = Literal["csv", "lfw", "bin"]
@@ -152,9 +153,9 @@ def sniff(path: Path) -> PairSource:
     except FileNotFoundError:
         raise InputError(f"pair list {path}: no such file") from None
     except IsADirectoryError:
-        hint = ""
-        if (path / "_pairs.csv").is_file():
-            hint = f"; the pair list of a .bin converted to Parquet is {path / '_pairs.csv'}"
+        hint, pairs = "", find_pairs(path)
+        if pairs is not None:
+            hint = f"; the pair list of a .bin converted to Parquet is {pairs}"
         raise InputError(f"pair list {path} is a directory, not a file{hint}") from None
     if head.startswith(PICKLE_STARTS):
         return "bin"

@@ -114,7 +114,7 @@ def refuse_bins(lists: Sequence[PairList], embeddings: PathLike) -> None:
                 f"{item.path} is an InsightFace .bin: its images are inside it, not in "
                 f"{embeddings}. Evaluate it with --checkpoint or --onnx, or convert it "
                 "(`fmlkit convert X.bin DIR`), embed DIR with `fmlkit embed` and pass "
-                "DIR/_pairs.csv with those embeddings"
+                "DIR.pairs.csv with those embeddings"
             )
 
 

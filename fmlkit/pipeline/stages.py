@@ -176,7 +176,14 @@ class TrainAdapter(StageAdapter):
     runner passes them to the command as overrides. ``params.overrides`` holds the other
     overrides, as a mapping ``{train.max_steps: 50}`` or a list of ``key=value`` strings."""
 
-    CONFIG_DEPS = ("data.parquet", "data.dataset_info", "data.root", "val.pairs", "val.root")
+    CONFIG_DEPS = (
+        "data.parquet",
+        "data.dataset_info",
+        "data.root",
+        "val.pairs",
+        "val.root",
+        "model.init",
+    )
     CONFIG_OUTS = ("output_dir",)
 
     def all_keys(self) -> list[str]:
@@ -297,14 +304,17 @@ for _adapter in (
         TrainAdapter.CONFIG_OUTS,
         {"resume": False},
     ),
-    StageAdapter("export", "fmlkit.cli.train:export", ("checkpoint",), ("onnx",)),
+    StageAdapter("export", "fmlkit.cli.train:export", ("checkpoint",), ("onnx", "arcface_torch")),
     StageAdapter(
-        "embed", "fmlkit.cli.train:embed", ("checkpoint", "onnx", "input", "root"), ("output",)
+        "embed",
+        "fmlkit.cli.train:embed",
+        ("checkpoint", "onnx", "weights", "input", "root"),
+        ("output",),
     ),
     StageAdapter(
         "evaluate",
         "fmlkit.cli.evaluate:evaluate",
-        ("checkpoint", "onnx", "embeddings", "pairs", "root", "input"),
+        ("checkpoint", "onnx", "weights", "embeddings", "pairs", "root", "input"),
         ("output",),
     ),
 ):

@@ -1,10 +1,12 @@
 """Content versions of the files and folders a pipeline reads and writes.
 
 - a file: the sha256 of its bytes (streamed);
-- a Parquet dataset folder (one with ``_manifest.json``, from `fmlkit convert`): the sha256 of
-  the manifest, which lists every shard's sha256; the shards are not read, only checked to be
-  there with the listed sizes (a missing or truncated shard changes the version). Other files
-  in the folder (e.g. a .bin's ``_pairs.csv``) are hashed as files;
+- a Parquet dataset folder (one with a manifest, ``_manifest.parquet`` or an older dataset's
+  ``_manifest.json``: `fmlkit.data.formats.parquet_layout.manifest_path`, from `fmlkit
+  convert`): the sha256 of the manifest, which lists every shard's sha256; the shards are not
+  read, only checked to be there with the listed sizes (a missing or truncated shard changes the
+  version). Other files in the folder (e.g. an older .bin conversion's ``_pairs.csv``) are
+  hashed as files;
 - any other folder: the sha256 of its sorted listing, one line per entry: each file's relative
   path and sha256, each symbolic link's target (links are not followed), each sub-folder.
 
@@ -37,12 +39,13 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from fmlkit.errors import PipelineError
+from fmlkit.data.formats.parquet_layout import is_manifest, manifest_path
+from fmlkit.errors import FmlkitError, PipelineError
 from fmlkit.io import Closing
 
 logger = logging.getLogger(__name__)
-MANIFEST = "_manifest.json"  # fmlkit.data.formats.parquet.MANIFEST (not imported: pyarrow)
 RACY_SECONDS = 2.0
 CHUNK = 1 << 20
 # sqlite3.h's result codes for a write that found no room (sqlite3 has them only at run time)
@@ -196,8 +199,9 @@ def version_of(path: str | os.PathLike[str], cache: HashCache) -> str | None:
     except FileNotFoundError:
         return None
     if stat.S_ISDIR(st.st_mode):
-        if os.path.isfile(os.path.join(real, MANIFEST)):
-            return "parquet:" + _parquet_digest(real, cache)
+        manifest = manifest_path(real)
+        if manifest is not None:
+            return "parquet:" + _parquet_digest(real, str(manifest), cache)
         digest = hashlib.sha256()
         for line in _listing(real, "", cache):
             digest.update(line.encode("utf-8", "surrogateescape"))
@@ -222,14 +226,12 @@ def _listing(root: str, rel: str, cache: HashCache) -> Iterator[str]:
             yield f"S {name}\n"  # FIFO, socket, device: present, not read
 
 
-def _parquet_digest(root: str, cache: HashCache) -> str:
-    manifest_path = os.path.join(root, MANIFEST)
-    manifest_sha = cache.file_sha256(manifest_path, os.stat(manifest_path))
+def _parquet_digest(root: str, manifest: str, cache: HashCache) -> str:
+    manifest_sha = cache.file_sha256(manifest, os.stat(manifest))
     digest = hashlib.sha256(f"manifest {manifest_sha}\n".encode())
     try:
-        with open(manifest_path, encoding="utf-8") as f:
-            shards = {str(s["file"]): int(s["bytes"]) for s in json.load(f)["shards"]}
-    except (ValueError, KeyError, TypeError):
+        shards = {str(s["file"]): int(s["bytes"]) for s in _manifest_body(manifest)["shards"]}
+    except (ValueError, KeyError, TypeError, OSError):
         shards = {}
     for name, size in sorted(shards.items()):
         try:
@@ -239,7 +241,7 @@ def _parquet_digest(root: str, cache: HashCache) -> str:
         if found != size:
             digest.update(f"shard {name} has {found} bytes, manifest says {size}\n".encode())
     with os.scandir(root) as it:
-        others = sorted(e.name for e in it if e.name not in shards and e.name != MANIFEST)
+        others = sorted(e.name for e in it if e.name not in shards and not is_manifest(e.name))
     for name in others:
         path = os.path.join(root, name)
         if os.path.isfile(path) and not os.path.islink(path):
@@ -247,6 +249,19 @@ def _parquet_digest(root: str, cache: HashCache) -> str:
         else:
             digest.update(f"? {name}\n".encode())
     return digest.hexdigest()
+
+
+def _manifest_body(path: str) -> Any:
+    """The parsed manifest at ``path``; ValueError (or OSError) when it cannot be read."""
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    from fmlkit.data.formats.parquet_checks import manifest_body  # pyarrow: only when met
+
+    try:
+        return manifest_body(Path(path))
+    except FmlkitError as e:
+        raise ValueError(str(e)) from e
 
 
 def combined_version(versions: dict[str, str]) -> str:

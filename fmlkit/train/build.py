@@ -81,9 +81,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_run(config: TrainConfig, runtime: Runtime) -> TrainParts:
+def build_run(config: TrainConfig, runtime: Runtime, *, init_weights: bool = True) -> TrainParts:
     """Every part of a run, in the order the module docstring gives (the global RNGs seeded
-    first, from ``config.seed``).
+    first, from ``config.seed``). With ``init_weights`` (a new run, not a resumed one) the
+    model starts from ``model.init`` when that is set (`create_model`).
 
     Raises:
         ConfigError, InputError: a config or input that cannot be trained on (e.g. fewer
@@ -96,7 +97,7 @@ def build_run(config: TrainConfig, runtime: Runtime) -> TrainParts:
     decoder = create_decoder(config, runtime)  # None: the workers decode
     steps_per_epoch = count_steps(config, dataset, sampler)
     total_steps = config.train.total_steps(steps_per_epoch)
-    model = create_model(config).to(runtime.device)
+    model = create_model(config, init_weights=init_weights).to(runtime.device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     head = create_training_head(config, dataset.num_classes, runtime).to(runtime.device)
@@ -232,14 +233,27 @@ def create_decoder(config: TrainConfig, runtime: Runtime) -> DeviceDecoder | Non
     return decoder
 
 
-def create_model(config: TrainConfig) -> nn.Module:
+def create_model(config: TrainConfig, *, init_weights: bool = False) -> nn.Module:
+    """The configured backbone on the CPU; with ``init_weights`` and ``model.init`` set, its
+    weights loaded from that file (`fmlkit.train.weights.init_backbone`), which draws no
+    random numbers.
+
+    Raises:
+        ConfigError: an unknown backbone or a bad size.
+        InputError: a ``model.init`` file that cannot be read or does not fit.
+    """
     from fmlkit.models.backbones import create_backbone
 
-    return create_backbone(
+    model = create_backbone(
         config.model.backbone,
         embedding_size=config.model.embedding_size,
         image_size=config.data.image_size,
     )
+    if init_weights and config.model.init is not None:
+        from fmlkit.train.weights import init_backbone
+
+        init_backbone(model, config.model.init, strict=config.model.init_strict)
+    return model
 
 
 def create_training_head(config: TrainConfig, num_classes: int, runtime: Runtime) -> nn.Module:

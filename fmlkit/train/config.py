@@ -48,14 +48,26 @@ _BACKBONE = re.compile(r"(timm:)?[A-Za-z0-9][\w.\-/]*")
 class ModelConfig(Section):
     """The embedding network: ``backbone`` is ``timm:<model>`` (any timm model, built with
     pretrained=False) or an in-house net (iresnet18/34/50/100, mobilefacenet); the name is
-    checked against the backbone registry when the model is built."""
+    checked against the backbone registry when the model is built.
+
+    ``init`` starts the backbone from a weights file instead of random weights: an
+    arcface_torch ``backbone.pth`` (a bare state dict; r18/r34/r50/r100 are iresnet18/…/100,
+    mbf is mobilefacenet) or a fmlkit checkpoint's backbone; the head starts fresh. With
+    ``init_strict`` every tensor must fit (an error names each key that does not); without,
+    those that fit are loaded and the rest, logged, start fresh (e.g. another embedding_size).
+    A resumed run takes its weights from its checkpoint, not from ``init``.
+    """
 
     backbone: str = "iresnet50"
     embedding_size: int = bounded(512, ge=1, le=MAX_EMBEDDING_SIZE)
+    init: str | None = None
+    init_strict: bool = True
 
     def problems(self) -> Iterable[tuple[str, str]]:
         if not _BACKBONE.fullmatch(self.backbone):
             yield "backbone", f"expected timm:<model> or a backbone name, found {self.backbone!r}"
+        if self.init is not None and not self.init.strip():
+            yield "init", "expected a weights file, found an empty string"
 
 
 @dataclass(frozen=True, kw_only=True)

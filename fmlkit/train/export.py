@@ -1,4 +1,5 @@
-"""A trained backbone from a checkpoint, and its ONNX export checked with onnxruntime."""
+"""A trained backbone from a checkpoint, and its exports: ONNX checked with onnxruntime, and
+arcface_torch's format (a bare state dict, `fmlkit.train.weights`) read back and compared."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from torch import nn
 
 from fmlkit.errors import InputError
 from fmlkit.io import atomic_path
+from fmlkit.train.weights import ARCFACE_TORCH_NAMES, ARCFACE_TORCH_SIZE, load_backbone_weights
 
 if TYPE_CHECKING:
+    from fmlkit.train.config import TrainConfig
     from fmlkit.train.data_config import DataConfig
 
 INPUT, OUTPUT = "images", "embeddings"
@@ -30,6 +33,13 @@ def load_backbone(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, DataCo
             fit the model its config names.
         ConfigError: a checkpoint whose config is not valid.
     """
+    model, config = load_trained(checkpoint)
+    return model, config.data
+
+
+def load_trained(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
+    """The backbone of a training checkpoint in eval mode, on the CPU, and the whole config
+    it was trained with. Raises as `load_backbone`."""
     from fmlkit.train.build import create_model
     from fmlkit.train.checkpoint import describe_error, load_checkpoint
     from fmlkit.train.config import config_from_dict
@@ -48,7 +58,7 @@ def load_backbone(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, DataCo
             f"{checkpoint}: its weights do not fit the model its config names, {backbone}: "
             f"{why}. The file was changed after training or is not fmlkit's checkpoint"
         ) from exc
-    return model.eval(), config.data
+    return model.eval(), config
 
 
 @dataclass(frozen=True)
@@ -111,3 +121,78 @@ class OnnxModel:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(None, {self.input_name: images})
         return np.asarray(out, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ArcfaceExport:
+    """What `export_arcface_torch` wrote: the file, the backbone and arcface_torch's name for
+    it, the embedding size, the training normalisation, and how close the written weights
+    reloaded embed to the checkpoint's (min cosine over a check batch)."""
+
+    path: Path
+    backbone: str
+    arcface_name: str
+    embedding_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    min_cosine: float
+
+    def summary(self) -> str:
+        """The command line's report: what was written, and how to load it."""
+        lines = [
+            f"wrote {self.path}: {self.backbone} (arcface_torch get_model({self.arcface_name!r}, "
+            f"num_features={self.embedding_size})), {ARCFACE_TORCH_SIZE} px; reloaded, "
+            f"min cosine {self.min_cosine:.6f}"
+        ]
+        if self.mean != (0.5, 0.5, 0.5) or self.std != (0.5, 0.5, 0.5):
+            lines.append(
+                f"note: trained with mean {list(self.mean)} and std {list(self.std)}; "
+                "arcface_torch's inference normalises with 0.5 and 0.5: use these instead"
+            )
+        return "\n".join(lines)
+
+
+def export_arcface_torch(
+    checkpoint: str | os.PathLike[str], output: str | os.PathLike[str]
+) -> ArcfaceExport:
+    """Write the checkpoint's backbone as a bare state dict that arcface_torch's own net of
+    the same kind loads with ``load_state_dict(strict=True)``. Before the file is given its
+    name, it is read back into a fresh backbone and compared with the checkpoint's on a
+    check batch.
+
+    Raises:
+        InputError: not a usable checkpoint; a backbone arcface_torch does not have (timm
+            models) or an image size other than 112 (its nets are sized for 112 px).
+    """
+    model, config = load_trained(checkpoint)
+    backbone, size = config.model.backbone, config.data.image_size
+    if backbone not in ARCFACE_TORCH_NAMES:
+        raise InputError(
+            f"{checkpoint}: backbone {backbone} has no arcface_torch counterpart; only "
+            f"{', '.join(ARCFACE_TORCH_NAMES)} can be written in arcface_torch's format "
+            "(export it with --onnx instead)"
+        )
+    if size != ARCFACE_TORCH_SIZE:
+        raise InputError(
+            f"{checkpoint}: trained at {size} px, and arcface_torch's {backbone} is built for "
+            f"{ARCFACE_TORCH_SIZE} px (its last layer is sized for that): train with "
+            f"data.image_size={ARCFACE_TORCH_SIZE}, or export it with --onnx instead"
+        )
+    state = {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}
+    check = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with atomic_path(output) as tmp:
+        with tmp.open("wb") as f:
+            torch.save(state, f)
+        reloaded = load_backbone_weights(tmp, backbone, image_size=size)
+        with torch.no_grad():
+            cosine = nn.functional.cosine_similarity(model(check), reloaded(check))
+    norm = config.data.normalisation
+    return ArcfaceExport(
+        Path(output),
+        backbone,
+        ARCFACE_TORCH_NAMES[backbone],
+        config.model.embedding_size,
+        tuple(norm.mean),
+        tuple(norm.std),
+        float(cosine.min()),
+    )

@@ -135,7 +135,7 @@ class _Run:
         self.out = Path(config.output_dir)
         found = check_output(self.out, resume, config_to_dict(config))  # before the build
         barrier(runtime)  # every rank checked the folder before rank 0 writes to it
-        self.parts = build.build_run(config, runtime)
+        self.parts = build.build_run(config, runtime, init_weights=found is None)
         self.step, self.epoch, self.skipped, self.nonfinite, self.nonfinite_run = 0, 0, 0, 0, 0
         self.decoded, self.decoded_anywhere = 0, False  # images decoded by this process, by any
         if found is not None:

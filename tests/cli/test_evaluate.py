@@ -140,7 +140,7 @@ def test_evaluate_refuses_bad_embeddings_and_empty_lists(
 
 def test_evaluate_usage_errors_exit_2(embeddings: Path, tmp_path: Path) -> None:
     done = run_fmlkit("evaluate", "--pairs", str(embeddings), "-o", str(tmp_path / "o"))
-    _fails(done, 2, "exactly one of --checkpoint, --onnx and --embeddings")
+    _fails(done, 2, "exactly one of --checkpoint, --onnx, --weights and --embeddings")
     done = run_fmlkit("evaluate", "--embeddings", str(embeddings), "--retrieval",
                       "--no-flip-sum", "-o", str(tmp_path / "o"))  # fmt: skip
     _fails(done, 2, "--no-flip-sum has no effect with --embeddings")

@@ -156,8 +156,8 @@ def test_pairs_refuses_bad_combinations_as_usage_errors(
     [
         (
             ["--pairs", "P"],
-            "give exactly one of --checkpoint, --onnx and --embeddings (the source of the "
-            "embeddings); found none",
+            "give exactly one of --checkpoint, --onnx, --weights and --embeddings (the source "
+            "of the embeddings); found none",
         ),
         (["--onnx", "M", "--embeddings", "E", "--pairs", "P"], "found --onnx, --embeddings"),
         (["--embeddings", "E"], "nothing to evaluate: give --pairs, --retrieval, or both"),

@@ -29,7 +29,8 @@ def test_embed_needs_exactly_one_model(tmp_path: Path) -> None:
     info = tmp_path / "info.csv"
     info.write_text("file_name,label\n")
     done = run_fmlkit("embed", "--input", str(info), "-o", str(tmp_path / "e.parquet"))
-    assert done.returncode == 2 and "exactly one of --checkpoint and --onnx" in done.stderr
+    assert done.returncode == 2
+    assert "exactly one of --checkpoint, --onnx and --weights" in done.stderr
 
 
 def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:

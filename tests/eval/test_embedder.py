@@ -69,5 +69,5 @@ def test_load_embedder_needs_exactly_one_model(models: dict[str, str]) -> None:
     from fmlkit.errors import OptionError
     from fmlkit.eval.embed import load_embedder
 
-    with pytest.raises(OptionError, match="give exactly one of checkpoint and onnx"):
+    with pytest.raises(OptionError, match="give exactly one of checkpoint, onnx and weights"):
         load_embedder(**models)

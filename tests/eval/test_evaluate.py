@@ -462,7 +462,7 @@ def test_benchmark_names_are_stems_prefixed_by_their_folder_when_they_clash(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({}, "give exactly one of checkpoint, onnx and embeddings"),
+        ({}, "give exactly one of checkpoint, onnx, weights and embeddings"),
         ({"checkpoint": "c.pt", "onnx": "m.onnx"}, "found checkpoint, onnx"),
         ({"onnx": "m.onnx", "pairs": ()}, "nothing to evaluate"),
         ({"onnx": "m.onnx", "retrieval": True}, "pass retrieval_input"),
@@ -485,9 +485,9 @@ def test_impossible_option_combinations_are_refused(
     [
         (
             {"onnx": "m.onnx", "embeddings": "e.parquet"},
-            ("checkpoint", "onnx", "embeddings"),
-            "give exactly one of checkpoint, onnx and embeddings (the source of the embeddings); "
-            "found onnx, embeddings",
+            ("checkpoint", "onnx", "weights", "embeddings"),
+            "give exactly one of checkpoint, onnx, weights and embeddings (the source of the "
+            "embeddings); found onnx, embeddings",
         ),
         (
             {"onnx": "m.onnx", "pairs": ()},

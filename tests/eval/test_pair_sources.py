@@ -73,6 +73,9 @@ def test_load_pairs_on_a_converted_bin_folder_names_its_pair_list(tmp_path: Path
     (tmp_path / "lfw").mkdir()
     (tmp_path / "lfw" / "_pairs.csv").write_text(CSV)
     with pytest.raises(InputError, match=r"is a directory.*lfw/_pairs\.csv"):
+        load_pairs(tmp_path / "lfw")  # a conversion by an older fmlkit
+    (tmp_path / "lfw.pairs.csv").write_text(CSV)
+    with pytest.raises(InputError, match=r"is a directory.*lfw\.pairs\.csv"):
         load_pairs(tmp_path / "lfw")
 
 

@@ -22,7 +22,8 @@ import pytest
 
 from fmlkit.data.convert.from_rec import rec_to_parquet
 from fmlkit.data.formats.insightface_bin import write_bin
-from fmlkit.data.formats.parquet import MANIFEST
+from fmlkit.data.formats.parquet_checks import manifest_body
+from fmlkit.data.formats.parquet_layout import MANIFEST, MANIFEST_KEY
 from fmlkit.data.formats.recordio import (
     LENGTH_MASK,
     MAGIC_BYTES,
@@ -66,13 +67,23 @@ def snapshot(path: Path) -> dict[str, bytes]:
 
 
 def _manifest(ds: Path) -> dict:
-    return json.loads((ds / MANIFEST).read_text())
+    body = manifest_body(ds / MANIFEST)
+    assert isinstance(body, dict)
+    return body
+
+
+def _put_manifest(ds: Path, text: str | bytes) -> None:
+    """Make ``text`` the manifest's JSON (the value of its Parquet schema metadata key)."""
+    schema = pq.read_schema(ds / MANIFEST)
+    value = text.encode() if isinstance(text, str) else text
+    pq.write_metadata(schema.with_metadata({**schema.metadata, MANIFEST_KEY.encode(): value}),
+                      ds / MANIFEST)  # fmt: skip
 
 
 def _edit_manifest(ds: Path, edit: Callable[[dict], object]) -> None:
     body = _manifest(ds)
     edit(body)
-    (ds / MANIFEST).write_text(json.dumps(body))
+    _put_manifest(ds, json.dumps(body))
 
 
 def _shard(ds: Path) -> pa.Table:
@@ -109,14 +120,22 @@ def _truncate(ds: Path, *, tell: bool) -> None:
 
 
 DAMAGE: dict[str, tuple[Callable[[Path], object], tuple[str, ...]]] = {
-    "no manifest": (lambda d: (d / MANIFEST).unlink(), ("_manifest.json",)),
-    "manifest not JSON": (lambda d: (d / MANIFEST).write_text("{rows: 5"), ("not JSON",)),
-    "manifest not UTF-8": (lambda d: (d / MANIFEST).write_bytes(b"\xff\xfe{"), ("not JSON",)),
+    "no manifest": (lambda d: (d / MANIFEST).unlink(), ("_manifest.parquet",)),
+    "manifest not Parquet": (
+        lambda d: (d / MANIFEST).write_text('{"rows": 5}'),
+        ("_manifest.parquet", "not a readable Parquet manifest"),
+    ),
+    "manifest without its key": (
+        lambda d: pq.write_metadata(pq.read_schema(d / "part-00000.parquet"), d / MANIFEST),
+        ("_manifest.parquet", "no fmlkit_manifest metadata"),
+    ),
+    "manifest not JSON": (lambda d: _put_manifest(d, "{rows: 5"), ("not JSON",)),
+    "manifest not UTF-8": (lambda d: _put_manifest(d, b"\xff\xfe{"), ("not JSON",)),
     "manifest nested 100,000 deep": (
-        lambda d: (d / MANIFEST).write_text("[" * 100_000),
+        lambda d: _put_manifest(d, "[" * 100_000),
         ("not JSON",),
     ),
-    "manifest a list": (lambda d: (d / MANIFEST).write_text("[1, 2]"), ("not a JSON object",)),
+    "manifest a list": (lambda d: _put_manifest(d, "[1, 2]"), ("not a JSON object",)),
     "manifest without shards": (
         lambda d: _edit_manifest(d, lambda m: m.pop("shards")),
         ("no shards",),

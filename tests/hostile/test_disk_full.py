@@ -181,7 +181,7 @@ def _rec_to_parquet(cwd: Path, request: pytest.FixtureRequest) -> Written:
             writer.write(key, pack(IRHeader(0, float(key % 7), id=key), buffer.getvalue()))
     argv = ("convert", "train.rec", "parquet", "-j", "2", "--shard-size", "1", "--overwrite")
     succeeded(fmlkit(*argv, cwd=cwd))
-    assert len(list((cwd / "parquet").glob("*.parquet"))) == 3, "3 shards for 2 workers"
+    assert len(list((cwd / "parquet").glob("part-*.parquet"))) == 3, "3 shards for 2 workers"
     return Written(argv, ("parquet",), "parquet", _largest(cwd / "parquet") // 2)
 
 

@@ -204,7 +204,7 @@ def test_embed_of_nothing_is_refused(checkpoint: Path, tmp_path: Path, kind: str
     if kind == "an empty folder":
         (tmp_path / "empty").mkdir()
         args: list[str | Path] = ["--input", tmp_path / "empty"]
-        says = ["empty", "no _manifest.json"]
+        says = ["empty", "no _manifest.parquet"]
     else:
         (tmp_path / "info.csv").write_text("file_name,label\n")
         args = ["--input", tmp_path / "info.csv", "--root", tmp_path]
@@ -245,3 +245,64 @@ def test_embed_does_not_follow_a_symlink_out_of_root(
     succeeded(result)
     assert "1 images could not be decoded" in result.stdout
     assert pq.read_table(out).column("file_name").to_pylist() == ["id0/0.png"]
+
+
+# Bare weights files (``--weights FILE --backbone mobilefacenet``, arcface_torch's format):
+# name → (the bad file's bytes from (a good checkpoint, tmp folder), words of the Error:)
+WEIGHTS: dict[str, tuple[Callable[[Path, Path], bytes], list[str]]] = {
+    "code pickle": (
+        lambda good, tmp: pickle.dumps({"conv1.weight": _Evil(tmp / MARKER)}, protocol=2),
+        ["not a readable weights file", "posix.system", "nothing in it was run"],
+    ),
+    "code in torch.save": (
+        _torch_file({"conv1.weight": _Evil(Path(MARKER))}),
+        ["posix.system", "nothing in it was run"],
+    ),
+    "a tensor": (_torch_file(torch.zeros(3)), ["is not a state dict", "a Tensor"]),
+    "a dict of other things": (
+        _torch_file({"state_dict": {"a": torch.zeros(1)}, "epoch": 3}),
+        ["is not a state dict", "keys state_dict, epoch"],
+    ),
+    "empty": (lambda good, tmp: b"", ["it is empty"]),
+    "truncated": (
+        lambda good, tmp: good.read_bytes()[: good.stat().st_size // 2],
+        ["not a readable weights file", "truncated or damaged"],
+    ),
+    "another architecture": (
+        _torch_file({"conv1.weight": torch.zeros(64, 3, 3, 3), "fc.weight": torch.zeros(2, 2)}),
+        [
+            "does not fit backbone mobilefacenet",
+            "keys missing (expected layers.0.layers.0",
+            "keys unexpected (found conv1.weight, fc.weight)",
+        ],
+    ),
+    "another size": (
+        _edited(lambda state: None),  # the 32 px checkpoint, read as 112 px weights
+        [
+            "shapes differ",
+            "features.layers.0.layers.0.weight 512×1×7×7 expected, 512×1×2×2 found",
+            "sized for 32 px images",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["embed", "evaluate"])
+@pytest.mark.parametrize("kind", list(WEIGHTS), ids=list(WEIGHTS))
+def test_a_bad_weights_file_is_one_error_line_and_runs_nothing(
+    images: Path, checkpoint: Path, tmp_path: Path, kind: str, command: str
+) -> None:
+    make, says = WEIGHTS[kind]
+    bad = tmp_path / "backbone.pth"
+    bad.write_bytes(make(checkpoint, tmp_path))
+    model = ["--weights", bad, "--backbone", "mobilefacenet"]
+    if command == "embed":
+        out = tmp_path / "emb.parquet"
+        args = [*model, "--input", images / "info.csv", "--root", images, "-o", out]
+    else:
+        out = tmp_path / "eval"
+        (tmp_path / "pairs.csv").write_text("1,id0/0.png,id0/1.png\n")
+        args = [*model, "--pairs", tmp_path / "pairs.csv", "--root", images, "-o", out]
+    result = fmlkit(command, *args, cwd=tmp_path)
+    refused(result, says=[str(bad), *says])
+    nothing_complete(tmp_path / MARKER, out / "metrics.json" if command == "evaluate" else out)

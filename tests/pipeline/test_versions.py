@@ -6,8 +6,11 @@ import os
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+from fmlkit.data.formats.parquet_checks import write_manifest
+from fmlkit.data.formats.parquet_layout import LEGACY_MANIFEST, MANIFEST
 from fmlkit.pipeline.versions import HashCache, combined_version, version_of
 
 
@@ -71,23 +74,30 @@ def test_version_of_file_and_folder_differ(tmp_path: Path, cache: HashCache) -> 
     assert version_of(tmp_path / "d", cache) != version_of(tmp_path / "f", cache)
 
 
-def _parquet(root: Path) -> Path:
+def _parquet(root: Path, *, legacy: bool = True) -> Path:
+    """A dataset folder whose manifest lists one 100-byte shard: an older fmlkit's
+    ``_manifest.json``, or (``legacy`` False) today's ``_manifest.parquet``."""
     root.mkdir()
     (root / "part-00000.parquet").write_bytes(b"P" * 100)
     manifest = {"rows": 1, "shards": [{"file": "part-00000.parquet", "bytes": 100}]}
-    (root / "_manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    if legacy:
+        (root / LEGACY_MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    else:
+        write_manifest(root / MANIFEST, pa.schema([pa.field("label", pa.int64())]), manifest)
     return root
 
 
+@pytest.mark.parametrize("legacy", [True, False], ids=["_manifest.json", "_manifest.parquet"])
 def test_version_of_parquet_dataset_reads_the_manifest_not_the_shards(
-    tmp_path: Path, cache: HashCache
+    tmp_path: Path, cache: HashCache, legacy: bool
 ) -> None:
-    root = _parquet(tmp_path / "pq")
+    root = _parquet(tmp_path / "pq", legacy=legacy)
     first = version_of(root, cache)
     assert first is not None and first.startswith("parquet:")
     (root / "part-00000.parquet").write_bytes(b"Q" * 100)  # same size: not read, not seen
     assert version_of(root, cache) == first
-    assert cache.hashed_bytes == 2 * (root / "_manifest.json").stat().st_size
+    manifest = root / (LEGACY_MANIFEST if legacy else MANIFEST)
+    assert cache.hashed_bytes == 2 * manifest.stat().st_size
     (root / "part-00000.parquet").write_bytes(b"Q" * 99)  # truncated: seen by its size
     assert version_of(root, cache) != first
 

@@ -4,10 +4,10 @@
 INPUT                                      OUTPUT      conversion
 =========================================  ==========  ===============================
 ``X.rec`` (``X.idx`` beside it, or none)   directory   `rec_to_parquet`
-``X.bin`` (InsightFace verification set)   directory   `bin_to_parquet` (+ _pairs.csv)
+``X.bin`` (InsightFace verification set)   directory   `bin_to_parquet` (+ DIR.pairs.csv)
 dataset_info ``.csv``/``.parquet`` + root  directory   `table_to_parquet`
 image folder tree ``label/…/file``         directory   `folder_to_parquet`
-Parquet dataset (has ``_manifest.json``)   ``Y.rec``   `parquet_to_rec` (+ .idx, property)
+Parquet dataset (has a manifest)           ``Y.rec``   `parquet_to_rec` (+ .idx, property)
 Parquet dataset                            directory   `parquet_to_folder`
 =========================================  ==========  ===============================
 
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from fmlkit.choices import Target
 from fmlkit.data.convert.report import ConvertReport
-from fmlkit.data.formats.parquet import MANIFEST, SHARD_BYTES
+from fmlkit.data.formats.parquet import SHARD_BYTES
+from fmlkit.data.formats.parquet_layout import MANIFEST, manifest_path
 from fmlkit.data.formats.recordio import MAGIC_BYTES
 from fmlkit.errors import InputError
 
@@ -42,7 +43,7 @@ def infer_conversion(source: Path, output: Path, to: Target | None = None) -> st
     if source.is_file() and suffix in (".rec", ".bin", *TABLE_SUFFIXES):
         kind = {".rec": "rec_to_parquet", ".bin": "bin_to_parquet"}.get(suffix, "table_to_parquet")
         wanted: Target = "parquet"
-    elif source.is_dir() and (source / MANIFEST).is_file():
+    elif source.is_dir() and manifest_path(source) is not None:
         wanted = to or ("rec" if output.suffix.lower() == ".rec" else "folder")
         kind = {"rec": "parquet_to_rec", "folder": "parquet_to_folder"}.get(wanted, "")
     elif source.is_dir() and next(source.glob("*.parquet"), None) is not None:
@@ -132,7 +133,7 @@ def check_output_replaceable(output: Path, kind: str) -> None:
                 f"replaces only a previous output of `--to folder`: {fix}"
             )
     elif not output.is_dir() or not (
-        (output / MANIFEST).is_file() or next(output.iterdir(), None) is None
+        manifest_path(output) is not None or next(output.iterdir(), None) is None
     ):
         raise InputError(
             f"{output} exists and is not a Parquet dataset (no {MANIFEST}); --overwrite replaces "

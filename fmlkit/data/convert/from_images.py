@@ -25,14 +25,14 @@ from fmlkit.columns import (
 from fmlkit.data.convert.report import BadRecord, ConvertReport, printable, shard_count
 from fmlkit.data.formats.images import image_suffix, peek_image
 from fmlkit.data.formats.parquet import ROW_GROUP_ROWS, SHARD_BYTES, ParquetDatasetWriter
+from fmlkit.data.formats.parquet_layout import pairs_path
 from fmlkit.data.formats.table import read_table
 from fmlkit.errors import FormatError, InputError
-from fmlkit.io import check_overwrite
+from fmlkit.io import atomic_path, check_overwrite, committed_together
 
 if TYPE_CHECKING:
     import pandas as pd
 
-PAIRS_FILE = "_pairs.csv"  # a .bin's pairs, inside its Parquet dataset directory
 # what a folder scan passes over without a word: hidden files, files of other kinds
 QUIET_SKIPS = frozenset({"hidden", "not_image_extension"})
 
@@ -210,13 +210,16 @@ def bin_to_parquet(
     overwrite: bool = False,
 ) -> ConvertReport:
     """An InsightFace ``.bin`` to a Parquet dataset of its images (``<name>/<index>.<ext>``,
-    one class ``unlabelled``: the file has pairs, not identities) plus ``_pairs.csv`` in the
-    dataset directory: ``1,a,b`` / ``0,a,b`` lines naming the images by ``image.path``. The
-    leading underscore keeps Arrow, Spark and ``datasets`` from reading it as data.
+    one class ``unlabelled``: the file has pairs, not identities) plus ``OUT.pairs.csv`` beside
+    the dataset directory (`fmlkit.data.formats.parquet_layout.pairs_path`: inside, Parquet
+    readers would take it for data): ``1,a,b`` / ``0,a,b`` lines naming the images by
+    ``image.path``. Both appear under their names together, when complete.
 
     Raises:
         FormatError: the file is not a safe, well-formed ``.bin`` (`load_bin`), or an image's
             bytes are not an image Pillow can identify (its header is read, not its pixels).
+        InputError: the pair list's path is taken (without ``overwrite``; by anything but a
+            file, with it).
     """
     import numpy as np
 
@@ -234,14 +237,21 @@ def bin_to_parquet(
     stem = Path(bin_path).stem
     paths = [f"{stem}/{i:05d}.{image_suffix(img)}" for i, img in enumerate(data.images)]
     source = {"kind": "insightface_bin", "path": str(Path(bin_path).resolve())}
-    with ParquetDatasetWriter(
-        out_dir, class_names=["unlabelled"], source=source, overwrite=overwrite
-    ) as writer:
-        for key, (image, path) in enumerate(zip(data.images, paths, strict=True)):
-            writer.write({IMAGE: {"bytes": image, "path": path}, CLASS_ID: 0, KEY: key})
-        same = np.asarray(data.issame, dtype=np.int64)
-        files = np.asarray(paths, dtype=object)
-        writer.add_file(PAIRS_FILE, format_csv_pairs(same, files[0::2], files[1::2]))
+    pairs = pairs_path(out_dir)
+    check_overwrite(pairs, overwrite)
+    if pairs.exists() and (pairs.is_symlink() or not pairs.is_file()):
+        raise InputError(f"{pairs} exists and is not a file; --overwrite replaces only a "
+                         "previous pair list: remove it yourself if it may go")  # fmt: skip
+    same = np.asarray(data.issame, dtype=np.int64)
+    files = np.asarray(paths, dtype=object)
+    with committed_together(out_dir, pairs):
+        with ParquetDatasetWriter(
+            out_dir, class_names=["unlabelled"], source=source, overwrite=overwrite
+        ) as writer:
+            for key, (image, path) in enumerate(zip(data.images, paths, strict=True)):
+                writer.write({IMAGE: {"bytes": image, "path": path}, CLASS_ID: 0, KEY: key})
+        with atomic_path(pairs) as tmp:
+            tmp.write_text(format_csv_pairs(same, files[0::2], files[1::2]), encoding="utf-8")
     return ConvertReport(
         source=Path(bin_path),
         output=Path(out_dir),

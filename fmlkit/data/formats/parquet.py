@@ -4,16 +4,20 @@ Layout of ``OUT/``:
 
 - ``part-00000.parquet``, ``part-00001.parquet``, …: shards of about ``shard_bytes`` (512 MB),
   row groups of ``row_group_rows`` (1,000) rows, rows in input order;
-- ``_manifest.json``, written last: rows, classes, source, and each shard's rows and sha256.
+- ``_manifest.parquet``, written last: rows, classes, source, and each shard's rows and sha256,
+  as JSON in the schema metadata of a Parquet file with no rows (`fmlkit.data.formats.
+  parquet_layout` says why; an older dataset's ``_manifest.json`` is read too).
 
 Columns: ``image`` struct<bytes: binary, path: string> (Hugging Face's Image layout; the bytes
 are stored uncompressed: they are JPEG/PNG already), ``label`` int64 (class id), ``label_name``
 (when known), ``key`` int64 (record key or row number), then any carried columns. The schema
 carries Hugging Face ``datasets`` metadata, so ``load_dataset("parquet", data_dir=OUT)`` gives
-``image`` as Image and ``label`` as ClassLabel.
+``image`` as Image and ``label`` as ClassLabel (``label`` is written nullable, though it never
+holds a null: ``datasets`` applies the metadata only to a schema equal to its own, in which
+every field is nullable).
 
 The directory is built under a temporary name and renamed when complete: a run killed half-way
-leaves no ``_manifest.json`` and no shard under the final name.
+leaves no manifest and no shard under the final name.
 """
 
 from __future__ import annotations
@@ -38,16 +42,17 @@ import pyarrow.parquet as pq
 from fmlkit import __version__
 from fmlkit.columns import CLASS_ID, IMAGE, KEY, LABEL_NAME
 from fmlkit.data.formats.parquet_checks import (
-    MANIFEST_FIX,
     check_rows,
     checked_manifest,
+    manifest_body,
     open_shard,
     read_row_group,
+    write_manifest,
 )
-from fmlkit.errors import FormatError, InputError
+from fmlkit.data.formats.parquet_layout import LEGACY_MANIFEST, MANIFEST, manifest_path
+from fmlkit.errors import InputError
 from fmlkit.io import StagedOutput, check_overwrite, commit, temp_sibling
 
-MANIFEST = "_manifest.json"
 SHARD_BYTES = 512 * 2**20
 ROW_GROUP_ROWS = 1000
 IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
@@ -55,7 +60,7 @@ IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.stri
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a finished Parquet dataset holds (``_manifest.json``)."""
+    """What a finished Parquet dataset holds (its manifest)."""
 
     rows: int
     classes: int
@@ -105,7 +110,7 @@ class ParquetDatasetWriter(StagedOutput):
     ) -> None:
         self.out_dir = Path(out_dir)
         check_overwrite(self.out_dir, overwrite)
-        fields = [pa.field(IMAGE, IMAGE_TYPE), pa.field(CLASS_ID, pa.int64(), nullable=False)]
+        fields = [pa.field(IMAGE, IMAGE_TYPE), pa.field(CLASS_ID, pa.int64())]
         if with_label_name:
             fields.append(pa.field(LABEL_NAME, pa.string()))
         fields.append(pa.field(KEY, pa.int64(), nullable=False))
@@ -209,13 +214,6 @@ class ParquetDatasetWriter(StagedOutput):
             self._shards.append(dict(shard))
             self.rows += int(shard["rows"])
 
-    def add_file(self, name: str, text: str) -> None:
-        """Write a small text file into the dataset directory; its name must start with "_"
-        so that Parquet readers skip it (e.g. ``_pairs.csv``)."""
-        if "/" in name or name == MANIFEST or not name.startswith("_"):
-            raise InputError(f"cannot add a file named {name!r} to a Parquet dataset")
-        (self._tmp / name).write_text(text, encoding="utf-8")
-
     def close(self) -> Manifest:
         """Write the last shard and the manifest, then move the directory into place."""
         self._flush()
@@ -233,7 +231,7 @@ class ParquetDatasetWriter(StagedOutput):
             "source": manifest.source,
             "shards": list(manifest.shards),
         }
-        (self._tmp / MANIFEST).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+        write_manifest(self._tmp / MANIFEST, self.schema, body)
         commit(self._tmp, self.out_dir)
         self.manifest = manifest
         return manifest
@@ -353,23 +351,20 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> Manifest:
     (`fmlkit.data.formats.parquet_checks.checked_manifest`).
 
     Raises:
-        InputError: not a directory, or no ``_manifest.json`` (an unfinished write).
+        InputError: not a directory, or no manifest (an unfinished write).
         FormatError: a manifest that cannot be parsed, or whose shards are missing, are not
             plain files of the directory, or disagree with it in rows or size.
     """
     root = Path(out_dir)
-    path = root / MANIFEST
-    if not path.is_file():
+    path = manifest_path(root)
+    if path is None:
         raise InputError(
-            f"{root} has no {MANIFEST}: not an fmlkit Parquet dataset, or its write did not "
-            "finish; re-create it with `fmlkit convert`"
+            f"{root} has no {MANIFEST} (nor an older dataset's {LEGACY_MANIFEST}): not an fmlkit "
+            "Parquet dataset, or its write did not finish; re-create it with `fmlkit convert`"
         )
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-        raise FormatError(f"{path}: not JSON ({e}); {MANIFEST_FIX}") from e
+    body = manifest_body(path)
     rows, classes, shards = checked_manifest(body, path)
-    source = body.get("source")
+    source = body.get("source") if isinstance(body, dict) else None
     return Manifest(rows, classes, shards, source if isinstance(source, dict) else {})
 
 

@@ -3,9 +3,10 @@
 `fmlkit.data.formats.parquet` calls these when it reads a dataset, so a damaged or foreign one
 is an error naming the file (and row), never a traceback or a quietly wrong output:
 
-- the manifest: a JSON object whose ``rows`` and ``classes`` are integers ≥ 0, and whose
-  ``shards`` each name a plain ``*.parquet`` file inside the directory, with its ``rows`` (they
-  sum to ``rows``) and ``bytes`` (the file's size on disk);
+- the manifest (`manifest_body`: the JSON under ``_manifest.parquet``'s ``fmlkit_manifest``
+  schema metadata key, or an older dataset's ``_manifest.json``): a JSON object whose ``rows``
+  and ``classes`` are integers ≥ 0, and whose ``shards`` each name a plain ``*.parquet`` file
+  inside the directory, with its ``rows`` (they sum to ``rows``) and ``bytes`` (its size);
 - each shard: a readable Parquet file with as many rows as the manifest gives it, and columns
   ``image`` struct<bytes: binary, …>, ``label`` and ``key`` integers;
 - each row group read: no null ``label`` or ``key``; ``label`` a class id in
@@ -19,6 +20,7 @@ copying a dataset.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fmlkit.columns import CLASS_ID, IMAGE, KEY
+from fmlkit.data.formats.parquet_layout import LEGACY_MANIFEST, MANIFEST_KEY
 from fmlkit.errors import FormatError, SchemaError
 
 MANIFEST_FIX = "re-create the dataset with `fmlkit convert`"
@@ -43,9 +46,42 @@ def _count(value: object, what: str, path: Path) -> int:
     return value
 
 
+def write_manifest(path: Path, schema: pa.Schema, body: Mapping[str, Any]) -> None:
+    """Write the manifest ``body`` at ``path``: a Parquet file of ``schema`` with no row groups
+    (every reader that lists it finds no rows in it), ``body`` as JSON under `MANIFEST_KEY`."""
+    meta = dict(schema.metadata or {})
+    meta[MANIFEST_KEY.encode()] = json.dumps(body, indent=2).encode("utf-8")
+    pq.write_metadata(schema.with_metadata(meta), path)
+
+
+def manifest_body(path: Path) -> object:
+    """The parsed JSON of the manifest file at ``path`` (``_manifest.parquet``, or an older
+    dataset's ``_manifest.json``), not yet checked (`checked_manifest` does that).
+
+    Raises:
+        FormatError: not a Parquet file with the manifest key, or not JSON.
+    """
+    try:
+        if path.name == LEGACY_MANIFEST:
+            text: str | bytes = path.read_bytes()
+        else:
+            meta = pq.read_schema(path).metadata or {}
+            if MANIFEST_KEY.encode() not in meta:
+                raise FormatError(f"{path}: no {MANIFEST_KEY} metadata, so not an fmlkit "
+                                  f"manifest; {MANIFEST_FIX}")  # fmt: skip
+            text = meta[MANIFEST_KEY.encode()]
+    except (pa.ArrowException, OSError) as e:
+        raise FormatError(f"{path}: not a readable Parquet manifest ({e}); {MANIFEST_FIX}") from e
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise FormatError(f"{path}: not JSON ({e}); {MANIFEST_FIX}") from e
+
+
 def checked_manifest(body: object, path: Path) -> tuple[int, int, tuple[dict[str, Any], ...]]:
-    """(rows, classes, shards) of a parsed ``_manifest.json`` at ``path``, each shard checked
-    against the directory: a plain file name that exists, rows summing to ``rows``, its size.
+    """(rows, classes, shards) of a parsed manifest (`manifest_body`) at ``path``, each shard
+    checked against the directory: a plain file name that exists, rows summing to ``rows``,
+    its size.
 
     Raises:
         FormatError: a field is missing, of the wrong kind, or disagrees with the directory.

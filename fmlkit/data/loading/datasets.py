@@ -272,7 +272,7 @@ class ParquetImageDataset(ImageDataset):
     carried ``file_name`` column, else the ``image.path`` field.
 
     Args:
-        path: the dataset directory (``_manifest.json`` and ``part-*.parquet``).
+        path: the dataset directory (``part-*.parquet`` and their manifest).
         transform, folds, split, seed: as for `ImageFolderDataset` (``fold`` and ``split`` are
             the columns carried over from a dataset_info).
         cache: ``arrow``: read from the Arrow cache (`ensure_arrow_cache`, called here),

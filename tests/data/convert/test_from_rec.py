@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,11 @@ from fmlkit.data.formats.recordio_reader import RecordReader
 from fmlkit.data.formats.table import read_table
 from fmlkit.data.split.folds import split_dataset
 from fmlkit.errors import InputError
+from fmlkit.io import FAULT_ENV
 from tests.conftest import SynthTree
 from tests.data.recs import flavour_a_rec, jpeg
-from tests.processes import kill_fmlkit_when, run_fmlkit
+from tests.hostile.check import fmlkit, fmlkit_process, nothing_complete, succeeded
+from tests.processes import run_fmlkit
 
 
 def test_rec_to_parquet_rows_are_the_image_records(tmp_path: Path) -> None:
@@ -252,7 +255,9 @@ def test_bin_to_parquet_writes_images_and_pairs(tmp_path: Path) -> None:
     paths = [img["path"] for img in table["image"].to_pylist()]
     assert paths[:2] == ["lfw/00000.jpg", "lfw/00001.jpg"]
     assert [img["bytes"] for img in table["image"].to_pylist()] == images
-    pairs = read_csv_pairs(tmp_path / "ds" / "_pairs.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "ds.pairs.csv", "lfw.bin"]
+    assert all(p.suffix == ".parquet" for p in (tmp_path / "ds").iterdir())  # polars reads ds/
+    pairs = read_csv_pairs(tmp_path / "ds.pairs.csv")
     assert pairs.values.tolist() == [
         [1, "lfw/00000.jpg", "lfw/00001.jpg"],
         [0, "lfw/00002.jpg", "lfw/00003.jpg"],
@@ -303,21 +308,85 @@ def test_convert_command_chains_and_reports(
     assert shuffled.returncode == 0 and "flavour C" in shuffled.stdout
 
 
-def test_convert_killed_half_way_leaves_no_dataset(tmp_path: Path) -> None:
-    rec = tmp_path / "big.rec"
-    filler = bytes(np.random.default_rng(0).integers(0, 255, 2000, dtype=np.uint8))
-    with RecordWriter(rec, tmp_path / "big.idx") as writer:
-        for key in range(40_000):
-            writer.write(key, pack(IRHeader(0, float(key % 100)), b"\xff\xd8" + filler))
+def _digests(*paths: Path) -> list[str | None]:
+    """sha256 of each file, or of each folder's files and names; None where nothing is."""
+    out: list[str | None] = []
+    for path in paths:
+        files = sorted(path.rglob("*")) if path.is_dir() else [path] if path.exists() else []
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + f.read_bytes())
+        out.append(h.hexdigest() if files else None)
+    return out
+
+
+def _left(folder: Path, *names: str) -> set[str]:
+    """What is in ``folder`` besides ``names`` and hidden temporary entries of theirs."""
+    return {
+        p.name
+        for p in folder.iterdir()
+        if p.name not in names and not p.name.startswith(tuple(f".{n}.tmp-" for n in names))
+    }
+
+
+@pytest.mark.parametrize("point", ["written", "renamed"])
+def test_convert_killed_half_way_leaves_no_dataset(tmp_path: Path, point: str) -> None:
+    """convert .rec → Parquet killed at each point of putting its folder in place
+    (``FMLKIT_FAULT_WRITE``): before the rename no dataset, or the previous one as it was;
+    after it the new one whole. A rerun succeeds."""
     out = tmp_path / "ds"
+    for n, labels in enumerate(([0, 0, 1], [0, 1, 1, 2])):  # first no dataset, then the first
+        rec = flavour_a_rec(tmp_path / f"rec{n}", labels)
+        fresh = rec_to_parquet(rec, tmp_path / f"fresh{n}")
+        before = _digests(out)
+        args = ("-q", "convert", rec, out, "--overwrite")
+        killed = fmlkit_process(*args, env={FAULT_ENV: f"{point}@ds"})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        if point == "renamed":
+            assert read_manifest(out).rows == fresh.rows
+        elif n == 0:
+            nothing_complete(out)
+        else:
+            assert _digests(out) == before
+        assert _left(tmp_path, "ds") == {f"rec{i}" for i in range(n + 1)} | {
+            f"fresh{i}" for i in range(n + 1)
+        }
+        succeeded(fmlkit(*args))
+        assert read_manifest(out).rows == len(labels)
 
-    def writing() -> bool:
-        return any(p.glob("part-00001.parquet") for p in tmp_path.glob(".ds.tmp-*"))
 
-    kill_fmlkit_when(["-q", "convert", str(rec), str(out), "--shard-size", "64KB"], writing)
-    assert not out.exists()
-    with pytest.raises(InputError, match=r"no _manifest\.json"):
-        read_manifest(out)
+# parquet → rec renames property, then x.idx, then x.rec: a kill at each point leaves this
+# many of them (in that order) new, the rest as they were
+_REC_RENAMED = {
+    ("written", "property"): 0,
+    ("renamed", "property"): 1,
+    ("renamed", "x.idx"): 2,
+    ("renamed", "x.rec"): 3,
+}
+
+
+@pytest.mark.parametrize(("point", "name"), list(_REC_RENAMED))
+def test_convert_to_rec_killed_between_its_renames(tmp_path: Path, point: str, name: str) -> None:
+    """convert Parquet → .rec killed at each point of renaming its three files, which are
+    renamed one by one (``FMLKIT_FAULT_WRITE``): each is absent or as it was until its own
+    rename, then whole; between renames a new .idx can sit beside the previous .rec. A rerun
+    with --overwrite writes all three anew."""
+    folder = tmp_path / "out"
+    files = [folder / "property", folder / "x.idx", folder / "x.rec"]
+    renamed = _REC_RENAMED[(point, name)]
+    for n, labels in enumerate(([0, 0, 1], [0, 1, 1, 2])):  # first no .rec, then the first
+        ds = rec_to_parquet(flavour_a_rec(tmp_path / f"rec{n}", labels), tmp_path / f"ds{n}")
+        parquet_to_rec(ds.output, tmp_path / f"fresh{n}" / "x.rec")
+        fresh = _digests(*(tmp_path / f"fresh{n}" / f.name for f in files))
+        assert None not in fresh
+        before = _digests(*files)
+        args = ("-q", "convert", ds.output, files[2], "--overwrite")
+        killed = fmlkit_process(*args, env={FAULT_ENV: f"{point}@{name}"})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert _digests(*files) == fresh[:renamed] + before[renamed:]
+        assert not _left(folder, "property", "x.idx", "x.rec")
+        succeeded(fmlkit(*args))
+        assert _digests(*files) == fresh
 
 
 def test_parquet_to_rec_shuffle_keeps_every_record_in_a_seeded_order(tmp_path: Path) -> None:

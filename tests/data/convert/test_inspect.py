@@ -56,7 +56,7 @@ def test_inspect_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         inspect_path(tmp_path / "none.rec")
     (tmp_path / "folder").mkdir()
-    with pytest.raises(InputError, match=r"no _manifest\.json"):
+    with pytest.raises(InputError, match=r"no _manifest\.parquet"):
         inspect_path(tmp_path / "folder")
     empty = tmp_path / "empty.rec"
     empty.write_bytes(b"")

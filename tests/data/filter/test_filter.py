@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -22,8 +23,11 @@ from fmlkit.data.filter.dedup import CROSS, EXACT, NEAR
 from fmlkit.data.filter.filter import FilterRules, decide, filter_dataset
 from fmlkit.data.formats.table import read_dataset_info, read_table
 from fmlkit.data.prepare.scan import scan_dataset
+from fmlkit.data.synth.synth import generate_synthetic_dataset
 from fmlkit.errors import InputError, OptionError, SchemaError
+from fmlkit.io import FAULT_ENV
 from tests.conftest import SynthTree
+from tests.hostile.check import fmlkit, fmlkit_process, nothing_complete, succeeded, unchanged
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +185,52 @@ def test_min_size_above_max_size_is_refused_naming_both() -> None:
     assert refused.value.options == ("min_size", "max_size")
     assert str(refused.value).startswith("min_size=100 is larger than max_size=10: no image")
     assert FilterRules(min_size=64, max_size=64).max_size == 64  # equal limits can both hold
+
+
+# filter renames kept.csv, then removed.csv, then the report folder: a kill at each point
+# leaves this many of them (in that order) new, the rest as they were
+_RENAMED = {
+    ("written", "kept.csv"): 0,
+    ("renamed", "kept.csv"): 1,
+    ("renamed", "removed.csv"): 2,
+    ("renamed", "report"): 3,
+}
+
+
+@pytest.mark.parametrize(("point", "name"), list(_RENAMED))
+def test_filter_killed_between_its_renames(tmp_path: Path, point: str, name: str) -> None:
+    """filter killed at each point of renaming its outputs, which are committed together but
+    renamed one by one (``FMLKIT_FAULT_WRITE``): each is absent or as it was until its own
+    rename, then whole; only hidden temporary entries are left; a rerun writes all anew."""
+    root, info = tmp_path / "data", tmp_path / "info.csv"
+    generate_synthetic_dataset(root, identities=2, images_per_identity=3, defects=False)
+    scan_dataset(root, info, workers=1)
+    kept, removed, report = tmp_path / "kept.csv", tmp_path / "removed.csv", tmp_path / "report"
+    renamed = _RENAMED[(point, name)]
+    for min_size in ("0", "9999"):  # first no outputs (keep all), then those (remove all)
+        old = [p.read_bytes() if p.exists() else None for p in (kept, removed)]
+        old_page = (report / "index.html").read_text() if report.exists() else None
+        args = ("-q", "filter", info, "-o", kept, "--removed", removed, "--min-size", min_size)
+        args += ("--report", report, "--root", root)
+        killed = fmlkit_process(*args, env={FAULT_ENV: f"{point}@{name}"})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        rows = [len(read_table(p)) if p.exists() else None for p in (kept, removed)]
+        new_rows = [6, 0] if min_size == "0" else [0, 6]
+        for i, p in enumerate((kept, removed)):
+            if i < renamed:
+                assert rows[i] == new_rows[i], p
+            elif old[i] is None:
+                nothing_complete(p)
+            else:
+                unchanged(p, old[i])
+        page = (report / "index.html").read_text() if report.exists() else None
+        if renamed < 3:
+            assert page == old_page
+        else:
+            assert page is not None and ("too_small" in page) == (min_size == "9999")
+        outputs = ("data", "data.truth.csv", "info.csv", "kept.csv", "removed.csv", "report")
+        left = {p.name for p in tmp_path.iterdir()} - set(outputs)
+        assert all(".tmp-" in n and n.startswith((".kept", ".removed", ".report")) for n in left)
+        succeeded(fmlkit(*args))
+        assert [len(read_table(p)) for p in (kept, removed)] == new_rows
+        assert ("too_small" in (report / "index.html").read_text()) == (min_size == "9999")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -29,9 +30,10 @@ from fmlkit.columns import (
 from fmlkit.data.formats.table import read_dataset_info
 from fmlkit.data.prepare.scan import scan_dataset
 from fmlkit.errors import InputError
+from fmlkit.io import FAULT_ENV, FAULT_POINTS
 from tests.bad_tree import BadTree
 from tests.conftest import SynthTree
-from tests.processes import kill_fmlkit_when
+from tests.hostile.check import fmlkit, fmlkit_process, nothing_complete, succeeded, unchanged
 from tests.unprivileged import run_unprivileged, shared_tmp_dir
 
 ALL_HASHES = (PHASH, DHASH, AHASH, WHASH)
@@ -275,15 +277,31 @@ def test_scan_dataset_unreadable_file_is_recorded() -> None:
     assert (row[ERROR], row[MD5], pd.isna(row[WIDTH])) == ("unreadable", "", True)
 
 
-def test_killed_scan_leaves_no_complete_looking_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize("point", FAULT_POINTS)
+def test_killed_scan_leaves_no_complete_looking_output(tmp_path: Path, point: str) -> None:
+    """prepare killed at each point of putting its table in place (``FMLKIT_FAULT_WRITE``):
+    before the rename there is no table, or the previous one as it was; after it, the new one
+    whole. Only hidden temporary entries are left, and a rerun succeeds."""
     from fmlkit.data.synth.synth import generate_synthetic_dataset
 
     root = tmp_path / "data"
-    generate_synthetic_dataset(root, identities=40, images_per_identity=50, defects=False)
+    generate_synthetic_dataset(root, identities=2, images_per_identity=3, defects=False)
     out = tmp_path / "info.csv"
-
-    def writing() -> bool:  # the temporary output exists: the scan is under way
-        return any(".tmp-" in p.name for p in tmp_path.iterdir())
-
-    kill_fmlkit_when(["-q", "prepare", str(root), "-o", str(out), "-j", "1"], writing)
-    assert not out.exists()
+    args = ("-q", "prepare", root, "-o", out, "-j", "1")
+    fault = {FAULT_ENV: f"{point}@info.csv"}
+    for rows in (6, 7):  # first no table, then the previous one
+        if rows == 7:
+            shutil.copy(next(root.rglob("*.jpg")), root / "id00001" / "extra.jpg")
+        before = out.read_bytes() if out.exists() else None
+        killed = fmlkit_process(*args, env=fault)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        if point == "renamed":
+            assert len(read_dataset_info(out)) == rows
+        elif before is None:
+            nothing_complete(out)
+        else:
+            unchanged(out, before)
+        left = {p.name for p in tmp_path.iterdir()} - {"data", "data.truth.csv", "info.csv"}
+        assert all(name.startswith(".info.csv.tmp-") for name in left), left
+        succeeded(fmlkit(*args))
+        assert len(read_dataset_info(out)) == rows

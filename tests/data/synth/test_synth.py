@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import signal
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -12,8 +13,9 @@ from PIL import Image, UnidentifiedImageError
 
 from fmlkit.data.synth.synth import TRUTH_KINDS, default_truth_path, generate_synthetic_dataset
 from fmlkit.errors import InputError
+from fmlkit.io import FAULT_ENV
 from tests.conftest import SynthTree, read_truth
-from tests.processes import kill_fmlkit_when
+from tests.hostile.check import fmlkit, fmlkit_process, nothing_complete, succeeded, unchanged
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -221,16 +223,46 @@ def test_truth_inside_output_folder_is_refused(tmp_path: Path) -> None:
         )
 
 
-def test_killed_synth_leaves_no_complete_looking_output(tmp_path: Path) -> None:
-    out = tmp_path / "big"
-
-    def writing() -> bool:  # images are being written into the temporary folder
-        temps = [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
-        return bool(temps) and sum(1 for _ in temps[0].rglob("*.jpg")) > 20
-
-    kill_fmlkit_when(["-q", "synth", str(out), "-n", "400", "-m", "50"], writing)
-    assert not out.exists()
-    assert not default_truth_path(out).exists()
+@pytest.mark.parametrize(
+    ("point", "name"), [("written", "big"), ("renamed", "big"), ("renamed", "big.truth.csv")]
+)
+def test_killed_synth_leaves_no_complete_looking_output(
+    tmp_path: Path, point: str, name: str
+) -> None:
+    """synth killed at each point of putting its folder, then its truth file, in place
+    (``FMLKIT_FAULT_WRITE``): each output is absent or as it was until its rename, then whole.
+    Between the two renames the folder is new and the truth file absent, or the previous one
+    (which describes the previous images). A rerun with --overwrite succeeds."""
+    out, truth = tmp_path / "big", tmp_path / "big.truth.csv"
+    fresh = {}  # what each seed writes, whole
+    for seed in (0, 1):
+        made = generate_synthetic_dataset(
+            tmp_path / "ref" / str(seed), identities=2, images_per_identity=3, seed=seed
+        )
+        fresh[seed] = (_tree_digest(made.out_dir), made.truth_path.read_bytes())
+    folder_done = (point, name) != ("written", "big")
+    truth_done = name == "big.truth.csv"
+    for seed in (0, 1):  # first no output, then seed 0's
+        args = ("-q", "synth", out, "-n", "2", "-m", "3", "--seed", str(seed), "-j", "1")
+        killed = fmlkit_process(*args, "--overwrite", env={FAULT_ENV: f"{point}@{name}"})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        old = fresh.get(seed - 1)
+        if folder_done:
+            assert _tree_digest(out) == fresh[seed][0]
+        elif old is None:
+            nothing_complete(out)
+        else:
+            assert _tree_digest(out) == old[0]
+        if truth_done:
+            assert truth.read_bytes() == fresh[seed][1]
+        elif old is None:
+            nothing_complete(truth)
+        else:
+            unchanged(truth, old[1])
+        left = {p.name for p in tmp_path.iterdir()} - {"ref", "big", "big.truth.csv"}
+        assert all(n.startswith((".big.tmp-", ".big.truth.csv.tmp-")) for n in left), left
+        succeeded(fmlkit(*args, "--overwrite"))
+        assert (_tree_digest(out), truth.read_bytes()) == fresh[seed]
 
 
 def test_image_names_sort_in_number_order_beyond_four_digits(tmp_path: Path) -> None:
