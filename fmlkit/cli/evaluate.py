@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report
-from fmlkit.cli.train import weights_options
+from fmlkit.cli.train import preprocess_option, weights_options
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -17,6 +17,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--checkpoint", type=_FILE, help="A training checkpoint (checkpoints/last.pt).")
 @click.option("--onnx", type=_FILE, help="An ONNX model from `fmlkit export`.")
 @weights_options
+@preprocess_option
 @click.option(
     "--embeddings",
     type=_FILE,
@@ -76,6 +77,7 @@ def evaluate(
     weights: Path | None,
     backbone: str | None,
     image_size: int | None,
+    preprocess: str | None,
     embeddings: Path | None,
     pairs: tuple[Path, ...],
     root: Path | None,
@@ -116,6 +118,7 @@ def evaluate(
         weights=weights,
         backbone=backbone,
         image_size=image_size,
+        preprocess=preprocess,
         embeddings=embeddings,
         root=root,
         retrieval=retrieval,

@@ -40,6 +40,16 @@ def weights_options(command: F) -> F:
     return command
 
 
+preprocess_option = click.option(
+    "--preprocess",
+    type=click.Choice(["auto", "insightface", "fmlkit"]),
+    help="With --onnx, how images become its input: auto = from the file's fmlkit metadata "
+    "when present, else fmlkit's default; insightface = BGR, (x − 127.5)/127.5, 112 px "
+    "unless the model's input says otherwise; fmlkit = RGB, (x/255 − 0.5)/0.5.  "
+    "[default: auto]",
+)
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--config",
@@ -105,6 +115,8 @@ def export(checkpoint: Path, output: Path | None, arcface_torch: Path | None, op
 
     ONNX: input `images` (batch, 3, S, S), normalised as in training; output `embeddings`
     (batch, E); dynamic batch; checked with onnxruntime against torch before the command ends.
+    The file carries its preprocessing as `fmlkit.*` metadata (read by `embed`/`evaluate
+    --onnx`), and MODEL_CARD.md is written beside it.
     arcface_torch: the backbone's state_dict, read back and compared with the checkpoint's
     before the command ends.
     """
@@ -118,7 +130,8 @@ def export(checkpoint: Path, output: Path | None, arcface_torch: Path | None, op
         report = export_onnx(checkpoint, output, opset=opset)
         echo_report(
             f"wrote {report.path} ({report.image_size} px); onnxruntime vs torch: max |Δ| "
-            f"{report.max_abs_diff:.2e}, min cosine {report.min_cosine:.6f}"
+            f"{report.max_abs_diff:.2e}, min cosine {report.min_cosine:.6f}; model card "
+            f"{report.model_card}"
         )
     if arcface_torch is not None:
         from fmlkit.train.export import export_arcface_torch
@@ -136,6 +149,7 @@ def export(checkpoint: Path, output: Path | None, arcface_torch: Path | None, op
     "--onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="An ONNX model."
 )
 @weights_options
+@preprocess_option
 @click.option(
     "--input",
     "input_",
@@ -153,6 +167,7 @@ def embed(
     weights: Path | None,
     backbone: str | None,
     image_size: int | None,
+    preprocess: str | None,
     input_: Path,
     root: Path | None,
     output: Path,
@@ -175,6 +190,7 @@ def embed(
         weights=weights,
         backbone=backbone,
         image_size=image_size,
+        preprocess=preprocess,
         root=root,
         flip_sum=flip_sum,
         batch_size=batch_size,

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: `fmlkit evaluate --embe
 
     from fmlkit.data.loading.datasets import ImageDataset
     from fmlkit.data.loading.transforms import ImageTransform
+    from fmlkit.train.onnx_meta import Preprocess
 
 READ_ROWS = 16_384  # rows per batch when reading an embeddings Parquet (32 MiB at 512-d)
 
@@ -65,6 +66,7 @@ def embed(
     weights: str | os.PathLike[str] | None = None,
     backbone: str | None = None,
     image_size: int | None = None,
+    preprocess: str | None = None,
     root: str | os.PathLike[str] | None = None,
     flip_sum: bool = True,
     batch_size: int = 64,
@@ -75,8 +77,9 @@ def embed(
     bare state dict of the backbone ``backbone``): exactly one (see `load_embedder`).
 
     Images are resized and normalised as in training: the checkpoint's ``data`` section, or
-    for ONNX the model's input size and the default (x/255 − 0.5)/0.5, or for ``weights``
-    ``image_size`` (default 112) and (x/255 − 0.5)/0.5 (arcface_torch's).
+    for ONNX the model's input size and its metadata or ``preprocess`` (``auto``,
+    ``insightface``, ``fmlkit``; see `load_embedder`), or for ``weights`` ``image_size``
+    (default 112) and (x/255 − 0.5)/0.5 (arcface_torch's).
     """
     embedder = load_embedder(
         checkpoint=checkpoint,
@@ -84,6 +87,7 @@ def embed(
         weights=weights,
         backbone=backbone,
         image_size=image_size,
+        preprocess=preprocess,
     )
     result = embed_dataset(
         embedder,
@@ -137,16 +141,23 @@ def embed_dataset(
 
 
 def check_model_options(
-    checkpoint: object, onnx: object, weights: object, backbone: str | None, image_size: object
+    checkpoint: object,
+    onnx: object,
+    weights: object,
+    backbone: str | None,
+    image_size: object,
+    preprocess: str | None = None,
 ) -> None:
     """The rules of the model options: ``backbone`` with ``weights`` and only with it (a bare
     state dict does not say its architecture); ``image_size`` only with ``weights``, from 16
-    to `MAX_IMAGE_SIZE`. Which one source is given is the caller's rule.
+    to `MAX_IMAGE_SIZE`; ``preprocess`` only with ``onnx``, one of `PREPROCESS_MODES`. Which
+    one source is given is the caller's rule.
 
     Raises:
         OptionError: naming the options.
     """
     from fmlkit.train.data_config import MAX_IMAGE_SIZE
+    from fmlkit.train.onnx_meta import PREPROCESS_MODES
 
     if weights is not None and backbone is None:
         raise OptionError(
@@ -162,7 +173,15 @@ def check_model_options(
         isinstance(image_size, int) and 16 <= image_size <= MAX_IMAGE_SIZE
     ):
         raise OptionError(f"{{image_size}}: expected 16 to {MAX_IMAGE_SIZE}, found {image_size}")
-    del checkpoint, onnx  # the sources: the caller checks that exactly one is given
+    if preprocess is not None and onnx is None:
+        raise OptionError(
+            "{preprocess} is for {onnx}: a checkpoint or weights know their preprocessing"
+        )
+    if preprocess is not None and preprocess not in PREPROCESS_MODES:
+        raise OptionError(
+            f"{{preprocess}}: expected one of {', '.join(PREPROCESS_MODES)}, found {preprocess!r}"
+        )
+    del checkpoint  # the sources: the caller checks that exactly one is given
 
 
 def load_embedder(
@@ -172,12 +191,15 @@ def load_embedder(
     weights: str | os.PathLike[str] | None = None,
     backbone: str | None = None,
     image_size: int | None = None,
+    preprocess: str | None = None,
 ) -> Embedder:
     """The backbone of a training checkpoint, an exported ONNX model, or ``weights`` (a bare
     state dict of the backbone ``backbone``, as arcface_torch saves it): exactly one, with
     its evaluation transform: the checkpoint's image size and normalisation; the ONNX
-    input's size and the default (x/255 − 0.5)/0.5; ``image_size`` (default 112) and
-    (x/255 − 0.5)/0.5 for ``weights`` (arcface_torch's RGB inference normalisation).
+    input's size and its ``fmlkit.*`` metadata, else the default (x/255 − 0.5)/0.5, or as
+    ``preprocess`` says (`fmlkit.train.onnx_meta.read_preprocessing`); ``image_size``
+    (default 112) and (x/255 − 0.5)/0.5 for ``weights`` (arcface_torch's RGB inference
+    normalisation).
 
     Raises:
         OptionError: not exactly one model, or ``backbone``/``image_size`` without
@@ -195,12 +217,12 @@ def load_embedder(
             "give exactly one of {checkpoint}, {onnx} and {weights} (the model); found "
             + (", ".join(given) or "none")
         )
-    check_model_options(checkpoint, onnx, weights, backbone, image_size)
+    check_model_options(checkpoint, onnx, weights, backbone, image_size, preprocess)
     if weights is not None:
         assert backbone is not None  # check_model_options
         run, size, mean, std = _weights_model(weights, backbone, image_size)
     else:
-        run, size, mean, std = _model(checkpoint, onnx)
+        run, size, mean, std = _model(checkpoint, onnx, preprocess)
     # evaluation only resizes, with fmlkit's own steps whatever the backend: "pil" spares
     # importing torchvision (seconds)
     transform = build_transforms(size, train=False, mean=mean, std=std, backend="pil")
@@ -228,7 +250,9 @@ def _weights_model(
 
 
 def _model(
-    checkpoint: str | os.PathLike[str] | None, onnx: str | os.PathLike[str] | None
+    checkpoint: str | os.PathLike[str] | None,
+    onnx: str | os.PathLike[str] | None,
+    preprocess: str | None = None,
 ) -> _Model:
     import torch
 
@@ -244,16 +268,21 @@ def _model(
 
         return run_torch, size, norm.mean, norm.std
     from fmlkit.train.export import OnnxModel
+    from fmlkit.train.onnx_meta import read_preprocessing
 
     assert onnx is not None
     session = OnnxModel(onnx)
-    if session.image_size is None:
-        raise InputError(f"{onnx} has no fixed image size in its input; export it with fmlkit")
+    mode = cast("Preprocess", preprocess or "auto")
+    how = read_preprocessing(onnx, session.metadata, session.image_size, mode)
+    bgr = how.channel_order == "BGR"
 
     def run_onnx(images: torch.Tensor) -> np.ndarray:
+        if bgr:  # the transform gives RGB
+            images = images.flip(1)
         return session(np.ascontiguousarray(images.numpy(), dtype=np.float32))
 
-    return run_onnx, session.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    mean, std = how.rgb_mean_std()
+    return run_onnx, how.size, mean, std
 
 
 def _dataset(

@@ -142,6 +142,7 @@ class EvaluateOptions:
     weights: PathLike | None = None
     backbone: str | None = None
     image_size: int | None = None
+    preprocess: str | None = None
     embeddings: PathLike | None = None
     root: PathLike | None = None
     retrieval: bool = False
@@ -160,7 +161,12 @@ class EvaluateOptions:
                 f"source of the embeddings); found {', '.join(given) or 'none'}"
             )
         check_model_options(
-            self.checkpoint, self.onnx, self.weights, self.backbone, self.image_size
+            self.checkpoint,
+            self.onnx,
+            self.weights,
+            self.backbone,
+            self.image_size,
+            self.preprocess,
         )
         if not self.pairs and not self.retrieval:
             raise OptionError(
@@ -207,6 +213,7 @@ def evaluate(
     weights: PathLike | None = None,
     backbone: str | None = None,
     image_size: int | None = None,
+    preprocess: str | None = None,
     embeddings: PathLike | None = None,
     root: PathLike | None = None,
     retrieval: bool = False,
@@ -227,6 +234,8 @@ def evaluate(
             a bare backbone state dict (arcface_torch's ``backbone.pth``) of the backbone
             ``backbone``, for ``image_size`` px images (default 112), normalised as
             arcface_torch does, (x/255 − 0.5)/0.5.
+        preprocess: with ``onnx``: ``auto`` (the file's fmlkit metadata when present, else
+            fmlkit's default), ``insightface`` (BGR, (x − 127.5)/127.5) or ``fmlkit``.
         root: model mode: the folder the text lists' (and a retrieval table's) file names are
             relative to. Not used with ``embeddings``.
         retrieval: also compute leave-one-out retrieval metrics.
@@ -253,6 +262,7 @@ def evaluate(
         weights=weights,
         backbone=backbone,
         image_size=image_size,
+        preprocess=preprocess,
         embeddings=embeddings,
         root=root,
         retrieval=retrieval,
@@ -313,6 +323,7 @@ def _from_model(
         weights=options.weights,
         backbone=options.backbone,
         image_size=options.image_size,
+        preprocess=options.preprocess,
     )
     flip_sum, batch_size = options.flip_sum, options.batch_size
     scored = model_pairs(staged, files, embedder, flip_sum, options.skip_missing, batch_size)

@@ -7,14 +7,14 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from fmlkit.errors import InputError
-from fmlkit.io import atomic_path
+from fmlkit.io import atomic_path, committed_together
 from fmlkit.train.weights import ARCFACE_TORCH_NAMES, ARCFACE_TORCH_SIZE, load_backbone_weights
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fmlkit.train.data_config import DataConfig
 
 INPUT, OUTPUT = "images", "embeddings"
+MODEL_CARD = "MODEL_CARD.md"
 
 
 def load_backbone(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, DataConfig]:
@@ -40,6 +41,14 @@ def load_backbone(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, DataCo
 def load_trained(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, TrainConfig]:
     """The backbone of a training checkpoint in eval mode, on the CPU, and the whole config
     it was trained with. Raises as `load_backbone`."""
+    model, config, _ = _load_trained(checkpoint)
+    return model, config
+
+
+def _load_trained(
+    checkpoint: str | os.PathLike[str],
+) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """`load_trained`, and the checkpoint's whole state."""
     from fmlkit.train.build import create_model
     from fmlkit.train.checkpoint import describe_error, load_checkpoint
     from fmlkit.train.config import config_from_dict
@@ -58,7 +67,7 @@ def load_trained(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, TrainCo
             f"{checkpoint}: its weights do not fit the model its config names, {backbone}: "
             f"{why}. The file was changed after training or is not fmlkit's checkpoint"
         ) from exc
-    return model.eval(), config
+    return model.eval(), config, state
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class ExportReport:
     image_size: int
     max_abs_diff: float  # onnxruntime against torch on a check batch
     min_cosine: float
+    model_card: Path | None = None
 
 
 def export_onnx(
@@ -74,11 +84,41 @@ def export_onnx(
 ) -> ExportReport:
     """Write the checkpoint's backbone as ONNX (input ``images`` (batch, 3, S, S) float32,
     normalised as in training; output ``embeddings`` (batch, E), not normalised), with a
-    dynamic batch axis; then run it with onnxruntime on a batch of 3 and compare with torch."""
-    model, data = load_backbone(checkpoint)
+    dynamic batch axis; then run it with onnxruntime on a batch of 3 and compare with torch.
+
+    The file describes itself: ``fmlkit.*`` ``metadata_props`` (`fmlkit.train.onnx_meta`:
+    input size, RGB, mean/std, NCHW, embedding size, whether outputs are L2-normalised,
+    fmlkit version, config sha256) and a ``doc_string``; ``MODEL_CARD.md`` is written beside
+    it. Both files are written atomically.
+    """
+    from fmlkit.train.config import config_to_dict
+    from fmlkit.train.onnx_meta import metadata, model_card, write_metadata
+
+    model, config, state = _load_trained(checkpoint)
+    data = config.data
     size = data.image_size
     example = torch.randn(2, 3, size, size)
-    with atomic_path(output) as tmp, warnings.catch_warnings():
+    check = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(check).numpy()
+    norms = np.linalg.norm(expected, axis=1)
+    settings = config_to_dict(config)
+    props = metadata(
+        image_size=size,
+        mean=tuple(data.normalisation.mean),
+        std=tuple(data.normalisation.std),
+        embedding_size=int(expected.shape[1]),
+        normalized=bool(np.allclose(norms, 1.0, atol=1e-4)),
+        config=settings,
+    )
+    doc = (
+        f"fmlkit {config.model.backbone} face embedding model: {INPUT} (N, 3, {size}, {size}) "
+        f"float32 RGB, (x/255 - mean)/std with mean {list(data.normalisation.mean)} and std "
+        f"{list(data.normalisation.std)} -> {OUTPUT} (N, {expected.shape[1]})"
+    )
+    steps = state.get("step")
+    card = Path(output).parent / MODEL_CARD
+    with committed_together(output, card), atomic_path(output) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
             model,
@@ -90,15 +130,17 @@ def export_onnx(
             opset_version=opset,
             dynamo=False,
         )
-        check = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+        write_metadata(tmp, props, doc)
         got = OnnxModel(tmp)(check.numpy())
-    with torch.no_grad():
-        expected = model(check).numpy()
-    cosine = (got * expected).sum(1) / (
-        np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
-    )
+        with atomic_path(card) as card_tmp:
+            card_tmp.write_text(
+                model_card(settings, props, steps=steps if isinstance(steps, int) else None,
+                           onnx_name=Path(output).name),
+                encoding="utf-8",
+            )  # fmt: skip
+    cosine = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * norms)
     return ExportReport(
-        Path(output), size, float(np.abs(got - expected).max()), float(cosine.min())
+        Path(output), size, float(np.abs(got - expected).max()), float(cosine.min()), card
     )
 
 
@@ -115,8 +157,16 @@ class OnnxModel:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InputError(f"{path} is not a readable ONNX model: {exc}") from exc
         first = self.session.get_inputs()[0]
+        shape = list(first.shape)
+        if len(shape) != 4 or shape[1] != 3:
+            found = "×".join(str(d) if d is not None else "?" for d in shape) or "a scalar"
+            raise InputError(
+                f"{path}: its input {first.name!r} has shape {found}; expected N×3×H×W "
+                "(batch, 3 colour channels, height, width), as face embedding models take"
+            )
         self.input_name = first.name
-        self.image_size = first.shape[-1] if isinstance(first.shape[-1], int) else None
+        self.image_size = shape[-1] if isinstance(shape[-1], int) else None
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(None, {self.input_name: images})
