@@ -92,7 +92,7 @@ def export_onnx(
     it. Both files are written atomically.
     """
     from fmlkit.train.config import config_to_dict
-    from fmlkit.train.onnx_meta import metadata, model_card, write_metadata
+    from fmlkit.train.onnx_meta import metadata, model_card, validation_metrics, write_metadata
 
     model, config, state = _load_trained(checkpoint)
     data = config.data
@@ -111,12 +111,14 @@ def export_onnx(
         normalized=bool(np.allclose(norms, 1.0, atol=1e-4)),
         config=settings,
     )
+    steps = state.get("step")
+    props.update(validation_metrics(Path(checkpoint).parent.parent,
+                                    steps if isinstance(steps, int) else None))  # fmt: skip
     doc = (
         f"fmlkit {config.model.backbone} face embedding model: {INPUT} (N, 3, {size}, {size}) "
         f"float32 RGB, (x/255 - mean)/std with mean {list(data.normalisation.mean)} and std "
         f"{list(data.normalisation.std)} -> {OUTPUT} (N, {expected.shape[1]})"
     )
-    steps = state.get("step")
     card = Path(output).parent / MODEL_CARD
     with committed_together(output, card), atomic_path(output) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice

@@ -10,6 +10,7 @@ a pixel becomes (x/255 − mean)/std), ``fmlkit.layout`` (NCHW), ``fmlkit.embedd
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -77,6 +78,33 @@ def metadata(
     return {PREFIX + key: value for key, value in values.items()}
 
 
+def validation_metrics(run_dir: Path, step: int | None) -> dict[str, str]:
+    """The validation accuracy and threshold of each pair list at the last step of the run's
+    ``metrics.csv`` (in ``run_dir``) that validated, at or before ``step``: ``fmlkit.val.<list>.
+    accuracy``/``.threshold`` and ``fmlkit.val.step``; empty when the run recorded none."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return {}
+    found: dict[str, str] = {}
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                at = int(row.get("step") or "")
+            except ValueError:
+                continue
+            if step is not None and at > step:
+                break
+            names = [k[4:-9] for k, v in row.items()
+                     if k and k.startswith("val_") and k.endswith("_accuracy") and v]  # fmt: skip
+            if names:
+                found = {PREFIX + "val.step": str(at)}
+                for name in names:
+                    found[f"{PREFIX}val.{name}.accuracy"] = row[f"val_{name}_accuracy"]
+                    if row.get(f"val_{name}_threshold"):
+                        found[f"{PREFIX}val.{name}.threshold"] = row[f"val_{name}_threshold"]
+    return found
+
+
 def write_metadata(path: Path, props: Mapping[str, str], doc_string: str) -> None:
     """Set ``props`` as the ``metadata_props`` of the ONNX file ``path`` (in place: the
     caller writes ``path`` as a temporary file) and its ``doc_string``."""
@@ -110,7 +138,7 @@ def model_card(
         f"with mean {p['mean']} and std {p['std']}",
         f"- Training steps: {steps if steps is not None else 'unknown'}",
         f"- Data (training config): `{json.dumps(data, default=str)}`",
-        "- Metrics: not recorded in the checkpoint; evaluate it with `fmlkit evaluate --onnx`",
+        _metrics_line(p),
         f"- fmlkit {p['version']}; config sha256 {p['config_sha256']}",
         "",
         "## Intended use",
@@ -120,6 +148,21 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _metrics_line(p: Mapping[str, str]) -> str:
+    """The model card's line on validation, from the ``val.*`` metadata."""
+    shown = []
+    for key, value in sorted(p.items()):
+        if key.startswith("val.") and key.endswith(".accuracy"):
+            name = key.removeprefix("val.").removesuffix(".accuracy")
+            threshold = p.get(f"val.{name}.threshold")
+            shown.append(
+                f"{name} accuracy {value}" + (f" (threshold {threshold})" if threshold else "")
+            )
+    if not shown:
+        return "- Metrics: none recorded by the run; evaluate it with `fmlkit evaluate --onnx`"
+    return f"- Validation at step {p['val.step']} (metrics.csv): " + "; ".join(shown)
 
 
 def read_preprocessing(

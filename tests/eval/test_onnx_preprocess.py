@@ -5,6 +5,7 @@ expects BGR (x − 127.5)/127.5 embeds as torch does; bad inputs and misplaced o
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +189,28 @@ def test_unreadable_fmlkit_metadata_is_refused_naming_the_file(
     nothing_complete(out)
     succeeded(fmlkit("embed", "--onnx", path, "--preprocess", "fmlkit", "--input",
                      faces / "info.csv", "--root", faces, "-o", out))  # fmt: skip
+
+
+def test_export_records_the_runs_validation_at_the_checkpoints_step(
+    run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The validation of the run's metrics.csv at the checkpoint's step (not a later one)
+    reaches the metadata and the model card."""
+    import onnx
+
+    from fmlkit.train.export import export_onnx
+
+    _, checkpoint, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(checkpoint.parent.parent, copy)
+    header = "step,epoch,loss,lr,img_per_s,val_lfw_accuracy,val_lfw_accuracy_std,val_lfw_threshold"
+    rows = ["1,0,9.5,0.1,10,,,", "3,0,9.1,0.1,10,0.875,0.02,1.25", "5,0,8.9,0.1,10,0.99,0.01,1.1"]
+    (copy / "metrics.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    out = tmp_path / "export" / "model.onnx"
+    export_onnx(copy / "checkpoints" / checkpoint.name, out)
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert props[PREFIX + "val.step"] == "3"
+    assert props[PREFIX + "val.lfw.accuracy"] == "0.875"
+    assert props[PREFIX + "val.lfw.threshold"] == "1.25"
+    card = (out.parent / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Validation at step 3 (metrics.csv): lfw accuracy 0.875 (threshold 1.25)" in card
