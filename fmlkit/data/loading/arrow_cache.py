@@ -62,9 +62,10 @@ class ImageBytes:
     def get(self, row: int) -> memoryview:
         chunk = int(np.searchsorted(self._starts, row, side="right")) - 1
         value = self._chunks[chunk][row - int(self._starts[chunk])]
-        if not value.is_valid or not len(value.as_buffer()):
+        buffer = value.as_buffer() if value.is_valid else None
+        if not buffer:  # null, or empty
             raise ValueError("the row has no image bytes (null or empty)")
-        return memoryview(value.as_buffer())
+        return memoryview(buffer)
 
 
 def default_cache_dir() -> Path:
