@@ -90,7 +90,7 @@ def _command_seconds(args: list[str]) -> float:
 
 
 def _commands(root: Path, out: Path) -> dict[str, list[str]]:
-    fmlkit = [sys.executable, "-m", "fmlkit", "-q", "prepare", str(root), "--hashes"]
+    fmlkit = [sys.executable, "-m", "fmlkit", "-q", "prepare", str(root), "--hashes", "--overwrite"]
     return {
         "baseline": [sys.executable, "-c", BASELINE, str(root), str(out / "baseline.csv")],
         "workers_2": [*fmlkit, "--workers", "2", "-o", str(out / "w2.csv")],

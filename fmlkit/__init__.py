@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # what `__getattr__` returns, for mypy and editors
         run_pipeline,
     )
     from fmlkit.pipeline.spec import Pipeline, load_pipeline
+    from fmlkit.train.callbacks import Callback as TrainCallback
     from fmlkit.train.config import TrainConfig, load_config
     from fmlkit.train.export import ExportReport, export_onnx
     from fmlkit.train.loop import TrainingError, TrainReport
@@ -73,6 +74,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "load_config": ("fmlkit.train.config", "load_config"),
     "TrainConfig": ("fmlkit.train.config", "TrainConfig"),
     "train_model": ("fmlkit.train.loop", "train"),
+    "TrainCallback": ("fmlkit.train.callbacks", "Callback"),
     "TrainReport": ("fmlkit.train.loop", "TrainReport"),
     "TrainingError": ("fmlkit.train.loop", "TrainingError"),
     "export_onnx": ("fmlkit.train.export", "export_onnx"),
@@ -119,6 +121,7 @@ __all__ = [
     "StageResult",
     "StageStatus",
     "SynthReport",
+    "TrainCallback",
     "TrainConfig",
     "TrainReport",
     "TrainingError",

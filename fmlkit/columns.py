@@ -97,6 +97,15 @@ KIND = "kind"  # one of TRUTH_KINDS
 SOURCE = "source"  # FILE_NAME of the original, for the three duplicate kinds
 TRUTH_COLUMNS = (FILE_NAME, LABEL, KIND, SOURCE)
 
+# the table of runs (`fmlkit runs`): these, then one column per setting and per metric, NOTES
+RUN_STAGE = "stage"  # the evaluate stage's id
+RUN_VERSION = "version"  # its version folder's name
+RUN_STARTED = "started"  # when that version was made: UTC, ISO 8601
+RUN_CURRENT = "current"  # whether the stage's declared output links to it now
+RUN_TRAIN = "train"  # the train stage's version it evaluated; empty when not found
+RUN_NOTES = "notes"  # what could not be read for the row, "; "-separated
+RUN_COLUMNS = (RUN_STAGE, RUN_VERSION, RUN_STARTED, RUN_CURRENT, RUN_TRAIN)
+
 
 class _HasColumns(Protocol):
     @property

@@ -7,8 +7,10 @@ holds because the temporary entry sits in the target's own directory.
 A write that fails because the disk is full (or a quota or file-size limit is reached) removes
 its temporary entry and is reported as an `OutputError` naming the output (`writing`). A stage
 that writes several outputs renames them into place together (`committed_together`), so that
-one failing leaves every previous version as it was. Before writing, `check_overwrite` and
-`check_apart` refuse an output that would replace an existing file, an input or another output.
+one failing leaves every previous version as it was. Before writing, `check_output` (every
+command's outputs: replaced only with ``--overwrite``, never inside a pipeline's artifact
+store), `check_overwrite` and `check_apart` refuse an output that would replace an existing
+file, an input or another output.
 
 A folder replaces a folder by an atomic exchange of the two (``renameat2``'s RENAME_EXCHANGE,
 on Linux); where the file system cannot exchange, the old folder is moved aside first, and a
@@ -123,6 +125,72 @@ def check_overwrite(path: Path, overwrite: bool) -> None:
     """Raise `InputError` if ``path`` exists and may not be replaced."""
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; choose another path or pass --overwrite")
+
+
+# The artifact store of a pipeline (``<artifacts>/<pipeline>``, fmlkit.pipeline.artifacts) is
+# known by its lock file; a stage writes its outputs under ``<store>/<stage>/.staging``.
+STORE_MARKER = ".running"
+STORE_STAGING = ".staging"
+
+
+def pipeline_store(path: str | os.PathLike[str]) -> Path | None:
+    """The artifact store of a pipeline that ``path`` really lies in (links followed: a
+    declared output of a pipeline is a link into its store), or None; a stage's own staging
+    folder (``<store>/<stage>/.staging/…``, where the runner has it write) counts as outside."""
+    real = Path(os.path.realpath(path))
+    for folder in real.parents:
+        if (folder / STORE_MARKER).is_file():
+            inside = real.relative_to(folder).parts
+            return None if len(inside) > 2 and inside[1] == STORE_STAGING else folder
+    return None
+
+
+def check_not_in_store(path: str | os.PathLike[str], *, what: str = "output") -> None:
+    """Refuse to write ``path`` when it lies in a pipeline's artifact store (`pipeline_store`):
+    a declared output's link, or a path through a folder linked into the store.
+
+    Raises:
+        InputError: naming ``what``, ``path`` and where it leads.
+    """
+    out = Path(path)
+    store = pipeline_store(out)
+    if store is None:
+        return
+    if out.is_symlink():
+        shown = f"{out} is a link managed by a pipeline"
+    else:
+        shown = f"{out} lies in the artifact store {store} of a pipeline"
+    raise InputError(
+        f"the {what} {shown} (→ {os.path.realpath(out)}); run the pipeline, or write "
+        "elsewhere: it is not replaced, even with --overwrite"
+    )
+
+
+def check_output(path: str | os.PathLike[str], *, overwrite: bool, what: str = "output") -> None:
+    """The one rule for a command's outputs, checked before any work: an existing output is
+    replaced (atomically, by its writer) only with ``overwrite``; a path that lies in a
+    pipeline's artifact store (a declared output's link, or a folder linked into it) is
+    refused even so, since writing it would change a version the pipeline recorded; and no
+    output may be the current folder or one above it.
+
+    Raises:
+        InputError: naming ``what`` and ``path``, and what to do.
+    """
+    out = Path(path)
+    check_not_in_store(out, what=what)
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
+        raise InputError(
+            f"the {what} {out} already exists; pass --overwrite to replace it, or choose "
+            "another path"
+        )
+    real, here = Path(os.path.realpath(out)), Path.cwd().resolve()
+    if real == here or real in here.parents:
+        raise InputError(
+            f"the {what} {out} is the current folder or holds it; replacing it would delete "
+            "the folder you work in: choose a new path"
+        )
 
 
 def check_apart(paths: dict[str, str | os.PathLike[str] | None], *, fix: str) -> None:

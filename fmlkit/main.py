@@ -13,7 +13,7 @@ from fmlkit.cli.data import filter_, prepare, synth
 from fmlkit.cli.evaluate import evaluate
 from fmlkit.cli.split import pairs, split
 from fmlkit.cli.train import embed, export, train
-from fmlkit.pipeline.commands import artifacts, run, status
+from fmlkit.pipeline.commands import artifacts, run, runs, status
 
 __all__ = ["main"]
 
@@ -55,5 +55,6 @@ for _command in (
     run,
     status,
     artifacts,
+    runs,
 ):
     main.add_command(_command)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -39,7 +40,7 @@ def track(
         return
     from tqdm import tqdm
 
-    yield from tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+    yield from tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, **bar_width())
 
 
 @contextlib.contextmanager
@@ -55,9 +56,20 @@ def progress_counter(
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False) as bar:
+    with tqdm(total=total, desc=desc, unit=unit, leave=False, **bar_width()) as bar:
 
         def advance(n: int) -> None:
             bar.update(n)
 
         yield advance
+
+
+def bar_width() -> dict[str, Any]:
+    """tqdm's width options: follow the terminal's width as it changes, or 100 columns where
+    the terminal says it has none (``script``, some ``docker exec -t``), in which tqdm would
+    draw an empty bar."""
+    try:
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):  # not a terminal, or no file descriptor
+        columns = 0
+    return {"dynamic_ncols": True} if columns > 0 else {"ncols": 100}

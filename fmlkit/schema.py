@@ -3,6 +3,7 @@
 A schema is a tree of frozen dataclasses (`Section` subclasses) whose fields have types (bool,
 int, float, str, ``Literal`` choices, ``X | None``, tuples, free-form ``dict[str, Any]``, nested
 sections) and optional range bounds (`bounded`); a float must be finite (no ``.inf``, ``.nan``).
+A section with an ``enabled`` key may be given as just ``true`` or ``false``: ``{enabled: …}``.
 `from_dict` builds one from plain YAML data and reports every problem at once in one
 `ConfigError`, each named by its dotted key path; an unknown key names the closest valid one.
 `apply_override` sets a dotted ``key=value`` from the command line; `to_dict` turns a schema
@@ -191,6 +192,8 @@ def _convert(tp: Any, value: Any, key: str, errors: list[str], shown: Any = None
     expected type)."""
     origin, args = get_origin(tp), get_args(tp)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, bool) and "enabled" in {f.name for f in dataclasses.fields(tp)}:
+            value = {"enabled": value}  # `log.wandb: true` for `log.wandb: {enabled: true}`
         return _build(tp, {} if value is None else value, key, errors)  # type: ignore[arg-type]
     if origin is Literal:
         return _choice(tp, value, key, errors)
@@ -335,7 +338,8 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 
     The value is read with YAML's rules (``64``, ``1e-3``, ``true``, ``null``, ``[0, 1]``,
     ``{margin: 0.4}``); sections missing on the way are created; whether the key exists is
-    checked later, by `from_dict`.
+    checked later, by `from_dict`. ``true`` or ``false`` set on a section sets its
+    ``enabled`` key and keeps the others (``log.wandb=true`` over ``wandb: {project: x}``).
 
     Raises:
         ConfigError: no ``=``, an empty key part, a value that is not YAML, or a key path that
@@ -353,10 +357,15 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     for i, part in enumerate(parts[:-1]):
         if node.get(part) is None:
             node[part] = {}
+        elif isinstance(node[part], bool):  # `log.wandb: true`, then `log.wandb.project=x`
+            node[part] = {"enabled": node[part]}
         node = node[part]
         if not isinstance(node, dict):
             path = ".".join(parts[: i + 1])
             raise ConfigError(
                 f"override {override!r}: {path} holds {_found(node)}, not a section of keys"
             )
-    node[parts[-1]] = value
+    if isinstance(value, bool) and isinstance(node.get(parts[-1]), dict):
+        node[parts[-1]] = {**node[parts[-1]], "enabled": value}  # keeps the section's keys
+    else:
+        node[parts[-1]] = value

@@ -43,6 +43,7 @@ EXPORTS = {
     "load_config": ("fmlkit.train.config", "load_config"),
     "TrainConfig": ("fmlkit.train.config", "TrainConfig"),
     "train_model": ("fmlkit.train.loop", "train"),
+    "TrainCallback": ("fmlkit.train.callbacks", "Callback"),
     "TrainReport": ("fmlkit.train.loop", "TrainReport"),
     "TrainingError": ("fmlkit.train.loop", "TrainingError"),
     "export_onnx": ("fmlkit.train.export", "export_onnx"),

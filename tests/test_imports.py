@@ -209,3 +209,40 @@ def test_no_cycle_among_modules_counting_function_imports_and_strings(
     graph = import_graph([*fmlkit_imports, *string_references()], AT_RUN_TIME)
     cycles = describe_cycles(graph)
     assert not cycles, "import cycles at run time:\n" + "\n".join(cycles)
+
+
+# ---- scikit-learn: a dev extra only (tests and benchmarks compare with it) ------------------
+
+
+def test_no_fmlkit_module_imports_sklearn() -> None:
+    """Not at module level, nor in a function, nor under TYPE_CHECKING (pyproject.toml lists
+    scikit-learn in the dev extras only)."""
+    import ast
+
+    found = []
+    for module, path in module_names(FMLKIT).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            found += [f"{module}:{node.lineno}" for n in names if n.split(".")[0] == "sklearn"]
+    assert not found, f"modules importing scikit-learn: {found}"
+
+
+def test_every_fmlkit_module_imports_without_sklearn() -> None:
+    """Every module imports (and `fmlkit --help` runs) with scikit-learn made unimportable."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, sys; sys.modules['sklearn'] = None\n"
+        f"for name in {sorted(module_names(FMLKIT))!r}:\n"
+        "    if not name.endswith('__main__'): importlib.import_module(name)\n"
+        "from click.testing import CliRunner; from fmlkit.main import main\n"
+        "assert CliRunner().invoke(main, ['--help']).exit_code == 0\n"
+        "assert 'sklearn' not in {m.split('.')[0] for m in sys.modules if sys.modules[m]}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fmlkit.parallel import run_tasks
+from fmlkit.parallel import auto_threads, default_workers, run_tasks, torch_threads
 from tests.processes import end_session
 
 
@@ -22,6 +22,21 @@ def _square(n: int) -> int:
 def test_run_tasks_returns_results_in_task_order() -> None:
     assert run_tasks(_square, list(range(7)), workers=3) == [n * n for n in range(7)]
     assert run_tasks(_square, [3], workers=4) == [9]  # one task: no pool
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_tasks_with_desc_counts_the_tasks_on_a_bar(
+    capsys: pytest.CaptureFixture[str], workers: int
+) -> None:
+    from fmlkit.progress import set_progress
+
+    set_progress(True)
+    try:
+        assert run_tasks(_square, [1, 2, 3], workers, desc="shards", unit="shard") == [1, 4, 9]
+    finally:
+        set_progress(None)
+    err = capsys.readouterr().err
+    assert "shards" in err and "/3" in err and "shard" in err
 
 
 def test_run_tasks_passes_on_the_first_error() -> None:
@@ -94,3 +109,30 @@ def test_workers_end_when_their_parent_is_killed(script: str) -> None:
         assert [pid for pid in workers if _alive(pid)] == [], "orphaned workers live on"
     finally:
         end_session(proc)
+
+
+def test_auto_threads_is_at_least_one_and_at_most_the_cpus() -> None:
+    cpus = default_workers()
+    assert auto_threads() == cpus
+    assert auto_threads(cpus + 5) == 1  # more loader workers than CPUs: still one thread
+    assert auto_threads(processes=cpus * 2) == 1
+    for workers in range(cpus + 2):
+        assert 1 <= auto_threads(workers) <= cpus
+
+
+def test_torch_threads_sets_auto_or_the_given_count_and_restores_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    with caplog.at_level("INFO", logger="fmlkit.parallel"):
+        with torch_threads(None, loader_workers=1, what="embed") as chosen:
+            assert chosen == torch.get_num_threads() == auto_threads(1)
+        with torch_threads(1, what="train.threads"):
+            assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert f"embed: {chosen} intra-op thread(s) (auto: {default_workers()} usable CPUs" in (
+        caplog.text
+    )
+    assert "train.threads: 1 intra-op thread(s) (set)" in caplog.text

@@ -192,6 +192,38 @@ def table_argument(name: str) -> Callable[[F], F]:
     )
 
 
+OVERWRITE_HELP = (
+    "Replace outputs that exist already (each atomically); without it an existing output is "
+    "an error. A pipeline's outputs (links into its artifact store) are never replaced."
+)
+overwrite_option = click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)
+
+
+def check_outputs(overwrite: bool, **outputs: Path | None) -> None:
+    """`fmlkit.io.check_output` for each output given (keyword: what it is, ``_`` for a
+    space), before the command does any work."""
+    from fmlkit.io import check_output
+
+    for what, path in outputs.items():
+        if path is not None:
+            check_output(path, overwrite=overwrite, what=what.replace("_", " "))
+
+
+def selection_options(fold_help: str, split_help: str) -> Callable[[F], F]:
+    """``--fold K`` and ``--split NAME``: select the rows of one fold or split of a table (the
+    ``fold`` and ``split`` columns `fmlkit split` writes), as `pairs` does; the split is
+    passed as ``split_value``."""
+    from fmlkit.columns import SPLIT_VALUES
+
+    def add(command: F) -> F:
+        command = click.option(
+            "--split", "split_value", type=click.Choice(SPLIT_VALUES), help=split_help
+        )(command)
+        return click.option("--fold", type=int, help=fold_help)(command)
+
+    return add
+
+
 def seed_option(
     help: str = "Integer seed: the same input and seed give byte-identical output.",
 ) -> Callable[[F], F]:

@@ -12,7 +12,9 @@ from fmlkit.choices import Target
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
     echo_report,
+    overwrite_option,
     seed_option,
+    selection_options,
 )
 
 _UNITS = {None: 1, "K": 2**10, "M": 2**20, "G": 2**30}
@@ -63,7 +65,11 @@ def size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option(
     "--skip-bad", is_flag=True, help="Skip damaged records or files, count and list them."
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+@selection_options(
+    "Convert only the rows of this fold (a dataset_info or Parquet SOURCE).",
+    "…or of this split, e.g. train (rows without it are left out).",
+)
+@overwrite_option
 def convert(
     source: Path,
     output: Path,
@@ -74,6 +80,8 @@ def convert(
     shuffle: bool,
     seed: int,
     skip_bad: bool,
+    fold: int | None,
+    split_value: str | None,
     overwrite: bool,
 ) -> None:
     """Convert SOURCE to OUTPUT; the kind of conversion follows from the paths.
@@ -102,6 +110,8 @@ def convert(
         workers=workers,
         shuffle=shuffle,
         seed=seed,
+        fold=fold,
+        split=split_value,
         overwrite=overwrite,
     )
     echo_report(report.summary())

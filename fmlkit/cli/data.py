@@ -10,9 +10,11 @@ import click
 from fmlkit.choices import KeepOrder, Scope
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
+    check_outputs,
     comma_list,
     echo_report,
     hash_list,
+    overwrite_option,
     seed_option,
     table_argument,
     table_output_option,
@@ -64,7 +66,7 @@ from fmlkit.cli._common import (
     show_default=True,
     help="Processes rendering identities (the output does not depend on it).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUT_DIR and truth file.")
+@overwrite_option
 def synth(
     out_dir: Path,
     identities: int,
@@ -130,7 +132,7 @@ def synth(
     default=None,
     callback=table_path,
     help="An earlier dataset_info of this folder: unchanged files (same name, size and "
-    "mtime) are not read again. May be the same file as --output.",
+    "mtime) are not read again. May be the same file as --output (with --overwrite).",
 )
 @click.option(
     "--extensions",
@@ -140,6 +142,7 @@ def synth(
     help="File extensions counted as images (case-insensitive); other files are listed "
     "in the summary as skipped.",
 )
+@overwrite_option
 def prepare(
     dataset_dir: Path,
     output: Path,
@@ -148,6 +151,7 @@ def prepare(
     workers: int | None,
     previous: Path | None,
     extensions: list[str],
+    overwrite: bool,
 ) -> None:
     """Scan DATASET_DIR/<label>/…/<image> into a dataset_info table, one row per image file.
 
@@ -159,6 +163,7 @@ def prepare(
     """
     from fmlkit.data.prepare.scan import scan_dataset
 
+    check_outputs(overwrite, output=output)
     report = scan_dataset(
         dataset_dir,
         output,
@@ -223,13 +228,32 @@ def prepare(
     "--report",
     "report_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write an HTML report with a distance histogram and contact sheets to this folder.",
+    help="Write the curation report (DIR/index.html, thumbnails in DIR/thumbs) to this folder.",
 )
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
     help="The dataset folder the file names are relative to (for --report).",
 )
+@click.option(
+    "--against",
+    type=click.Path(path_type=Path),
+    help="Leak check: remove rows (reason leak) within --against-threshold pHash bits of an "
+    "image of this test list or benchmark: a .bin, a pair list, or a dataset_info table.",
+)
+@click.option(
+    "--against-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The folder a text pair list's (or table's) file names are relative to.",
+)
+@click.option(
+    "--against-threshold",
+    type=click.IntRange(0, 64),
+    default=3,
+    show_default=True,
+    help="Leak radius in pHash bits (with --against).",
+)
+@overwrite_option
 def filter_(
     dataset_info: Path,
     output: Path,
@@ -244,6 +268,10 @@ def filter_(
     keep_errors: bool,
     report_dir: Path | None,
     root: Path | None,
+    against: Path | None,
+    against_root: Path | None,
+    against_threshold: int,
+    overwrite: bool,
 ) -> None:
     """Remove broken, badly sized and duplicate rows from DATASET_INFO.
 
@@ -252,9 +280,13 @@ def filter_(
     duplicates a row already kept: same label and md5 (exact_duplicate), same label within
     --threshold bits (near_duplicate), or with --scope global another label with the same md5
     or within --global-threshold bits (cross_label_duplicate). Kept + removed = input.
+    With --against, before dedup, rows within --against-threshold bits of an image of the
+    test list or benchmark are removed as leak (duplicate_of names that image).
     """
     from fmlkit.data.filter.filter import FilterRules, filter_dataset
+    from fmlkit.eval.leak_reference import load_reference
 
+    check_outputs(overwrite, output=output, removed_table=removed, report_folder=report_dir)
     rules = FilterRules(
         dedup=dedup,
         threshold=threshold,
@@ -264,8 +296,15 @@ def filter_(
         min_size=min_size or None,
         max_size=max_size,
         keep_errors=keep_errors,
+        against_threshold=against_threshold,
     )
     report = filter_dataset(
-        dataset_info, output, rules, removed=removed, report_dir=report_dir, root=root
+        dataset_info,
+        output,
+        rules,
+        removed=removed,
+        report_dir=report_dir,
+        root=root,
+        against=None if against is None else load_reference(against, root=against_root or root),
     )
     echo_report(report.summary())

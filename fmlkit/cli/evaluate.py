@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report
+from fmlkit.cli._common import (
+    CONTEXT_SETTINGS,
+    echo_report,
+    overwrite_option,
+    selection_options,
+)
 from fmlkit.cli.train import preprocess_option, weights_options
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -50,13 +55,17 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     type=click.Path(exists=True, path_type=Path),
     help="Model-mode retrieval: a dataset_info table (with --root) or a Parquet dataset folder.",
 )
+@selection_options(
+    "Retrieval over the rows of this fold of --input only.", "…or of this split (e.g. test)."
+)
 @click.option(
     "-o",
     "--output",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="The report folder (created; other files in it are kept).",
+    help="The report folder (created; other files in it are kept, and its report files "
+    "replaced only with --overwrite).",
 )
 @click.option(
     "--flip-sum/--no-flip-sum",
@@ -71,6 +80,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     "(counted as skipped_missing) instead of failing.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@overwrite_option
 def evaluate(
     checkpoint: Path | None,
     onnx: Path | None,
@@ -83,10 +93,13 @@ def evaluate(
     root: Path | None,
     retrieval: bool,
     retrieval_input: Path | None,
+    fold: int | None,
+    split_value: str | None,
     out_dir: Path,
     flip_sum: bool,
     skip_missing: bool,
     batch_size: int,
+    overwrite: bool,
 ) -> None:
     """Verification metrics per pair list and retrieval metrics, as one report in OUTPUT.
 
@@ -109,7 +122,11 @@ def evaluate(
       fmlkit evaluate --embeddings emb.parquet --pairs pairs.csv --retrieval -o eval/
     """
     from fmlkit.eval.evaluate import evaluate as run_evaluate
+    from fmlkit.eval.report import REPORT_FILES
+    from fmlkit.io import check_output
 
+    for name in REPORT_FILES:  # the folder may exist: its report files are the outputs
+        check_output(out_dir / name, overwrite=overwrite, what="report file")
     report = run_evaluate(
         out_dir,
         pairs=pairs,
@@ -123,6 +140,8 @@ def evaluate(
         root=root,
         retrieval=retrieval,
         retrieval_input=retrieval_input,
+        fold=fold,
+        split=split_value,
         flip_sum=flip_sum,
         skip_missing=skip_missing,
         batch_size=batch_size,

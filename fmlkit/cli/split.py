@@ -10,7 +10,9 @@ import click
 from fmlkit.choices import FoldBy, PairFormat, SplitMode
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
+    check_outputs,
     echo_report,
+    overwrite_option,
     seed_option,
     table_argument,
     table_output_option,
@@ -26,7 +28,7 @@ def _given(ctx: click.Context, name: str) -> bool:
 @table_argument("dataset_info")
 @table_output_option(
     "Table to write (.csv or .parquet): the input rows, order and columns, plus fold or "
-    "split. May be DATASET_INFO itself."
+    "split. May be DATASET_INFO itself (with --overwrite)."
 )
 @click.option(
     "--mode",
@@ -57,6 +59,7 @@ def _given(ctx: click.Context, name: str) -> bool:
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="classes: hold out this fraction of the labels, chosen at random, as test.",
 )
+@overwrite_option
 @click.pass_context
 def split(
     ctx: click.Context,
@@ -69,6 +72,7 @@ def split(
     min_samples: int | None,
     max_samples: int | None,
     test_fraction: float | None,
+    overwrite: bool,
 ) -> None:
     """Add a fold or train/test column to DATASET_INFO (any dataset_info, filtered or not).
 
@@ -81,6 +85,7 @@ def split(
     """
     from fmlkit.data.split.folds import split_dataset
 
+    check_outputs(overwrite, output=output)
     # The option rules are SplitOptions'. --k and --by go to it only when given (on the
     # command line or in a pipeline), so that --mode classes refuses them, not their defaults.
     report = split_dataset(
@@ -126,6 +131,7 @@ def split(
     help="A label takes part in at most this many positive pairs, and this many negative "
     "pairs.  [default: no cap beyond the even spread]",
 )
+@overwrite_option
 def pairs(
     split_info: Path,
     output: Path,
@@ -136,6 +142,7 @@ def pairs(
     seed: int,
     fmt: PairFormat,
     max_per_label: int | None,
+    overwrite: bool,
 ) -> None:
     """Draw verification pairs among the rows of one fold or split of SPLIT_INFO.
 
@@ -145,6 +152,7 @@ def pairs(
     """
     from fmlkit.data.split.pairs import make_pairs
 
+    check_outputs(overwrite, output=output)
     report = make_pairs(
         split_info,
         output,

@@ -8,7 +8,13 @@ from typing import Any, TypeVar
 
 import click
 
-from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report
+from fmlkit.cli._common import (
+    CONTEXT_SETTINGS,
+    check_outputs,
+    echo_report,
+    overwrite_option,
+    selection_options,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,7 +78,8 @@ def train(config_path: Path, overrides: tuple[str, ...], resume: bool, device: s
     Dataset paths come as overrides: data.parquet=DIR (from `fmlkit convert`), or
     data.dataset_info=CSV data.root=DIR. Every key is checked before anything runs; the
     resolved config is saved as OUTPUT_DIR/config.yaml, metrics in OUTPUT_DIR/metrics.csv and
-    OUTPUT_DIR/tensorboard, checkpoints in OUTPUT_DIR/checkpoints (last.pt the newest).
+    OUTPUT_DIR/tensorboard (W&B and MLflow too with log.wandb=true, log.mlflow=true),
+    checkpoints in OUTPUT_DIR/checkpoints (last.pt the newest).
     Several processes: torchrun --nproc_per_node N -m fmlkit train --config …
 
     \b
@@ -109,7 +116,10 @@ def train(config_path: Path, overrides: tuple[str, ...], resume: bool, device: s
     "kind loads with strict=True (iresnet18/34/50/100, mobilefacenet; 112 px).",
 )
 @click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True)
-def export(checkpoint: Path, output: Path | None, arcface_torch: Path | None, opset: int) -> None:
+@overwrite_option
+def export(
+    checkpoint: Path, output: Path | None, arcface_torch: Path | None, opset: int, overwrite: bool
+) -> None:
     """Export the backbone of CHECKPOINT to ONNX (--onnx), to arcface_torch's format
     (--arcface-torch), or both.
 
@@ -124,6 +134,10 @@ def export(checkpoint: Path, output: Path | None, arcface_torch: Path | None, op
 
     if output is None and arcface_torch is None:
         raise OptionError("nothing to write: give {output}, {arcface_torch} or both")
+    from fmlkit.train.export import MODEL_CARD
+
+    card = None if output is None else output.parent / MODEL_CARD
+    check_outputs(overwrite, onnx_file=output, model_card=card, state_dict=arcface_torch)
     if output is not None:
         from fmlkit.train.export import export_onnx
 
@@ -158,9 +172,13 @@ def export(checkpoint: Path, output: Path | None, arcface_torch: Path | None, op
     help="A dataset_info table (with --root) or a Parquet dataset folder.",
 )
 @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@selection_options(
+    "Embed only the rows of this fold of --input.", "…or of this split (train or test)."
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--flip-sum/--no-flip-sum", default=True, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@overwrite_option
 def embed(
     checkpoint: Path | None,
     onnx: Path | None,
@@ -170,9 +188,12 @@ def embed(
     preprocess: str | None,
     input_: Path,
     root: Path | None,
+    fold: int | None,
+    split_value: str | None,
     output: Path,
     flip_sum: bool,
     batch_size: int,
+    overwrite: bool,
 ) -> None:
     """Write the embeddings of every readable image of --input as Parquet: file_name, label,
     embedding (list<float32>, not normalised; with --flip-sum emb(x) + emb(flip(x))).
@@ -182,6 +203,7 @@ def embed(
     """
     from fmlkit.eval.embed import embed as run_embed
 
+    check_outputs(overwrite, output=output)
     report = run_embed(
         input_,
         output,
@@ -192,6 +214,8 @@ def embed(
         image_size=image_size,
         preprocess=preprocess,
         root=root,
+        fold=fold,
+        split=split_value,
         flip_sum=flip_sum,
         batch_size=batch_size,
     )

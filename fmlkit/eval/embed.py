@@ -68,6 +68,8 @@ def embed(
     image_size: int | None = None,
     preprocess: str | None = None,
     root: str | os.PathLike[str] | None = None,
+    fold: int | None = None,
+    split: str | None = None,
     flip_sum: bool = True,
     batch_size: int = 64,
     num_workers: int = 0,
@@ -79,8 +81,12 @@ def embed(
     Images are resized and normalised as in training: the checkpoint's ``data`` section, or
     for ONNX the model's input size and its metadata or ``preprocess`` (``auto``,
     ``insightface``, ``fmlkit``; see `load_embedder`), or for ``weights`` ``image_size``
-    (default 112) and (x/255 − 0.5)/0.5 (arcface_torch's).
+    (default 112) and (x/255 − 0.5)/0.5 (arcface_torch's). With ``fold`` or ``split``, only
+    the rows of that fold or split of ``input`` are embedded. torch runs with
+    `fmlkit.parallel.auto_threads` intra-op threads (the CPUs less ``num_workers``).
     """
+    from fmlkit.parallel import torch_threads
+
     embedder = load_embedder(
         checkpoint=checkpoint,
         onnx=onnx,
@@ -89,14 +95,17 @@ def embed(
         image_size=image_size,
         preprocess=preprocess,
     )
-    result = embed_dataset(
-        embedder,
-        input,
-        root=root,
-        flip_sum=flip_sum,
-        batch_size=batch_size,
-        num_workers=num_workers,
-    )
+    with torch_threads(None, loader_workers=num_workers, what="embed"):
+        result = embed_dataset(
+            embedder,
+            input,
+            root=root,
+            fold=fold,
+            split=split,
+            flip_sum=flip_sum,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
     _write(Path(output), result.file_names, result.labels, result.embeddings)
     return EmbedReport(
         Path(output), len(result.file_names), result.embeddings.shape[1], result.skipped
@@ -108,32 +117,41 @@ def embed_dataset(
     input: str | os.PathLike[str],
     *,
     root: str | os.PathLike[str] | None = None,
+    fold: int | None = None,
+    split: str | None = None,
     flip_sum: bool = True,
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> EmbeddedDataset:
     """The embeddings of every decodable image of ``input`` (a dataset_info table with its
-    ``root``, or a Parquet dataset folder), in memory.
+    ``root``, or a Parquet dataset folder), in memory; with ``fold`` or ``split``, of the
+    rows of that fold or split (rows with an error are left out then, as in training).
 
     Raises:
-        InputError: a table without ``root``, or no image that can be decoded.
+        InputError: a table without ``root``, no image that can be decoded, or no row in
+            ``fold``/``split`` (the message names the values present).
+        OptionError: both ``fold`` and ``split``.
+        SchemaError: no fold/split column to select by.
     """
     from torch.utils.data import DataLoader
 
     from fmlkit.data.loading.datasets import collate_items
+    from fmlkit.progress import progress_counter
 
-    dataset = _dataset(Path(input), root, embedder.transform)
+    dataset = _dataset(Path(input), root, embedder.transform, fold=fold, split=split)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_items
     )
     names, labels, vectors, skipped = [], [], [], []
-    for batch in loader:
-        skipped += [s.file_name for s in batch["skipped"]]
-        if not len(batch["image"]):
-            continue
-        vectors.append(embedder(batch["image"], flip_sum=flip_sum))
-        names += [dataset.file_names[i] for i in batch["index"].tolist()]
-        labels += [dataset.class_names[dataset.labels[i]] for i in batch["index"].tolist()]
+    with progress_counter(total=len(dataset), desc="embed", unit="img") as advance:
+        for batch in loader:
+            skipped += [s.file_name for s in batch["skipped"]]
+            advance(len(batch["skipped"]) + len(batch["image"]))
+            if not len(batch["image"]):
+                continue
+            vectors.append(embedder(batch["image"], flip_sum=flip_sum))
+            names += [dataset.file_names[i] for i in batch["index"].tolist()]
+            labels += [dataset.class_names[dataset.labels[i]] for i in batch["index"].tolist()]
     if not vectors:
         raise InputError(f"no image of {input} could be decoded")
     matrix = np.concatenate(vectors).astype(np.float32)
@@ -286,15 +304,25 @@ def _model(
 
 
 def _dataset(
-    input: Path, root: str | os.PathLike[str] | None, transform: ImageTransform
+    input: Path,
+    root: str | os.PathLike[str] | None,
+    transform: ImageTransform,
+    *,
+    fold: int | None = None,
+    split: str | None = None,
 ) -> ImageDataset:
     from fmlkit.data.loading.datasets import ImageFolderDataset, ParquetImageDataset
+    from fmlkit.data.split.select import selection_column
 
+    selection_column(fold, split)  # both: an OptionError
+    folds = None if fold is None else [fold]
     if input.is_dir():
-        return ParquetImageDataset(input, transform=transform, cache="memory")
+        return ParquetImageDataset(
+            input, transform=transform, cache="memory", folds=folds, split=split
+        )
     if root is None:
         raise InputError(f"{input} is a dataset_info table: pass --root, the images' folder")
-    return ImageFolderDataset(input, root, transform=transform)
+    return ImageFolderDataset(input, root, transform=transform, folds=folds, split=split)
 
 
 def _write(path: Path, names: list[str], labels: list[str], matrix: np.ndarray) -> None:

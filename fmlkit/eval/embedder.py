@@ -45,6 +45,25 @@ class Embedder:
             The (len(sources), E) float32 embeddings, and the positions of the sources that
             could not be read or decoded with the reason; their rows are zero.
         """
+        from fmlkit.progress import progress_counter
+
+        with progress_counter(total=len(sources), desc="embed", unit="img") as advance:
+            chunks, failed = self._embed_batches(sources, flip_sum, batch_size, advance)
+        width = chunks[0][1].shape[1] if chunks else 0
+        out = np.zeros((len(sources), width), np.float32)
+        for positions, vectors in chunks:
+            out[positions] = vectors
+        return out, failed
+
+    def _embed_batches(
+        self,
+        sources: Sequence[bytes | Path],
+        flip_sum: bool,
+        batch_size: int,
+        advance: Callable[[int], None],
+    ) -> tuple[list[tuple[list[int], np.ndarray]], dict[int, str]]:
+        """The embeddings of each batch of decodable ``sources`` with their positions, and
+        the reasons of those that are not; ``advance`` is told of each batch done."""
         import torch
 
         from fmlkit.data.formats.images import decode_image
@@ -64,8 +83,5 @@ class Embedder:
                 positions.append(at)
             if tensors:
                 chunks.append((positions, self(torch.stack(tensors), flip_sum=flip_sum)))
-        width = chunks[0][1].shape[1] if chunks else 0
-        out = np.zeros((len(sources), width), np.float32)
-        for positions, vectors in chunks:
-            out[positions] = vectors
-        return out, failed
+            advance(min(batch_size, len(sources) - start))
+        return chunks, failed

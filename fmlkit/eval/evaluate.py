@@ -132,8 +132,9 @@ class EvaluateOptions:
     The rules: exactly one of ``checkpoint``, ``onnx``, ``weights`` and ``embeddings``;
     ``backbone`` with ``weights`` and only with it, ``image_size`` only with it; something to
     evaluate (``pairs``, ``retrieval`` or both); ``batch_size`` ≥ 1; ``retrieval_input`` only
-    with ``retrieval``, which with a model needs it; with ``embeddings``, no ``root``, no
-    ``retrieval_input`` and ``flip_sum`` left on (it was chosen when the embeddings were made).
+    with ``retrieval``, which with a model needs it; ``fold`` or ``split`` (not both) only with
+    ``retrieval_input``; with ``embeddings``, no ``root``, no ``retrieval_input`` and
+    ``flip_sum`` left on (it was chosen when the embeddings were made).
     """
 
     pairs: Sequence[PathLike] = ()
@@ -147,6 +148,8 @@ class EvaluateOptions:
     root: PathLike | None = None
     retrieval: bool = False
     retrieval_input: PathLike | None = None
+    fold: int | None = None
+    split: str | None = None
     flip_sum: bool = True
     skip_missing: bool = False
     batch_size: int = 64
@@ -178,6 +181,14 @@ class EvaluateOptions:
             raise OptionError(
                 "{retrieval_input} is the retrieval dataset: add {retrieval}", retrieval=True
             )
+        if (self.fold is not None or self.split is not None) and self.retrieval_input is None:
+            raise OptionError(
+                "{fold} and {split} select rows of the retrieval dataset: pass "
+                "{retrieval_input} (and {retrieval}), or drop them",
+                retrieval=True,
+            )
+        if self.fold is not None and self.split is not None:
+            raise OptionError("select the retrieval rows with one of {fold} or {split}, not both")
         if self.embeddings is not None:
             self._check_embeddings_mode()
         elif self.retrieval and self.retrieval_input is None:
@@ -218,6 +229,8 @@ def evaluate(
     root: PathLike | None = None,
     retrieval: bool = False,
     retrieval_input: PathLike | None = None,
+    fold: int | None = None,
+    split: str | None = None,
     flip_sum: bool = True,
     skip_missing: bool = False,
     batch_size: int = 64,
@@ -241,6 +254,9 @@ def evaluate(
         retrieval: also compute leave-one-out retrieval metrics.
         retrieval_input: model mode: the dataset to retrieve over (a dataset_info table with
             ``root``, or a Parquet dataset folder).
+        fold, split: retrieve over the rows of this fold or split of ``retrieval_input`` only
+            (the columns `fmlkit split` writes); an error names the values present when none
+            match.
         flip_sum: model mode: embed each image plus its mirror image (insightface's way).
         skip_missing: drop the pairs naming unusable images instead of failing.
         batch_size: images per forward pass (model mode).
@@ -267,6 +283,8 @@ def evaluate(
         root=root,
         retrieval=retrieval,
         retrieval_input=retrieval_input,
+        fold=fold,
+        split=split,
         flip_sum=flip_sum,
         skip_missing=skip_missing,
         batch_size=batch_size,
@@ -280,7 +298,10 @@ def evaluate(
     if embeddings is not None:
         scored, found = _from_table(lists, embeddings, options)
     else:
-        scored, found, undecodable = _from_model(lists, options)
+        from fmlkit.parallel import torch_threads
+
+        with torch_threads(None, what="evaluate"):  # torch on the CPUs this process may use
+            scored, found, undecodable = _from_model(lists, options)
         if undecodable is not None:
             notes[RETRIEVAL] = {"skipped_undecodable": undecodable}
     scores = {n: score_pairs(a, b, same) for n, (a, b, same, _) in zip(names, scored, strict=True)}
@@ -330,9 +351,7 @@ def _from_model(
     if not options.retrieval:
         return scored, None, None
     assert options.retrieval_input is not None  # checked by EvaluateOptions
-    found, undecodable = _model_retrieval(
-        embedder, options.retrieval_input, options.root, flip_sum, batch_size
-    )
+    found, undecodable = _model_retrieval(embedder, options, flip_sum, batch_size)
     return scored, found, undecodable
 
 
@@ -357,10 +376,21 @@ def _retrieval(
 
 
 def _model_retrieval(
-    embedder: Embedder, input: PathLike, root: PathLike | None, flip_sum: bool, batch_size: int
+    embedder: Embedder, options: EvaluateOptions, flip_sum: bool, batch_size: int
 ) -> tuple[dict[str, object], int]:
-    """Retrieval over the embeddings of a dataset; also the number of undecodable images."""
+    """Retrieval over the embeddings of the retrieval dataset (its fold or split, if one is
+    asked for); also the number of undecodable images."""
     from fmlkit.eval.embed import embed_dataset
 
-    data = embed_dataset(embedder, input, root=root, flip_sum=flip_sum, batch_size=batch_size)
+    input = options.retrieval_input
+    assert input is not None  # checked by EvaluateOptions
+    data = embed_dataset(
+        embedder,
+        input,
+        root=options.root,
+        fold=options.fold,
+        split=options.split,
+        flip_sum=flip_sum,
+        batch_size=batch_size,
+    )
     return _retrieval(data.embeddings, np.asarray(data.labels, object), input), len(data.skipped)

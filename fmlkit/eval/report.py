@@ -41,6 +41,7 @@ METRICS_MD = "metrics.md"
 ROC_PNG = "roc.png"
 SCORES_PNG = "scores.png"
 RETRIEVAL = "retrieval"  # the benchmark name of the retrieval metrics
+REPORT_FILES = (METRICS_JSON, METRICS_MD, ROC_PNG, SCORES_PNG)  # what a report writes
 FAR_RANGE = (1e-6, 1.0)  # the ROC plot's FAR axis
 MISSING = "—"  # a table cell whose metric was not computed
 VERIFICATION_HEADER = [

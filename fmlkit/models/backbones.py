@@ -92,12 +92,15 @@ def _get_in_house(name: str) -> BackboneFactory:
 
 
 def _check_image_size(name: str, image_size: int) -> None:
+    """Refuse a size an in-house net cannot take, saying which backbones need what."""
     if image_size % 16:
         below, above = image_size // 16 * 16, image_size // 16 * 16 + 16
         sizes = f"{below} or {above}" if below else f"{above}"
         raise ConfigError(
-            f"backbone {name!r} needs image_size a multiple of 16 (it halves the image 4 times "
-            f"and sizes its last layer for the final map), got {image_size}; use {sizes}"
+            f"backbone {name!r} needs image_size a multiple of 16, got {image_size}; use "
+            f"{sizes}, or a timm:<model> backbone (they take any size they can run). The "
+            f"in-house backbones ({', '.join(list_backbones())}) halve the image 4 times and "
+            "size their last layer for the final map"
         )
 
 
@@ -180,7 +183,40 @@ def _create_timm_backbone(
     # Width of what the classifier-less model returns: after a pre-logits layer where it has one.
     features = getattr(body, "head_hidden_size", None) or getattr(body, "num_features", None)
     assert isinstance(features, int), (name, features)  # every timm model sets num_features
-    return TimmBackbone(body, features, embedding_size)
+    backbone = TimmBackbone(body, features, embedding_size)
+    _check_runs(backbone, name, image_size)
+    return backbone
+
+
+def _check_runs(model: TimmBackbone, name: str, image_size: int) -> None:
+    """Refuse an image size the timm model ``name`` cannot run: one forward pass of a
+    1×3×S×S image (most take any size; some need a minimum, e.g. a ViT its patch size, or
+    a multiple, e.g. LeViT's attention grids)."""
+    import torch
+
+    training = model.training
+    model.eval()  # the neck's BatchNorm1d cannot take a batch of one in training mode
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size))
+    except RuntimeError as error:
+        why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"timm model {name!r} cannot run on {image_size}×{image_size} px images "
+            f"(image_size {image_size}): {why}. Use another image_size (the model's own is "
+            f"{_timm_size(name)}) or another backbone"
+        ) from None
+    finally:
+        model.train(training)
+
+
+def _timm_size(name: str) -> str:
+    """The input size of timm's default config for ``name``, as words."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(name)
+    size = getattr(cfg, "input_size", None)
+    return f"{size[-1]} px" if size else "not known"
 
 
 def _close_timm_names(name: str) -> list[str]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlkit.errors import FmlkitError, FormatError, InputError, PipelineError
-from fmlkit.io import atomic_write_text, temp_sibling
+from fmlkit.io import STORE_MARKER, STORE_STAGING, atomic_write_text, temp_sibling
 from fmlkit.pipeline.lock import LockEntry, read_lock, read_utf8, shown, write_pipeline_lock
 from fmlkit.pipeline.paths import within
 from fmlkit.pipeline.versions import HashCache, combined_version, version_of
@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     from fmlkit.pipeline.spec import Pipeline
 
 logger = logging.getLogger(__name__)
-STAGING = ".staging"
+STAGING = STORE_STAGING  # commands may write here (`fmlkit.io.check_output`)
 PROVENANCE = "provenance.yaml"
-RUNNING = ".running"
+RUNNING = STORE_MARKER  # marks the folder as a store: commands write nothing in it
 VERSION_DIGITS = 16
 
 

@@ -3,7 +3,8 @@ what `run_pipeline` decides by (`fmlkit.pipeline.runner`).
 
 A stage is up to date when its lock entry has the same stage name, params, fmlkit version and
 dep paths and versions as now, and its outputs still have their locked versions; `assess` says
-which of these changed, each as one reason. `Versions` memoises the content versions of paths
+which of these changed, each as one reason (for a YAML config file, the keys that changed:
+`fmlkit.pipeline.settings`). `Versions` memoises the content versions of paths
 (`fmlkit.pipeline.versions`) for one run or one status.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from fmlkit import __version__
 from fmlkit.pipeline.artifacts import VERSION_DIGITS
 from fmlkit.pipeline.lock import LockEntry, shown
+from fmlkit.pipeline.settings import describe_changes, kept_mapping, read_mapping
 from fmlkit.pipeline.spec import Pipeline, Stage
 from fmlkit.pipeline.versions import HashCache, combined_version, version_of
 
@@ -116,8 +118,14 @@ def _param_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         elif key not in new:
             changes.append(f"params.{key}: {shown(old[key])} → (default)")
         elif old[key] != new[key]:
-            changes.append(f"params.{key}: {shown(old[key])} → {shown(new[key])}")
+            keys = _mapping_changes(old[key], new[key])  # overrides: the keys that changed
+            changes.append(f"params.{key}: {keys or f'{shown(old[key])} → {shown(new[key])}'}")
     return changes
+
+
+def _mapping_changes(old: Any, new: Any) -> str:
+    both = isinstance(old, dict) and isinstance(new, dict)
+    return describe_changes(old, new) if both else ""
 
 
 def _dep_changes(
@@ -136,5 +144,17 @@ def _dep_changes(
             if now is None or (isinstance(now, list) and None in now):
                 changes.append(f"deps.{key} ({plain(value)}) does not exist")
             elif now != locked.get("version"):
-                changes.append(f"deps.{key} ({plain(value)}) changed")
+                keys = _keys_changed(pipeline.store, value, locked.get("version"))
+                changes.append(f"deps.{key} ({plain(value)}) changed{keys}")
     return changes
+
+
+def _keys_changed(store: Path, value: str | tuple[str, ...], locked: Any) -> str:
+    """``: optim.lr 0.1 → 0.2, …`` for a YAML dep whose locked version the store kept a copy
+    of (`fmlkit.pipeline.settings`); empty when there is none, or either side is not a YAML
+    mapping."""
+    old = kept_mapping(store, locked) if isinstance(value, str) else None
+    new = read_mapping(value) if old is not None and isinstance(value, str) else None
+    if old is None or new is None:
+        return ""
+    return ": " + (describe_changes(old, new) or "no setting changed (comments or layout only)")

@@ -1,4 +1,5 @@
-"""Pipeline commands: fmlkit run, fmlkit status, fmlkit artifacts (see docs/pipelines.md)."""
+"""Pipeline commands: fmlkit run, fmlkit status, fmlkit artifacts, fmlkit runs (see
+docs/pipelines.md)."""
 
 from __future__ import annotations
 
@@ -158,3 +159,46 @@ def artifacts(pipeline: str, restore: tuple[str, str] | None, as_json: bool) -> 
         for version in versions:
             for line in _describe(version):
                 click.echo(line)
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("pipeline")
+@click.option(
+    "--sort",
+    metavar="COLUMN",
+    help="Order by a metric column, best first (accuracy, auc, p@1, map@r, tar@far=1e-3, or "
+    "BENCHMARK/METRIC), or by a setting (ascending).",
+)
+@click.option("--all", "all_settings", is_flag=True, help="Show every setting, not only those "
+              "that differ between rows.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV.")
+def runs(pipeline: str, sort: str | None, all_settings: bool, as_json: bool, as_csv: bool) -> None:
+    """Compare runs: one row per evaluate version, with the train version it evaluated, the
+    training settings that differ between rows (optim.lr, …) and the metrics (accuracy, AUC,
+    TAR@FAR, P@1, MAP@R). Reads the artifact store only; * marks the version linked now.
+
+    \b
+    Examples:
+      fmlkit runs demo
+      fmlkit runs demo --sort accuracy --csv > runs.csv
+    """
+    from fmlkit.pipeline.runs import compare_runs, render_csv, render_json, render_text
+    from fmlkit.pipeline.spec import load_pipeline
+
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv exclude each other")
+    loaded = load_pipeline(pipeline)
+    table = compare_runs(loaded, sort=sort, all_settings=all_settings)
+    if as_json or as_csv:
+        click.echo(render_json(table) if as_json else render_csv(table), nl=as_json)
+    elif not table.rows:
+        places = ", ".join(str(loaded.store / s) for s in table.stages)
+        click.echo(f"{loaded.name}: no runs yet (no version in {places}); `fmlkit run "
+                   f"{pipeline}` makes one")  # fmt: skip
+    else:
+        click.echo(render_text(table))
+        if table.hidden:
+            click.echo(
+                f"({table.hidden} settings the same in every row not shown: --all shows them)"
+            )

@@ -55,6 +55,7 @@ from fmlkit.pipeline.artifacts import (
 )
 from fmlkit.pipeline.assess import State, Versions, as_tuple, assess, plain
 from fmlkit.pipeline.lock import LockEntry, read_lock, write_pipeline_lock
+from fmlkit.pipeline.settings import keep_copy
 from fmlkit.pipeline.spec import Pipeline, Stage
 from fmlkit.pipeline.versions import HashCache, version_of
 
@@ -285,6 +286,9 @@ class _Run:
         started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
         t0 = time.perf_counter()
         deps = {k: {"path": plain(v), "version": versions.of(v)} for k, v in stage.deps.items()}
+        for key, value in stage.deps.items():  # a config file's content, for `fmlkit status`
+            if isinstance(value, str):
+                keep_copy(self.pipeline.store, value, deps[key]["version"])
         versions.cache.commit()  # hold no lock on the cache while the stage runs
         try:
             outputs = begin_staging(stage_dir, stage.outs)

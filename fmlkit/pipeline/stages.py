@@ -282,18 +282,27 @@ def get_stage(name: str) -> StageAdapter:
     return adapter
 
 
+# A stage writes into a fresh staging folder (its outputs never exist there beforehand), and
+# the runner alone replaces the declared outputs' links: ``overwrite`` is not a stage's key.
 _NO_OVERWRITE = {"overwrite": False}
 for _adapter in (
     StageAdapter("synth", "fmlkit.cli.data:synth", (), ("out_dir", "truth"), _NO_OVERWRITE),
-    StageAdapter("prepare", "fmlkit.cli.data:prepare", ("dataset_dir", "previous"), ("output",)),
+    StageAdapter(
+        "prepare",
+        "fmlkit.cli.data:prepare",
+        ("dataset_dir", "previous"),
+        ("output",),
+        _NO_OVERWRITE,
+    ),
     StageAdapter(
         "filter",
         "fmlkit.cli.data:filter_",
-        ("dataset_info", "root"),
+        ("dataset_info", "root", "against", "against_root"),
         ("output", "removed", "report"),
+        _NO_OVERWRITE,
     ),
-    StageAdapter("split", "fmlkit.cli.split:split", ("dataset_info",), ("output",)),
-    StageAdapter("pairs", "fmlkit.cli.split:pairs", ("split_info",), ("output",)),
+    StageAdapter("split", "fmlkit.cli.split:split", ("dataset_info",), ("output",), _NO_OVERWRITE),
+    StageAdapter("pairs", "fmlkit.cli.split:pairs", ("split_info",), ("output",), _NO_OVERWRITE),
     StageAdapter(
         "convert", "fmlkit.cli.convert:convert", ("source", "root"), ("output",), _NO_OVERWRITE
     ),
@@ -304,18 +313,26 @@ for _adapter in (
         TrainAdapter.CONFIG_OUTS,
         {"resume": False},
     ),
-    StageAdapter("export", "fmlkit.cli.train:export", ("checkpoint",), ("onnx", "arcface_torch")),
+    StageAdapter(
+        "export",
+        "fmlkit.cli.train:export",
+        ("checkpoint",),
+        ("onnx", "arcface_torch"),
+        _NO_OVERWRITE,
+    ),
     StageAdapter(
         "embed",
         "fmlkit.cli.train:embed",
         ("checkpoint", "onnx", "weights", "input", "root"),
         ("output",),
+        _NO_OVERWRITE,
     ),
     StageAdapter(
         "evaluate",
         "fmlkit.cli.evaluate:evaluate",
         ("checkpoint", "onnx", "weights", "embeddings", "pairs", "root", "input"),
         ("output",),
+        _NO_OVERWRITE,
     ),
 ):
     _add(_adapter)

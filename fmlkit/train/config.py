@@ -1,12 +1,13 @@
 """The training configuration: a typed schema, YAML loading with dotted overrides, saving.
 
 A config is one YAML mapping with the sections ``data``, ``model``, ``head``, ``optim``,
-``schedule``, ``train``, ``val``, ``checkpoint`` and the keys ``output_dir`` and ``seed``. Every
-key has a default, so an empty file is a valid config; the dataset itself comes from overrides
-(``data.parquet=DIR`` or ``data.dataset_info=CSV data.root=DIR``), which `validate_for_training`
-asks for. `load_config` reads a file, applies ``key=value`` overrides and checks everything
-before anything runs: types, ranges, choices and unknown keys, all reported in one
-`ConfigError`. `save_config` writes the resolved config so that `load_config` gives it back.
+``schedule``, ``train``, ``val``, ``checkpoint``, ``log`` and the keys ``output_dir`` and
+``seed``. Every key has a default, so an empty file is a valid config; the dataset itself
+comes from overrides (``data.parquet=DIR`` or ``data.dataset_info=CSV data.root=DIR``), which
+`validate_for_training` asks for. `load_config` reads a file, applies ``key=value``
+overrides and checks everything before anything runs: types, ranges, choices and unknown
+keys, all reported in one `ConfigError`. `save_config` writes the resolved config so that
+`load_config` gives it back.
 
 This module holds every section but ``data``, which is `fmlkit.train.data_config`'s.
 """
@@ -39,6 +40,7 @@ from fmlkit.train.data_config import DataConfig
 # for 80 GB before the first step). data.image_size's bound is in `fmlkit.train.data_config`.
 MAX_EMBEDDING_SIZE = 8192  # (512 is usual)
 MAX_WORKERS = 256  # DataLoader workers per process
+MAX_THREADS = 1024  # torch intra-op threads per process
 
 
 _BACKBONE = re.compile(r"(timm:)?[A-Za-z0-9][\w.\-/]*")
@@ -141,6 +143,11 @@ class LoopConfig(Section):
             each class, for pair losses).
         log_every: steps between metric rows.
         max_nonfinite: consecutive non-finite losses (each step skipped) before the run stops.
+        threads: torch's intra-op threads in each training process; None (auto) takes the
+            CPUs this process may use, shared among torchrun's local processes, less
+            ``num_workers`` (each loader worker runs one thread), at least 1
+            (`fmlkit.parallel.auto_threads`). torch's own default, a thread per core, slows
+            a step down when the loader workers need those cores too.
     """
 
     batch_size: int = bounded(128, ge=1)
@@ -156,6 +163,7 @@ class LoopConfig(Section):
     m_per_class: int = bounded(4, ge=2)
     log_every: int = bounded(10, ge=1)
     max_nonfinite: int = bounded(20, ge=1)
+    threads: int | None = bounded(None, ge=1, le=MAX_THREADS)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimiser steps in the run: ``max_steps`` if set, else epochs × ``steps_per_epoch``."""
@@ -195,6 +203,56 @@ class CheckpointConfig(Section):
 
 
 @dataclass(frozen=True, kw_only=True)
+class WandbConfig(Section):
+    """Weights & Biases (``pip install wandb``): one W&B run per fmlkit run, its id kept in
+    ``output_dir/tracking.json`` so that ``--resume`` continues the same run. ``name``
+    defaults to the output folder's name; ``mode`` null leaves it to W&B (``WANDB_MODE``, else
+    online). Its local files go to ``output_dir/wandb``."""
+
+    enabled: bool = False
+    project: str = "fmlkit"
+    entity: str | None = None
+    name: str | None = None
+    group: str | None = None
+    tags: tuple[str, ...] = ()
+    mode: Literal["online", "offline"] | None = None
+
+    def problems(self) -> Iterable[tuple[str, str]]:
+        if not self.project.strip():
+            yield "project", "expected a W&B project name, found an empty string"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MlflowConfig(Section):
+    """MLflow (``pip install mlflow-skinny`` or ``mlflow``): one MLflow run per fmlkit run in
+    ``experiment``, its id kept in ``output_dir/tracking.json`` so that ``--resume`` continues
+    it. ``tracking_uri`` null means ``MLFLOW_TRACKING_URI`` when set, else a file store in
+    ``output_dir/mlruns``; ``run_name`` defaults to the output folder's name."""
+
+    enabled: bool = False
+    tracking_uri: str | None = None
+    experiment: str = "fmlkit"
+    run_name: str | None = None
+
+    def problems(self) -> Iterable[tuple[str, str]]:
+        if not self.experiment.strip():
+            yield "experiment", "expected an MLflow experiment name, found an empty string"
+        if self.tracking_uri is not None and not self.tracking_uri.strip():
+            yield "tracking_uri", "expected a URI or a folder, found an empty string"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogConfig(Section):
+    """Where rank 0 logs the metrics rows besides ``metrics.csv`` (always written):
+    TensorBoard (on by default), W&B and MLflow (off; each imported only when enabled).
+    ``log.wandb: true`` is short for ``log.wandb: {enabled: true}`` (as for MLflow)."""
+
+    tensorboard: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig(Section):
     """A whole training run; ``output_dir`` receives config.yaml, metrics and checkpoints."""
 
@@ -206,6 +264,7 @@ class TrainConfig(Section):
     train: LoopConfig = field(default_factory=LoopConfig)
     val: ValConfig = field(default_factory=ValConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     output_dir: str = "runs/train"
     seed: int = bounded(0, ge=0)
 

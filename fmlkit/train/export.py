@@ -152,9 +152,13 @@ class OnnxModel:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         import onnxruntime
 
+        from fmlkit.parallel import auto_threads
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = auto_threads()  # as torch's: the CPUs it may use
         try:
             self.session = onnxruntime.InferenceSession(
-                str(path), providers=["CPUExecutionProvider"]
+                str(path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InputError(f"{path} is not a readable ONNX model: {exc}") from exc

@@ -6,7 +6,8 @@ steps, logging callbacks, validation calls, checkpoints saved and loaded.
 
 One step = ``train.grad_accum`` batches of ``train.batch_size`` images per process, forward
 under autocast (``train.precision``), backward, gradient clipping, one optimizer and scheduler
-step. Rank 0 alone logs (metrics.csv, TensorBoard, progress bar) and saves checkpoints.
+step. Rank 0 alone logs (metrics.csv, the trackers of the config's ``log`` section, the
+progress bar, the caller's callbacks) and saves checkpoints.
 
 **Exact resume.** A checkpoint holds the model, head, optimizer, scheduler, scaler, step, epoch,
 the sampler's position in the epoch and every RNG state. Images are augmented from (seed,
@@ -30,8 +31,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,14 @@ from torch import Tensor, nn
 
 from fmlkit.errors import FmlkitError, InputError
 from fmlkit.models.collectives import all_reduce_sum
+from fmlkit.parallel import torch_threads
 from fmlkit.train import build
-from fmlkit.train.callbacks import Callback, MetricsCSV, ProgressBar, TensorBoard
+from fmlkit.train.callbacks import (
+    Callback,
+    close_callbacks,
+    create_callbacks,
+    require_trackers,
+)
 from fmlkit.train.checkpoint import (
     describe_error,
     rng_state,
@@ -91,7 +99,13 @@ class TrainReport:
         )
 
 
-def train(config: TrainConfig, *, resume: bool = False, device: str | None = None) -> TrainReport:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    device: str | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> TrainReport:
     """Train the configured model (in every process of a torchrun launch).
 
     Args:
@@ -99,22 +113,34 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
         resume: continue from the newest complete checkpoint of ``output_dir/checkpoints``
             (``last.pt`` or a newer step file; unreadable ones are skipped with a warning).
         device: ``cpu``, ``cuda``, ``cuda:1`` …; default this rank's GPU if any, else the CPU.
+        callbacks: your own `Callback` objects, called on rank 0 after fmlkit's loggers: each
+            gets every metrics row (``on_log(step, metrics)``, as metrics.csv records it) and
+            ``close()`` once at the end.
 
     Returns:
         This process's report; under torchrun only rank 0's has ``is_main`` (the one to show).
 
     Raises:
         ConfigError, InputError: a config or input that cannot be trained on, an
-            ``output_dir`` that is not empty (when not resuming), or a checkpoint to resume
-            from that was trained with another model, head, image size or optimizer.
+            ``output_dir`` that is not empty (when not resuming), a checkpoint to resume
+            from that was trained with another model, head, image size or optimizer, or a
+            tracker (``log.wandb``, ``log.mlflow``) not installed or unable to start a run.
         TrainingError: the loss was not finite for ``train.max_nonfinite`` steps in a row,
             not one image could be decoded (see the module's "Bad steps"), or the model or a
             batch does not fit in memory.
     """
     validate_for_training(config)
+    require_trackers(config.log)  # a missing wandb or mlflow, before any work
     runtime = setup_runtime(device)
+    threads = torch_threads(
+        config.train.threads,
+        loader_workers=config.train.num_workers,
+        processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+        what="train.threads",
+    )
     try:
-        return _Run(config, runtime, resume=resume).run()
+        with threads:
+            return _Run(config, runtime, resume=resume, callbacks=callbacks).run()
     except (MemoryError, RuntimeError) as exc:  # torch's OutOfMemoryError is a RuntimeError
         text = str(exc)
         memory = ("out of memory", "can't allocate memory", "Cannot allocate memory")
@@ -130,7 +156,14 @@ def train(config: TrainConfig, *, resume: bool = False, device: str | None = Non
 
 
 class _Run:
-    def __init__(self, config: TrainConfig, runtime: Runtime, *, resume: bool) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        runtime: Runtime,
+        *,
+        resume: bool,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
         self.config, self.runtime = config, runtime
         self.out = Path(config.output_dir)
         found = check_output(self.out, resume, config_to_dict(config))  # before the build
@@ -141,18 +174,34 @@ class _Run:
         if found is not None:
             self._load(*found)
         self.callbacks: list[Callback] = []
-        if runtime.is_main:
-            save_config(config, self.out / "config.yaml")
-            start = self.step if resume else None
-            self.callbacks = [
-                MetricsCSV(self.out, resume_step=start),
-                TensorBoard(self.out, resume_step=start),
-                ProgressBar(self.parts.total_steps, initial=self.step),
-            ]
+        if runtime.is_main:  # the trackers first: one that cannot start leaves out as it was
+            self.callbacks = create_callbacks(
+                config,
+                self.out,
+                resume_step=self.step if resume else None,
+                total_steps=self.parts.total_steps,
+                step=self.step,
+                user=callbacks,
+            )
+            try:
+                save_config(config, self.out / "config.yaml")
+            except BaseException:  # e.g. a full disk: the trackers' runs end as failed
+                close_callbacks(self.callbacks, failed=True)
+                raise
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> TrainReport:
+        """The whole run; the callbacks are closed at the end, however it ends."""
+        try:
+            report = self._train()
+        except BaseException:
+            close_callbacks(self.callbacks, failed=True)
+            raise
+        close_callbacks(self.callbacks, failed=False)
+        return report
+
+    def _train(self) -> TrainReport:
         started, last_loss, path = time.monotonic(), math.nan, None
         window: list[float] = []
         images, tick = 0, time.monotonic()
@@ -186,8 +235,6 @@ class _Run:
                 if taken:  # not a run resumed at an epoch's end
                     self._check_decoded()
                 self.epoch += 1
-        for callback in self.callbacks:
-            callback.close()
         skipped = self._skipped_everywhere()
         return TrainReport(
             self.out,

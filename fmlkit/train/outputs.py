@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlkit.errors import InputError
+from fmlkit.io import check_not_in_store
 from fmlkit.train.checkpoint import (
     LAST,
     check_same_run,
@@ -50,6 +51,7 @@ def check_output(
         InputError: nothing to resume, a run to overwrite, or a folder that is not empty.
         ConfigError: a checkpoint trained with another model, head, image size or optimizer.
     """
+    check_not_in_store(out, what="output_dir")  # a pipeline's run: never resumed or written
     if resume:
         resumable = resumable_checkpoint(out, required=RESUME_KEYS)
         check_same_run(*resumable, config)

@@ -180,7 +180,9 @@ def test_prepare_command_writes_table_and_summary(synth_tree: SynthTree, tmp_pat
     assert "errors: empty 1, not_image 1, truncated 2" in out.stdout
     assert f"Wrote {info}" in out.stdout
     assert out.stderr == ""  # no progress bar when stderr is not a terminal
-    again = run_fmlkit("prepare", str(synth_tree.root), "-o", str(info), "--previous", str(info))
+    again = run_fmlkit(
+        "prepare", str(synth_tree.root), "-o", str(info), "--previous", str(info), "--overwrite"
+    )
     assert again.returncode == 0, again.stderr
     assert (
         f"read 4 files, reused 175 rows from {info}" in again.stdout

@@ -27,6 +27,7 @@ FAMILIES = {
     "run": "test_pipeline.py",
     "status": "test_pipeline.py",
     "artifacts": "test_pipeline.py",
+    "runs": "test_pipeline.py",
 }
 # commands that write an output: each has a case in test_disk_full.py
 WRITERS = {"synth", "prepare", "filter", "split", "pairs", "convert", "train", "export",

@@ -110,7 +110,7 @@ class Written:
 
 def _prepare(cwd: Path, request: pytest.FixtureRequest) -> Written:
     tree: SynthTree = request.getfixturevalue("synth_tree")
-    argv = ("prepare", str(tree.root), "-o", "info.csv", "-j", "2")  # a pool of workers
+    argv = ("prepare", str(tree.root), "-o", "info.csv", "-j", "2", "--overwrite")  # a pool
     succeeded(fmlkit(*argv, cwd=cwd))
     return Written(argv, ("info.csv",), "info.csv", _largest(cwd / "info.csv") // 2)
 
@@ -122,17 +122,18 @@ def _filter(cwd: Path, request: pytest.FixtureRequest) -> Written:
     scan: Path = request.getfixturevalue("synth_scan")
     tables = ("filtered.csv", "removed.csv")
     argv = ("filter", str(scan), "-o", tables[0], "--removed", tables[1], "--dedup",
-            "--report", "report", "--root", str(tree.root))  # fmt: skip
+            "--report", "report", "--root", str(tree.root), "--overwrite")  # fmt: skip
     succeeded(fmlkit(*argv, cwd=cwd))
-    limit = _largest(cwd / "report") // 2
-    assert limit > _largest(*(cwd / t for t in tables)), "the tables must fit, the report not"
+    tables_largest, report_largest = _largest(*(cwd / t for t in tables)), _largest(cwd / "report")
+    limit = (tables_largest + report_largest) // 2
+    assert tables_largest < limit < report_largest, "the tables must fit, the report not"
     return Written(argv, (*tables, "report"), "report", limit)
 
 
 def _split(cwd: Path, request: pytest.FixtureRequest) -> Written:
     filtered: Path = request.getfixturevalue("synth_filtered")
     argv = ("split", str(filtered), "-o", "split.csv", "--mode", "classes",
-            "--test-fraction", "0.25", "--seed", "0")  # fmt: skip
+            "--test-fraction", "0.25", "--seed", "0", "--overwrite")  # fmt: skip
     succeeded(fmlkit(*argv, cwd=cwd))
     return Written(argv, ("split.csv",), "split.csv", _largest(cwd / "split.csv") // 2)
 
@@ -142,7 +143,7 @@ def _pairs(cwd: Path, request: pytest.FixtureRequest) -> Written:
     succeeded(fmlkit("split", filtered, "-o", "split.csv", "--mode", "classes",
                      "--test-fraction", "0.5", "--seed", "0", cwd=cwd))  # fmt: skip
     argv = ("pairs", "split.csv", "-o", "pairs.csv", "--split", "test", "--positives", "40",
-            "--negatives", "40")  # fmt: skip
+            "--negatives", "40", "--overwrite")  # fmt: skip
     succeeded(fmlkit(*argv, cwd=cwd))
     return Written(argv, ("pairs.csv",), "pairs.csv", _largest(cwd / "pairs.csv") // 2)
 
@@ -206,7 +207,7 @@ def _train(cwd: Path, request: pytest.FixtureRequest) -> Written:
 def _export(cwd: Path, request: pytest.FixtureRequest) -> Written:
     trained: Path = request.getfixturevalue("trained")
     argv = ("export", "--checkpoint", str(trained / "run/checkpoints/last.pt"),
-            "--onnx", "model.onnx")  # fmt: skip
+            "--onnx", "model.onnx", "--overwrite")  # fmt: skip
     succeeded(fmlkit(*argv, cwd=cwd))
     return Written(argv, ("model.onnx",), "model.onnx", _largest(cwd / "model.onnx") // 2)
 
@@ -216,7 +217,7 @@ def _embed(cwd: Path, request: pytest.FixtureRequest) -> Written:
     tree: SynthTree = request.getfixturevalue("synth_tree")
     argv = ("embed", "--checkpoint", str(trained / "run/checkpoints/last.pt"),
             "--input", str(trained / "few.csv"), "--root", str(tree.root),
-            "-o", "emb.parquet")  # fmt: skip
+            "-o", "emb.parquet", "--overwrite")  # fmt: skip
     succeeded(fmlkit(*argv, cwd=cwd))
     return Written(argv, ("emb.parquet",), "emb.parquet", _largest(cwd / "emb.parquet") // 2)
 
@@ -226,7 +227,7 @@ def _evaluate(cwd: Path, request: pytest.FixtureRequest) -> Written:
     written whole, then a plot fails, and they must not be replaced either."""
     trained: Path = request.getfixturevalue("trained")
     argv = ("evaluate", "--embeddings", str(trained / "emb.parquet"),
-            "--pairs", str(trained / "pairs.csv"), "-o", "eval")  # fmt: skip
+            "--pairs", str(trained / "pairs.csv"), "-o", "eval", "--overwrite")  # fmt: skip
     succeeded(fmlkit(*argv, cwd=cwd))
     assert (cwd / "eval/metrics.json").stat().st_size < _largest(cwd / "eval") // 2
     return Written(argv, ("eval",), "eval", _largest(cwd / "eval") // 2)

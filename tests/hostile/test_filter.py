@@ -77,7 +77,8 @@ def test_html_in_labels_and_names_is_escaped_in_the_report(
     page = (report / "index.html").read_text(encoding="utf-8")
     assert html.escape(MARKUP) in page  # the label, escaped
     assert html.escape("<img src=x onerror=alert(2)>.jpg") in page  # the file name, escaped
-    assert "<script>" not in page and "<img src=x" not in page
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert page.count("<script") == 1  # the page's own table-sorting script only
 
 
 def _zero_bytes(path: Path) -> None:
@@ -207,7 +208,8 @@ def test_outputs_that_would_replace_the_input_or_each_other_are_refused(
     root, info = dataset
     (root.parent / "x").mkdir()
     before = info.read_bytes()
-    refused(fmlkit("filter", info, *paths(root, info)), says=says)  # type: ignore[arg-type]
+    args = ("filter", info, *paths(root, info), "--overwrite")  # type: ignore[arg-type]
+    refused(fmlkit(*args), says=says)  # refused even with --overwrite
     unchanged(info, before)
     nothing_complete(root.parent / "f.csv")
 
@@ -216,7 +218,7 @@ def test_outputs_that_would_replace_the_input_or_each_other_are_refused(
     ("report", "says"),
     [
         ("data", "is or holds the dataset folder"),  # the report once replaced the images
-        (".", "is or holds the dataset folder"),
+        (".", "is the current folder"),
         ("data/report", "inside the dataset folder"),
         ("mine", "not an earlier filter report"),  # a folder of the user's
     ],
@@ -228,8 +230,8 @@ def test_report_folder_that_would_replace_the_dataset_or_user_files_is_refused(
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("years of work")
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
-    result = fmlkit("filter", info, "-o", "f.csv", "--report", report, "--root", root, cwd=tmp_path)
-    refused(result, says=says)
+    args = ("-o", "f.csv", "--report", report, "--root", root, "--overwrite")  # refused even so
+    refused(fmlkit("filter", info, *args, cwd=tmp_path), says=says)
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
     nothing_complete(tmp_path / "f.csv")
@@ -239,5 +241,60 @@ def test_an_earlier_report_is_replaced(dataset: tuple[Path, Path], tmp_path: Pat
     root, info = dataset
     args = ("filter", info, "-o", tmp_path / "f.csv", "--report", tmp_path / "r", "--root", root)
     succeeded(fmlkit(*args))
-    succeeded(fmlkit(*args))
+    refused(fmlkit(*args), says=["already exists", "--overwrite"])
+    succeeded(fmlkit(*args, "--overwrite"))
     assert (tmp_path / "r" / "index.html").is_file()
+
+
+def _bad_bin(d: Path) -> Path:
+    from fmlkit.data.formats.insightface_bin import write_bin
+
+    write_bin(d / "bad.bin", [b"not an image", b"nor this"], [True])
+    return d / "bad.bin"
+
+
+def _text(name: str, content: str) -> Callable[[Path], Path]:
+    def make(d: Path) -> Path:
+        (d / name).write_text(content, encoding="utf-8")
+        return d / name
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("against", "extra", "says", "code"),
+    [
+        (lambda d: d / "absent.bin", (), ("--against", "does not exist"), 1),
+        (lambda d: d / "data", (), ("--against", "is a directory"), 1),
+        (_text("junk.txt", "hello world\n"), (), ("junk.txt", "not a pair list"), 1),
+        (_bad_bin, (), ("bad.bin#0", "cannot be read"), 1),
+        (_text("p.csv", "1,plain/0.jpg,plain/1.jpg\n"), (), ("--against-root",), 2),
+        (
+            _text("p.csv", "1,../info.csv,plain/1.jpg\n"),
+            ("--against-root", "data"),
+            ("../info.csv", "outside --against-root"),
+            1,
+        ),
+        (
+            _text("t.csv", "file_name,label,phash\na/1.jpg,a,xyz\n"),
+            (),
+            ("t.csv", "a/1.jpg", "not 16 hexadecimal"),
+            1,
+        ),
+        (lambda d: d / "info.csv", (), ("--against", "is the input table"), 1),
+    ],
+)
+def test_bad_against_input_is_refused(
+    dataset: tuple[Path, Path],
+    tmp_path: Path,
+    against: Callable[[Path], Path],
+    extra: tuple[str, ...],
+    says: tuple[str, ...],
+    code: int,
+) -> None:
+    """The leak check's reference (a .bin, pair list or table) that cannot be used: one
+    Error: line naming it, and no output written."""
+    _, info = dataset
+    args = ("filter", info, "-o", "f.csv", "--against", against(tmp_path), *extra)
+    refused(fmlkit(*args, cwd=tmp_path), says=says, code=code)
+    nothing_complete(tmp_path / "f.csv")

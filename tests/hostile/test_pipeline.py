@@ -1,9 +1,11 @@
-"""Hostile input to the pipeline commands (run, status, artifacts): pipeline files and lock
-files that are bombs, code, broken or contradictory; outputs that would overwrite what the
-user owns; a restore that cannot be recorded; a hash cache held by a running stage."""
+"""Hostile input to the pipeline commands (run, status, artifacts, runs): pipeline files and
+lock files that are bombs, code, broken or contradictory; outputs that would overwrite what the
+user owns; a restore that cannot be recorded; a hash cache held by a running stage; a store
+whose records and metrics are damaged (runs still shows a row for each)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import time
@@ -367,3 +369,86 @@ def test_run_writes_a_damaged_provenance_anew(project: Path) -> None:
     listing = fmlkit("artifacts", "p.yaml", cwd=project)
     succeeded(listing)
     assert f"* {folder.name}  20" in listing.stdout  # a record again: its start time
+
+
+# --- runs: the table reads whatever the store holds ------------------------------------------
+
+EVALUATE = """\
+stages:
+  evaluate:
+    run: evaluate
+    deps: {embeddings: emb.parquet, pairs: [pairs.csv]}
+    outs: {output: out/eval}
+"""
+RECORD = """\
+records:
+- run: evaluate
+  params: {}
+  deps:
+    embeddings: {path: emb.parquet, version: 'file:00'}
+    pairs: {path: [pairs.csv], version: ['file:11']}
+  outs: {output: {path: out/eval, version: 'dir:22'}}
+  fmlkit_version: 0.1.0
+  started: '2025-01-01T00:00:0%d.000Z'
+  duration_s: 1.0
+"""
+DEEP = 100_000
+# metrics.json as found in a version folder → the metrics the row keeps (None: no file)
+STORED_METRICS: dict[str, tuple[str | bytes | None, dict[str, float]]] = {
+    "not-json": ("{", {}),
+    "a-list": ("[1, 2]", {}),
+    "not-utf8": (b"\xff\xfe{}", {}),
+    "nested-too-deep": ("[" * DEEP + "]" * DEEP, {}),
+    "nan-and-text": ('{"b": {"accuracy": NaN, "auc": "high", "eer": 0.1}}', {}),
+    "one-good-metric": ('{"b": {"accuracy": true, "auc": 0.75}, "c": 3}', {"auc": 0.75}),
+    "missing": (None, {}),
+}
+
+
+@pytest.fixture
+def forged(tmp_path: Path) -> Path:
+    """A pipeline with one evaluate stage whose store holds a version per `STORED_METRICS`
+    case (named by the case), each with a record of deps that no stage made, and one version
+    whose provenance is damaged."""
+    (tmp_path / "e.yaml").write_text(EVALUATE, encoding="utf-8")
+    store = tmp_path / "artifacts/e/evaluate"
+    for i, (name, (metrics, _)) in enumerate(STORED_METRICS.items()):
+        (store / name / "output/eval").mkdir(parents=True)
+        (store / name / PROVENANCE).write_text(RECORD % i, encoding="utf-8")
+        path = store / name / "output/eval/metrics.json"
+        if isinstance(metrics, str):
+            path.write_text(metrics, encoding="utf-8")
+        elif metrics is not None:
+            path.write_bytes(metrics)
+    (store / "damaged/output/eval").mkdir(parents=True)
+    (store / "damaged" / PROVENANCE).write_text("records: [", encoding="utf-8")
+    return tmp_path
+
+
+def test_runs_shows_a_row_for_every_version_whatever_its_files_hold(forged: Path) -> None:
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in forged.rglob("*"))
+    result = fmlkit("runs", "e.yaml", "--json", cwd=forged)
+    succeeded(result)
+    rows = {r["version"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == {*STORED_METRICS, "damaged"}
+    for name, (stored, kept) in STORED_METRICS.items():
+        assert rows[name]["metrics"] == kept, name
+        assert rows[name]["train"] is None and rows[name]["notes"], name
+        assert "train version it evaluated was not found" in rows[name]["notes"][-1]
+        if stored is not None and not kept:
+            assert "metrics.json" in rows[name]["notes"][0], name
+    assert "no metrics.json" in rows["missing"]["notes"][0]
+    assert "no readable provenance" in " ".join(rows["damaged"]["notes"])
+    assert "provenance.yaml" in result.stderr  # one warning names the damaged record
+    text = fmlkit("runs", "e.yaml", cwd=forged)
+    succeeded(text)
+    assert len(text.stdout.splitlines()) == 1 + len(rows)
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in forged.rglob("*")) == before  # read only
+
+
+def test_runs_refuses_what_it_cannot_compare(forged: Path, built: Path) -> None:
+    refused(fmlkit("runs", "nope", cwd=forged), says=["pipeline nope not found"])
+    refused(fmlkit("runs", "p.yaml", cwd=built), says=["p.yaml", "no evaluate stage"])
+    line = refused(fmlkit("runs", "e.yaml", "--sort", "acc", cwd=forged), code=2)
+    assert "--sort acc names no column" in line and "auc" in line
+    refused(fmlkit("runs", "e.yaml", "--json", "--csv", cwd=forged), code=2, says="exclude")

@@ -330,5 +330,6 @@ def test_previous_may_be_the_output_and_survives_a_refusal(small: Path, scanned:
     text = scanned.read_text(encoding="utf-8")
     scanned.write_text(_cut_mid_row(text), encoding="utf-8")
     cut = scanned.read_bytes()
-    refused(fmlkit("prepare", small, "-o", scanned, "--previous", scanned), says="cut off")
+    args = ("prepare", small, "-o", scanned, "--previous", scanned, "--overwrite")
+    refused(fmlkit(*args), says="cut off")
     unchanged(scanned, cut)

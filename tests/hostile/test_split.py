@@ -214,16 +214,20 @@ def test_labels_007_and_7_are_two_identities_in_split_and_pairs(
 def test_pairs_output_that_is_its_input_is_refused(folds: Path) -> None:
     before = folds.read_bytes()
     refused(
-        fmlkit("pairs", folds, "-o", folds, "--fold", "0", "--positives", "1", "--negatives", "1"),
+        fmlkit(
+            *("pairs", folds, "-o", folds, "--fold", "0", "--positives", "1", "--negatives", "1"),
+            "--overwrite",
+        ),
         says=["is the split table"],
     )
     unchanged(folds, before)
 
 
 def test_split_in_place_is_allowed_and_keeps_every_row(folds: Path) -> None:
-    """Documented (docs/split.md): -o may be the input; the table is replaced atomically."""
+    """Documented (docs/split.md): -o may be the input, with --overwrite (as any existing
+    output); the table is replaced atomically."""
     before = read_table(folds)
-    succeeded(fmlkit("split", folds, "-o", folds, "--k", "2", "--by", "label"))
+    succeeded(fmlkit("split", folds, "-o", folds, "--k", "2", "--by", "label", "--overwrite"))
     after = read_table(folds)
     pd.testing.assert_frame_equal(after[[FILE_NAME, LABEL]], before[[FILE_NAME, LABEL]])
 

@@ -55,6 +55,7 @@ def test_stage_adapter_cli_values_use_the_parameter_names() -> None:
         "split_value": "test",
         "fmt": "lfw",
         "output": Path("o.txt"),
+        "overwrite": False,  # fixed by the runner: a stage writes into fresh staging
     }
 
 

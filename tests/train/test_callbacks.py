@@ -55,6 +55,6 @@ def test_tensorboard_writes_real_event_files_and_purges_on_resume(tmp_path: Path
     resumed.close()
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
-    assert "epoch" not in events.Tags()["scalars"]
-    loss = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert set(events.Tags()["scalars"]) == {"train/loss", "train/epoch"}  # grouped tags
+    loss = [(e.step, e.value) for e in events.Scalars("train/loss")]
     assert loss == [(1, 1.0), (2, 20.0)]

@@ -12,8 +12,12 @@ Parquet dataset                            directory   `parquet_to_folder`
 =========================================  ==========  ===============================
 
 Whatever the conversion, the output never replaces what it reads (`check_output_apart`):
-``fmlkit convert d d --overwrite`` would otherwise delete the source images; and
-``--overwrite`` replaces only a previous output of the same kind (`check_output_replaceable`).
+``fmlkit convert d d --overwrite`` would otherwise delete the source images; an existing
+output (and the files written beside it: a .rec's .idx and property, a .bin's pair list) is
+replaced only with ``--overwrite``, never in a pipeline's artifact store
+(`fmlkit.io.check_output`), and only when it is a previous output of the same kind
+(`check_output_replaceable`). ``fold``/``split`` convert the rows of one fold or split of a
+dataset_info or Parquet source.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from pathlib import Path
 from fmlkit.choices import Target
 from fmlkit.data.convert.report import ConvertReport
 from fmlkit.data.formats.parquet import SHARD_BYTES
-from fmlkit.data.formats.parquet_layout import MANIFEST, manifest_path
+from fmlkit.data.formats.parquet_layout import MANIFEST, manifest_path, pairs_path
 from fmlkit.data.formats.recordio import MAGIC_BYTES
-from fmlkit.errors import InputError
+from fmlkit.errors import InputError, OptionError
+from fmlkit.io import check_output
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -97,6 +102,16 @@ def check_output_apart(source: Path, output: Path, *, root: Path | None = None) 
             raise InputError(
                 f"the output {output} lies inside the input folder {path}; {fix}, outside it"
             )
+
+
+def output_paths(output: Path, kind: str) -> list[Path]:
+    """The paths a conversion of ``kind`` writes: ``output``, and beside it a .rec's .idx and
+    ``property``, or a .bin dataset's pair list."""
+    if kind == "parquet_to_rec":
+        return [output, output.with_suffix(".idx"), output.with_name("property")]
+    if kind == "bin_to_parquet":
+        return [output, pairs_path(output)]
+    return [output]
 
 
 def check_output_replaceable(output: Path, kind: str) -> None:
@@ -176,18 +191,25 @@ def convert(
     workers: int | None = None,
     shuffle: bool = False,
     seed: int = 0,
+    fold: int | None = None,
+    split: str | None = None,
     overwrite: bool = False,
 ) -> ConvertReport:
     """Run the conversion `infer_conversion` names for ``source`` → ``output``.
 
     ``shuffle``/``seed`` apply to Parquet → rec only (a random row order for sequential
     readers); ``root`` to a dataset_info source only; ``workers`` to an image folder
-    (scanning) and to a .rec (writing shards).
+    (scanning) and to a .rec (writing shards); ``fold``/``split`` (the rows of one fold or
+    split; rows with an error are then left out too) to a dataset_info source and to
+    Parquet → rec.
 
     Raises:
         InputError: the paths name no conversion, an option does not apply to it, or the
             output would replace an input (`check_output_apart`) or something that is not a
-            previous output (`check_output_replaceable`), ``overwrite`` or not.
+            previous output (`check_output_replaceable`), ``overwrite`` or not; an existing
+            output without ``overwrite``, or one in a pipeline's store (`check_output`).
+        OptionError: both ``fold`` and ``split``.
+        SchemaError: no fold/split column to select by.
     """
     from fmlkit.data.convert import from_images as images
     from fmlkit.data.convert import from_parquet as parquet
@@ -201,8 +223,18 @@ def convert(
         raise InputError(f"--root applies to a dataset_info input, not to {src}")
     if kind != "parquet_to_rec" and shuffle:
         raise InputError("--shuffle applies to Parquet → .rec only")
+    selecting = fold is not None or split is not None
+    if selecting and kind not in ("table_to_parquet", "parquet_to_rec"):
+        raise InputError(
+            f"--fold and --split apply to a dataset_info source or a Parquet → .rec "
+            f"conversion, not to {src} → {out}"
+        )
+    if fold is not None and split is not None:
+        raise OptionError("select the rows with one of {fold} or {split}, not both")
     check_output_apart(src, out, root=None if root is None else Path(root))
     check_output_replaceable(out, kind)
+    for path in output_paths(out, kind):
+        check_output(path, overwrite=overwrite)
     if kind == "rec_to_parquet":
         return rec.rec_to_parquet(
             src,
@@ -217,7 +249,14 @@ def convert(
     if kind == "table_to_parquet":
         assert root is not None
         return images.table_to_parquet(
-            src, out, root=root, skip_bad=skip_bad, shard_bytes=shard_bytes, overwrite=overwrite
+            src,
+            out,
+            root=root,
+            skip_bad=skip_bad,
+            shard_bytes=shard_bytes,
+            fold=fold,
+            split=split,
+            overwrite=overwrite,
         )
     if kind == "folder_to_parquet":
         return images.folder_to_parquet(
@@ -229,5 +268,7 @@ def convert(
             overwrite=overwrite,
         )
     if kind == "parquet_to_rec":
-        return parquet.parquet_to_rec(src, out, shuffle=shuffle, seed=seed, overwrite=overwrite)
+        return parquet.parquet_to_rec(
+            src, out, shuffle=shuffle, seed=seed, fold=fold, split=split, overwrite=overwrite
+        )
     return parquet.parquet_to_folder(src, out, overwrite=overwrite)

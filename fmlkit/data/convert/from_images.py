@@ -27,8 +27,10 @@ from fmlkit.data.formats.images import image_suffix, peek_image
 from fmlkit.data.formats.parquet import ROW_GROUP_ROWS, SHARD_BYTES, ParquetDatasetWriter
 from fmlkit.data.formats.parquet_layout import pairs_path
 from fmlkit.data.formats.table import read_table
+from fmlkit.data.split.select import selected_rows, selection_column
 from fmlkit.errors import FormatError, InputError
 from fmlkit.io import atomic_path, check_overwrite, committed_together
+from fmlkit.progress import track
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,9 +93,12 @@ def table_to_parquet(
     skip_bad: bool = False,
     shard_bytes: int = SHARD_BYTES,
     row_group_rows: int = ROW_GROUP_ROWS,
+    fold: int | None = None,
+    split: str | None = None,
     overwrite: bool = False,
 ) -> ConvertReport:
-    """Convert the rows of a dataset_info table, reading each ``root/file_name``.
+    """Convert the rows of a dataset_info table, reading each ``root/file_name``; with
+    ``fold`` or ``split``, only the rows of that fold or split (`selected_rows`).
 
     ``label`` (a name) becomes ``label_name``, and ``label`` the class id in sorted name order;
     every other column is carried (``fold``, ``split``, sizes, hashes, …); ``key`` is the row
@@ -102,6 +107,11 @@ def table_to_parquet(
     an `InputError`.
     """
     df = read_table(info, required=[FILE_NAME, LABEL], what="dataset_info")
+    selection = selection_column(fold, split)
+    if selection is not None:
+        column, value = selection
+        values = df.get(column)
+        df = df[selected_rows(values, column, value, what=str(info))].reset_index(drop=True)
     root_dir = Path(root)
     source = {"kind": "dataset_info", "path": str(Path(info).resolve()), "root": str(root_dir)}
     report = _table_to_parquet(
@@ -147,7 +157,8 @@ def _table_to_parquet(
         row_group_rows=row_group_rows,
         overwrite=overwrite,
     ) as writer:
-        for key, row in enumerate(df.to_dict("records")):
+        records = track(df.to_dict("records"), total=len(df), desc="convert", unit="img")
+        for key, row in enumerate(records):
             data, reason = _read_image(base, row)
             if reason:
                 if not skip_bad:
@@ -248,7 +259,8 @@ def bin_to_parquet(
         with ParquetDatasetWriter(
             out_dir, class_names=["unlabelled"], source=source, overwrite=overwrite
         ) as writer:
-            for key, (image, path) in enumerate(zip(data.images, paths, strict=True)):
+            images = track(data.images, total=len(paths), desc="convert", unit="img")
+            for key, (image, path) in enumerate(zip(images, paths, strict=True)):
                 writer.write({IMAGE: {"bytes": image, "path": path}, CLASS_ID: 0, KEY: key})
         with atomic_path(pairs) as tmp:
             tmp.write_text(format_csv_pairs(same, files[0::2], files[1::2]), encoding="utf-8")

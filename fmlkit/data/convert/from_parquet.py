@@ -8,6 +8,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from itertools import compress
 from pathlib import Path, PurePosixPath
 
 from fmlkit.columns import CLASS_ID, IMAGE, KEY
@@ -16,8 +17,10 @@ from fmlkit.data.formats.images import image_suffix, peek_image
 from fmlkit.data.formats.parquet import iter_batches, read_manifest
 from fmlkit.data.formats.parquet_checks import open_shard
 from fmlkit.data.formats.recordio import IRHeader, RecordWriter, pack
+from fmlkit.data.split.select import selected_rows, selection_column
 from fmlkit.errors import FormatError, InputError
 from fmlkit.io import atomic_path, atomic_write_text, check_overwrite, committed_together
+from fmlkit.progress import progress_counter, track
 
 
 def dataset_labels(dataset: Path) -> tuple[list[int], list[str]]:
@@ -81,9 +84,14 @@ def parquet_to_rec(
     insightface: bool = True,
     shuffle: bool = False,
     seed: int = 0,
+    fold: int | None = None,
+    split: str | None = None,
     overwrite: bool = False,
 ) -> ConvertReport:
-    """Write a Parquet image dataset as ``rec`` + ``.idx`` (+ ``property``), rows in order.
+    """Write a Parquet image dataset as ``rec`` + ``.idx`` (+ ``property``), rows in order;
+    with ``fold`` or ``split``, only the rows of that fold or split, their classes numbered
+    0..C−1 in class id order (as training numbers the classes of the rows it keeps), so that
+    ``property`` counts only the classes present.
 
     With ``insightface`` and each label's rows contiguous, the layout is InsightFace's flavour A
     (header record 0, images 1..N, one identity record per class, a ``property`` file
@@ -95,10 +103,17 @@ def parquet_to_rec(
     source, rec_path = Path(dataset), Path(rec)
     check_overwrite(rec_path, overwrite)
     labels, names = labels_to_convert(source)
+    rows = _rows(source)
+    chosen = _chosen_rows(source, fold, split)
+    if chosen is not None:
+        labels = list(compress(labels, chosen))
+        used = sorted(set(labels))
+        renumber = {old: new for new, old in enumerate(used)}
+        labels, names = [renumber[c] for c in labels], [names[c] for c in used]
+        rows = ((renumber[c], data) for c, data in compress(rows, chosen))
     flavour_a = insightface and not shuffle and bool(labels) and _grouped(labels)
     n, k = len(labels), len(names)
     size = None
-    rows = _rows(source)
     if shuffle:
         from fmlkit.data.convert.shuffle import shuffled
 
@@ -109,7 +124,8 @@ def parquet_to_rec(
     with committed_together(rec_path, idx, prop), RecordWriter(rec_path, idx) as writer:
         if flavour_a:
             writer.write(0, pack(IRHeader(2, (float(n + 1), float(n + 1 + k)))))
-        for key, (label, data) in enumerate(rows, 1 if flavour_a else 0):
+        shown = track(rows, total=n, desc="convert → rec", unit="img")
+        for key, (label, data) in enumerate(shown, 1 if flavour_a else 0):
             size = size or _image_size(data)
             writer.write(key, pack(IRHeader(0, float(label), id=key), data))
         if flavour_a:
@@ -128,6 +144,26 @@ def parquet_to_rec(
         else ("rows of a label are not contiguous: no InsightFace header or identity records",),
         seconds=time.perf_counter() - start,
     )
+
+
+def _chosen_rows(source: Path, fold: int | None, split: str | None) -> list[bool] | None:
+    """Which rows of the dataset ``source`` are in ``fold`` or ``split``; None for all.
+
+    Raises:
+        OptionError: both given. SchemaError: no such column. InputError: no such row.
+    """
+    import pandas as pd
+
+    selection = selection_column(fold, split)
+    if selection is None:
+        return None
+    column, value = selection
+    names = open_shard(source, read_manifest(source).shards[0]).schema_arrow.names
+    values = None
+    if column in names:
+        batches = iter_batches(source, columns=[column])
+        values = pd.Series([v for b in batches for v in b.column(0).to_pylist()], dtype=object)
+    return selected_rows(values, column, value, what=str(source)).tolist()
 
 
 def _rows(source: Path) -> Iterator[tuple[int, bytes]]:
@@ -161,9 +197,12 @@ def parquet_to_folder(
     ``image.path``, else ``<key>.<ext>``), unchanged."""
     start = time.perf_counter()
     source = Path(dataset)
-    _, names = labels_to_convert(source)
+    labels, names = labels_to_convert(source)
     rows = 0
-    with atomic_path(out_dir, overwrite=overwrite) as tmp:
+    with (
+        atomic_path(out_dir, overwrite=overwrite) as tmp,
+        progress_counter(total=len(labels), desc="convert → folder", unit="img") as advance,
+    ):
         tmp.mkdir()
         for batch in iter_batches(source, columns=[IMAGE, CLASS_ID, KEY], require_images=True):
             for image, label, key in zip(*(c.to_pylist() for c in batch.columns), strict=True):
@@ -177,6 +216,7 @@ def parquet_to_folder(
                 target.parent.mkdir(exist_ok=True)
                 target.write_bytes(image["bytes"])
                 rows += 1
+            advance(batch.num_rows)
     return ConvertReport(
         source=source,
         output=Path(out_dir),

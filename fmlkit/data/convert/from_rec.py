@@ -144,7 +144,10 @@ def rec_to_parquet(
                 )
                 for n, (first, end, rows) in enumerate(summary.shards)
             ]
-            writer.adopt_shards(run_tasks(_write_rec_shard, tasks, workers))
+            shards = run_tasks(
+                _write_rec_shard, tasks, workers, desc="convert rec → parquet", unit="shard"
+            )
+            writer.adopt_shards(shards)
     for w in summary.warnings:
         log.warning(w)
     return ConvertReport(

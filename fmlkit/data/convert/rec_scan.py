@@ -20,6 +20,7 @@ from fmlkit.data.formats.recordio import RecordIOError, unpack
 from fmlkit.data.formats.recordio_flavour import Flavour, detect_flavour
 from fmlkit.data.formats.recordio_reader import RecordReader
 from fmlkit.errors import InputError
+from fmlkit.progress import progress_counter
 
 FLOAT32_EXACT = 2**24  # float32 holds every integer up to here; class ids stay below it
 
@@ -259,16 +260,19 @@ def summarise(
     bad: list[BadRecord] = []
     planner = ShardPlanner(shard_bytes, row_group_rows)
     identities = IdentityCheck(reader, flavour)
-    for begin in range(0, len(reader), HEADER_BLOCK):
-        records = scan_records(
-            reader, flavour, skip_bad=skip_bad, bad=bad, begin=begin, end=begin + HEADER_BLOCK
-        )
-        if len(records):
-            block = np.bincount(records.labels)
-            counts = np.pad(counts, (0, max(0, len(block) - len(counts))))
-            counts[: len(block)] += block
-        planner.add(records.positions, records.image_length)
-        identities.add(records.keys, records.labels)
+    with progress_counter(total=len(reader), desc="read headers", unit="rec") as advance:
+        for begin in range(0, len(reader), HEADER_BLOCK):
+            end = begin + HEADER_BLOCK
+            records = scan_records(
+                reader, flavour, skip_bad=skip_bad, bad=bad, begin=begin, end=end
+            )
+            if len(records):
+                block = np.bincount(records.labels)
+                counts = np.pad(counts, (0, max(0, len(block) - len(counts))))
+                counts[: len(block)] += block
+            planner.add(records.positions, records.image_length)
+            identities.add(records.keys, records.labels)
+            advance(min(end, len(reader)) - begin)
     shards = tuple(planner.finish(len(reader)))
     warnings = identities.warnings(int(np.count_nonzero(counts)))
     if planner.rows >= FLOAT32_EXACT or len(counts) > FLOAT32_EXACT:

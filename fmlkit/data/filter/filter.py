@@ -1,8 +1,10 @@
 """`fmlkit filter`: drop broken, badly sized and duplicate rows from a dataset_info table.
 
 Decisions, in order: rows with an ``error`` go (reason ``error:<kind>``) unless kept; then
-``too_small`` (shorter side < min_size) and ``too_large`` (longer side > max_size); then
-duplicates among the rows left (`fmlkit.data.filter.dedup`). Every input row ends up in exactly one
+``too_small`` (shorter side < min_size) and ``too_large`` (longer side > max_size); then, with
+a reference set (``--against``), ``leak``: within ``against_threshold`` pHash bits of one of
+its images (`fmlkit.data.filter.leak`); then duplicates among the rows left
+(`fmlkit.data.filter.dedup`). Every input row ends up in exactly one
 of the two outputs: FILTERED (input columns, input order) or REMOVED (plus ``reason``,
 ``duplicate_of`` and ``distance``). Rules that remove every row are not an error (the outputs
 are still written, to be looked at) but a warning: logged, and a line of the report's summary
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fmlkit.choices import KeepOrder, Scope
@@ -35,6 +38,8 @@ from fmlkit.columns import (
     validate_columns,
 )
 from fmlkit.data.filter.dedup import check_options, find_duplicates
+from fmlkit.data.filter.hamming import HASH_BITS, MalformedHash, hex_to_uint64
+from fmlkit.data.filter.leak import LEAK, Reference, find_leaks
 from fmlkit.data.formats.table import check_unique_names, read_table, write_table
 from fmlkit.errors import InputError, OptionError
 from fmlkit.io import check_apart, committed_together
@@ -58,6 +63,8 @@ class FilterReport:
     removed: Mapping[str, int]  # by reason
     seconds: float
     warning: str = ""  # set when the rules removed every row
+    against: Path | None = None  # the reference set of the leakage check
+    against_images: int = 0  # its images
 
     def summary(self) -> str:
         by_reason = ", ".join(f"{k} {v:,}" for k, v in sorted(self.removed.items())) or "none"
@@ -66,6 +73,12 @@ class FilterReport:
             f"removed {self.rows - self.kept:,} ({by_reason})",
             f"Wrote {self.output}",
         ]
+        if self.against is not None:
+            lines.insert(
+                1,
+                f"Leak check: {self.removed.get(LEAK, 0):,} rows within reach of the "
+                f"{self.against_images:,} images of {self.against} (removed as {LEAK})",
+            )
         if self.removed_output is not None:
             lines.append(f"Wrote {self.removed_output}")
         if self.report_dir is not None:
@@ -89,6 +102,7 @@ class FilterRules:
         min_size: shorter side below this is ``too_small``; None for no limit.
         max_size: longer side above this is ``too_large``; None for no limit.
         keep_errors: keep rows with an error (they skip dedup).
+        against_threshold: leak radius in bits (0..64) to a reference image (``--against``).
     """
 
     dedup: bool = False
@@ -99,9 +113,15 @@ class FilterRules:
     min_size: int | None = DEFAULT_MIN_SIZE
     max_size: int | None = None
     keep_errors: bool = False
+    against_threshold: int = 3
 
     def __post_init__(self) -> None:
         check_options(self.threshold, self.scope, self.global_threshold, self.keep)
+        if not 0 <= self.against_threshold <= HASH_BITS:
+            raise InputError(
+                f"against threshold must be between 0 and {HASH_BITS} bits, "
+                f"got {self.against_threshold}"
+            )
         low, high = self.min_size, self.max_size
         if low is not None and high is not None and low > high:
             raise OptionError(
@@ -113,13 +133,18 @@ class FilterRules:
             )
 
 
-def decide(df: pd.DataFrame, rules: FilterRules = FilterRules()) -> pd.DataFrame:
+def decide(
+    df: pd.DataFrame, rules: FilterRules = FilterRules(), *, against: Reference | None = None
+) -> pd.DataFrame:
     """Why each row of ``df`` goes: ``reason`` ("" to keep), ``duplicate_of``, ``distance``.
 
-    Pure: no I/O. See the module docstring for the order of decisions.
+    Pure: no I/O (``against``: the hashed reference images, `load_reference`). See the module
+    docstring for the order of decisions; a ``leak`` row's ``duplicate_of`` names the
+    reference image.
     """
     sized = rules.min_size is not None or rules.max_size is not None
-    required = [FILE_NAME, LABEL] + ([PHASH] if rules.dedup else [])
+    hashed = rules.dedup or against is not None
+    required = [FILE_NAME, LABEL] + ([PHASH] if hashed else [])
     if sized or rules.keep == "largest":
         required += [WIDTH, HEIGHT]
     validate_columns(df, required, what="the table to filter")
@@ -143,6 +168,8 @@ def decide(df: pd.DataFrame, rules: FilterRules = FilterRules()) -> pd.DataFrame
             out.loc[open_rows & (short < rules.min_size), REASON] = TOO_SMALL
         if rules.max_size is not None:
             out.loc[(out[REASON] == "") & open_rows & (long > rules.max_size), REASON] = TOO_LARGE
+    if against is not None:
+        _mark_leaks(df, out, (out[REASON] == "") & ~has_error, against, rules.against_threshold)
     if rules.dedup:
         candidates = (out[REASON] == "") & ~has_error  # kept broken rows have no hash
         dup = find_duplicates(
@@ -157,6 +184,27 @@ def decide(df: pd.DataFrame, rules: FilterRules = FilterRules()) -> pd.DataFrame
     return out
 
 
+def _mark_leaks(
+    df: pd.DataFrame, out: pd.DataFrame, rows: pd.Series, against: Reference, radius: int
+) -> None:
+    """Set ``leak`` on the ``rows`` within ``radius`` bits of a reference image."""
+    candidates = df.loc[rows]
+    try:
+        hashes = hex_to_uint64(candidates[PHASH].astype(str).tolist())
+    except MalformedHash as e:
+        raise InputError(
+            f"row {candidates.index[e.position]} ({candidates[FILE_NAME].iloc[e.position]}): "
+            f"phash {e.value!r} is not 16 hexadecimal characters; re-create the table with "
+            "`fmlkit prepare`"
+        ) from e
+    index, distance = find_leaks(hashes, against, radius)
+    hit = index >= 0
+    where = candidates.index[hit]
+    out.loc[where, REASON] = LEAK
+    out.loc[where, DUPLICATE_OF] = np.asarray(against.names, dtype=object)[index[hit]]
+    out.loc[where, DISTANCE] = distance[hit]
+
+
 def filter_dataset(
     info: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -165,10 +213,13 @@ def filter_dataset(
     removed: str | os.PathLike[str] | None = None,
     report_dir: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
+    against: Reference | None = None,
 ) -> FilterReport:
     """Read ``info``, `decide` by ``rules`` (a frozen default is safe to share), write the kept
     rows to ``output`` and the removed ones to ``removed``; with ``report_dir`` (and the
-    dataset folder ``root``), an HTML report.
+    dataset folder ``root``), an HTML report. With ``against`` (the images of a test list or
+    benchmark: `fmlkit.eval.leak_reference.load_reference`), rows within
+    ``rules.against_threshold`` bits of one of them are removed as ``leak``.
 
     Outputs are CSV or Parquet by suffix, written atomically.
 
@@ -181,7 +232,9 @@ def filter_dataset(
     start = time.perf_counter()
     if report_dir is not None and root is None:
         raise OptionError("{report_dir} needs {root}, the dataset folder, to show the images")
-    paths = {"input table": info, "output": output, "removed table": removed}
+    leak_list = None if against is None else against.path  # an input too
+    paths = {"input table": info, "leak-check list (--against)": leak_list, "output": output}
+    paths["removed table"] = removed
     check_apart({**paths, "report folder": report_dir}, fix="give each output a path of its own")
     if report_dir is not None and root is not None:
         from fmlkit.data.filter.report import check_report_dir
@@ -194,7 +247,7 @@ def filter_dataset(
             "stage that wrote it (a filter that removed every row says so in a warning)"
         )
     check_unique_names(df, info)
-    decision = decide(df, rules)
+    decision = decide(df, rules, against=against)
     gone = decision[REASON] != ""
     counts = Counter(decision.loc[gone, REASON])
     report_path = None if report_dir is None else Path(report_dir)
@@ -206,7 +259,7 @@ def filter_dataset(
         if report_path is not None and root is not None:
             from fmlkit.data.filter.report import write_filter_report
 
-            write_filter_report(df, decision, report_path, root=Path(root))
+            write_filter_report(df, decision, report_path, root=Path(root), against=against)
     warning = nothing_kept(counts, rules) if len(df) and gone.all() else ""
     if warning:
         log.warning(warning)
@@ -219,6 +272,8 @@ def filter_dataset(
         removed=dict(counts),
         seconds=time.perf_counter() - start,
         warning=warning,
+        against=None if against is None else against.path,
+        against_images=0 if against is None else len(against),
     )
 
 

@@ -1,39 +1,70 @@
-"""The visual report of `fmlkit filter`: counts, a distance histogram and contact sheets.
+"""The curation report of `fmlkit filter --report DIR`: one self-contained page
+(`fmlkit.report.gallery`) built from the table and `decide`'s result.
 
-``DIR/index.html`` links ``distances.png`` (pHash distances of the removed duplicates to the
-row they duplicate) and contact sheets: the largest duplicate groups (the kept image first,
-then the removed ones) and every cross-label duplicate pair, each thumbnail captioned with
-its label, file name and distance, so a person can judge a threshold by eye.
+``DIR/index.html`` shows, in order: summary counts; the class sizes after filtering and the
+distances of the removed duplicates (bar charts); a section per reason, each removed row a
+figure (the kept image beside the removed one, both file names and labels, the full reason and
+the pHash distance; broken and badly sized rows alone, with their reason); the cross-label
+duplicates grouped by label pair (each pair a candidate identity merge), pairs by count; the
+leaks (training image beside the benchmark image); and a per-label table. Sections show at
+most `FIGURES` figures (cross-label: `PAIRS` pairs of `PAIR_FIGURES`), the largest distances
+first, and say "N of M shown"; the table lists the `LABEL_ROWS` labels with most removals.
+Everything but the shown figures is vectorised pandas, and thumbnails are made only for them,
+so a million rows take seconds.
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageOps
 
-from fmlkit.columns import DISTANCE, DUPLICATE_OF, FILE_NAME, LABEL, REASON
-from fmlkit.data.filter.dedup import CROSS, DUPLICATE_REASONS
+from fmlkit.columns import DISTANCE, DUPLICATE_OF, FILE_NAME, HEIGHT, LABEL, REASON, WIDTH
+from fmlkit.data.filter.dedup import CROSS, DUPLICATE_REASONS, EXACT, NEAR
+from fmlkit.data.filter.leak import LEAK, Reference
 from fmlkit.errors import InputError
 from fmlkit.io import atomic_path
+from fmlkit.report.gallery import (
+    THUMBS,
+    Bars,
+    Block,
+    Figure,
+    Page,
+    Section,
+    Table,
+    Tile,
+    write_gallery,
+)
 
-THUMB = 112
-CAPTION = 36
-GROUP_SHEETS = 10  # largest groups shown
-GROUP_COLUMNS = 8  # images per group row (the kept one and up to 7 removed)
-PAIRS_PER_SHEET = 24
-LISTED_ROWS = 500  # removed duplicates listed by name in index.html
-_REPORT_SUFFIXES = (".html", ".png")
-Cell = tuple[str, str, str]  # file_name, label, caption line
+FIGURES = 48  # figures per section
+PAIRS = 24  # label pairs shown in the cross-label section
+PAIR_FIGURES = 8  # figures per label pair
+LABEL_ROWS = 500  # labels in the per-label table
+_REPORT_SUFFIXES = (".html", ".png", ".jpg")
+KEPT = "kept"
+COLOURS = {EXACT: "#4c72b0", NEAR: "#dd8452", CROSS: "#c44e52", LEAK: "#8172b2"}
+TITLES = {
+    LEAK: "Leaks: training images that are benchmark images",
+    CROSS: "Cross-label duplicates, by label pair (candidate identity merges)",
+    EXACT: "Exact duplicates within a label",
+    NEAR: "Near duplicates within a label",
+}
+NOTES = {
+    LEAK: "Each removed row beside the image of the --against list it is within reach of.",
+    CROSS: "One picture filed under two labels: label noise, or two labels of one identity. "
+    "Pairs with many shared pictures are the likeliest merges.",
+    EXACT: "Same label, same md5: the kept image, then the removed copy.",
+    NEAR: "Same label, pHash within the threshold. Largest distances first: the borderline "
+    "cases that tell whether the threshold is right.",
+}
 
 
 def check_report_dir(out_dir: Path, *, root: Path) -> None:
     """Refuse a report folder whose writing would replace what is not an earlier report: a
-    file, a folder holding anything but a report's ``.html`` and ``.png`` files, the dataset
-    folder ``root``, a folder holding it, or a folder inside it (links followed).
+    file, a folder holding anything but a report's ``.html``/``.png``/``.jpg`` files and its
+    ``thumbs/`` folder, the dataset folder ``root``, a folder holding it, or a folder inside
+    it (links followed).
 
     Raises:
         InputError: naming the folder and what it holds.
@@ -54,7 +85,7 @@ def check_report_dir(out_dir: Path, *, root: Path) -> None:
         raise InputError(f"the report folder {out_dir} is a file, not a folder; {fix}")
     if out_dir.is_dir():
         entries = sorted(out_dir.iterdir())
-        foreign = [e.name for e in entries if not (e.is_file() and e.suffix in _REPORT_SUFFIXES)]
+        foreign = [e.name for e in entries if not _report_entry(e)]
         if entries and (foreign or not (out_dir / "index.html").is_file()):
             shown = ", ".join(foreign[:3]) or "no index.html"
             raise InputError(
@@ -63,160 +94,253 @@ def check_report_dir(out_dir: Path, *, root: Path) -> None:
             )
 
 
+def _report_entry(entry: Path) -> bool:
+    """A file a report writes, or its thumbnail folder holding only such files."""
+    if entry.is_symlink():
+        return False
+    if entry.is_dir():
+        return entry.name == THUMBS and all(
+            _report_entry(e) and e.is_file() for e in entry.iterdir()
+        )
+    return entry.is_file() and entry.suffix in _REPORT_SUFFIXES
+
+
 def write_filter_report(
-    df: pd.DataFrame, decision: pd.DataFrame, out_dir: Path, *, root: Path
+    df: pd.DataFrame,
+    decision: pd.DataFrame,
+    out_dir: Path,
+    *,
+    root: Path,
+    against: Reference | None = None,
 ) -> None:
     """Write the report folder ``out_dir`` (replaced atomically) for a `decide` result
-    (`check_report_dir` first)."""
+    (`check_report_dir` first); ``against``: the leak check's reference images."""
     check_report_dir(out_dir, root=root)
+    page = build_page(df, decision, root=root, against=against)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        _histogram(decision, tmp / "distances.png")
-        groups = _group_sheets(df, decision, root, tmp)
-        pairs = _cross_sheets(df, decision, root, tmp)
-        listing = _listing(df, decision)
-        (tmp / "index.html").write_text(_page(decision, groups, pairs, listing), encoding="utf-8")
+        write_gallery(page, tmp)
 
 
-def _histogram(decision: pd.DataFrame, path: Path) -> None:
-    """Bars of removed duplicates per pHash distance (0..64 bits), one colour per reason."""
-    colours = {"exact_duplicate": "#4c72b0", "near_duplicate": "#dd8452", CROSS: "#c44e52"}
-    dup = decision[decision[REASON].isin(DUPLICATE_REASONS)]
-    counts = {r: dup.loc[dup[REASON] == r, DISTANCE].astype(int).value_counts() for r in colours}
-    totals = pd.Series(0, index=range(65))
-    for c in counts.values():
-        totals = totals.add(c, fill_value=0)
-    top = max(1, int(totals.max()))
-    w, h, left, bottom, bar = 720, 320, 60, 40, 10
-    img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    plot_h = h - bottom - 30
-    for d in range(65):
-        y = h - bottom
-        for reason, colour in colours.items():
-            n = int(counts[reason].get(d, 0))
-            if n:
-                bar_h = max(1, round(n / top * plot_h))
-                draw.rectangle(
-                    [left + d * bar, y - bar_h, left + d * bar + bar - 2, y], fill=colour
-                )
-                y -= bar_h
-    draw.line([left, h - bottom, left + 65 * bar, h - bottom], fill="black")
-    draw.line([left, h - bottom, left, 20], fill="black")
-    for d in range(0, 65, 8):
-        draw.text((left + d * bar, h - bottom + 5), str(d), fill="black")
-    draw.text((left + 250, h - 18), "pHash distance to the kept image (bits)", fill="black")
-    draw.text((5, 20), f"{top:,}", fill="black")
-    draw.text((5, h - bottom - 10), "0", fill="black")
-    for k, (reason, colour) in enumerate(colours.items()):
-        draw.rectangle([w - 200, 10 + 16 * k, w - 190, 20 + 16 * k], fill=colour)
-        draw.text((w - 185, 9 + 16 * k), f"{reason} ({int(counts[reason].sum()):,})", fill="black")
-    img.save(path)
-
-
-def _thumb(root: Path, name: str) -> Image.Image:
-    try:
-        with Image.open(root / name) as img:
-            upright = ImageOps.exif_transpose(img).convert("RGB")
-            upright.thumbnail((THUMB, THUMB))
-            return upright
-    except Exception:  # a report must not die on one bad file
-        return Image.new("RGB", (THUMB, THUMB), "#999999")
-
-
-def _sheet(rows: Sequence[Sequence[Cell]], root: Path, path: Path) -> None:
-    """A grid: one list of cells per row; each cell a thumbnail with two caption lines."""
-    cols = max(len(r) for r in rows)
-    img = Image.new("RGB", (cols * (THUMB + 8) + 8, len(rows) * (THUMB + CAPTION + 8) + 8), "white")
-    draw = ImageDraw.Draw(img)
-    for r, cells in enumerate(rows):
-        for c, (name, label, caption) in enumerate(cells):
-            x, y = 8 + c * (THUMB + 8), 8 + r * (THUMB + CAPTION + 8)
-            img.paste(_thumb(root, name), (x, y))
-            draw.text((x, y + THUMB + 2), label[:18], fill="black")
-            draw.text((x, y + THUMB + 14), caption[:18], fill="#c44e52" if c else "#2a7a2a")
-    img.save(path)
-
-
-def _group_sheets(df: pd.DataFrame, decision: pd.DataFrame, root: Path, out: Path) -> list[str]:
-    """Sheets of the largest duplicate groups: kept image, then the removed ones."""
-    dup = decision[decision[REASON].isin(DUPLICATE_REASONS)]
-    if dup.empty:
-        return []
-    sizes = dup[DUPLICATE_OF].value_counts().head(GROUP_SHEETS)
-    labels = dict(zip(df[FILE_NAME], df[LABEL], strict=True))
-    rows = []
-    for kept, _ in sizes.items():
-        members = dup[dup[DUPLICATE_OF] == kept].sort_values(DISTANCE, kind="stable")
-        cells: list[Cell] = [(str(kept), labels[kept], "kept")]
-        for idx, m in members.head(GROUP_COLUMNS - 1).iterrows():
-            name = df.at[idx, FILE_NAME]
-            cells.append((name, labels[name], f"d={m[DISTANCE]} {m[REASON][:5]}"))
-        rows.append(cells)
-    _sheet(rows, root, out / "groups.png")
-    return ["groups.png"]
-
-
-def _cross_sheets(df: pd.DataFrame, decision: pd.DataFrame, root: Path, out: Path) -> list[str]:
-    """Every cross-label duplicate: kept image beside the removed one, PAIRS_PER_SHEET a sheet."""
-    cross = decision[decision[REASON] == CROSS]
-    labels = dict(zip(df[FILE_NAME], df[LABEL], strict=True))
-    pairs: list[list[Cell]] = []
-    for idx, row in cross.iterrows():
-        name = df.at[idx, FILE_NAME]
-        kept = row[DUPLICATE_OF]
-        pairs.append([(kept, labels[kept], "kept"), (name, labels[name], f"d={row[DISTANCE]}")])
-    names = []
-    for k in range(0, len(pairs), PAIRS_PER_SHEET):
-        names.append(f"cross_{k // PAIRS_PER_SHEET + 1:03d}.png")
-        _sheet(pairs[k : k + PAIRS_PER_SHEET], root, out / names[-1])
-    return names
-
-
-def _listing(df: pd.DataFrame, decision: pd.DataFrame) -> str:
-    """An HTML table of the removed duplicates (up to `LISTED_ROWS`): the full file names and
-    labels the contact sheets cut short, every cell escaped."""
-    dup = decision[decision[REASON].isin(DUPLICATE_REASONS)]
-    if dup.empty:
-        return ""
-    labels = dict(zip(df[FILE_NAME], df[LABEL], strict=True))
-    rows = []
-    for idx, row in dup.head(LISTED_ROWS).iterrows():
-        name, kept = str(df.at[idx, FILE_NAME]), str(row[DUPLICATE_OF])
-        cells = (name, labels.get(name, ""), row[REASON], kept, labels.get(kept, ""))
-        text = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-        rows.append(f"<tr>{text}<td>{row[DISTANCE]}</td></tr>")
-    more = (
-        f"<p>… and {len(dup) - LISTED_ROWS:,} more (the removed table lists them all).</p>"
-        if len(dup) > LISTED_ROWS
-        else ""
-    )
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in ("removed", "label", "reason", "duplicate of", "its label", "distance")
-    )
-    return (
-        "<h2>Removed duplicates</h2><table border='1' cellpadding='4'>"
-        f"<tr>{head}</tr>{''.join(rows)}</table>{more}"
+def build_page(
+    df: pd.DataFrame, decision: pd.DataFrame, *, root: Path, against: Reference | None = None
+) -> Page:
+    """The report's `Page` (no I/O: images are read when the page is written)."""
+    rows = _Rows(df, decision, root, against)
+    counts = _Counts(rows)
+    cross_keys = _pair_keys(rows, rows.where(CROSS))
+    pair_counts = _label_pairs(cross_keys)
+    kept = counts.kept_rows
+    summary: list[tuple[str, str | int]] = [
+        ("rows in", len(df)),
+        ("kept", kept),
+        ("removed", len(df) - kept),
+        *((f"removed: {r}", n) for r, n in counts.by_reason.items()),
+        ("labels in", len(counts.labels)),
+        ("labels kept", int((counts.kept > 0).sum())),
+        ("cross-label pairs", len(pair_counts)),
+    ]
+    if against is not None:
+        summary.append((f"{against.path.name} images checked", len(against)))
+    blocks: list[Block] = [counts.class_sizes()]
+    if set(COLOURS) & set(counts.by_reason):
+        blocks.append(_distances(rows))
+    if against is not None or LEAK in counts.by_reason:
+        blocks.append(_pair_section(rows, LEAK))
+    if CROSS in counts.by_reason:
+        blocks.append(_cross_section(rows, cross_keys, pair_counts))
+    for reason in (EXACT, NEAR):
+        if reason in counts.by_reason:
+            blocks.append(_pair_section(rows, reason))
+    for reason in sorted(set(counts.by_reason) - {*DUPLICATE_REASONS, LEAK}):
+        blocks.append(_single_section(rows, reason))
+    blocks.append(counts.table())
+    return Page(
+        title="fmlkit filter report",
+        subtitle=f"{len(df):,} rows, {kept:,} kept; images under {root}",
+        summary=summary,
+        blocks=blocks,
     )
 
 
-def _page(decision: pd.DataFrame, groups: list[str], pairs: list[str], listing: str = "") -> str:
-    counts = decision[REASON].replace("", "kept").value_counts()
-    rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{v:,}</td></tr>" for k, v in counts.items()
-    )
-    images = "".join(
-        f'<h3>{html.escape(n)}</h3><img src="{html.escape(n)}" alt="{html.escape(n)}">'
-        for n in groups + pairs
-    )
-    cross_note = "" if pairs else "<p>No cross-label duplicates.</p>"
-    return (
-        "<!doctype html><meta charset='utf-8'><title>fmlkit filter report</title>"
-        "<h1>fmlkit filter report</h1><h2>Rows by decision</h2>"
-        f"<table border='1' cellpadding='4'><tr><th>reason</th><th>rows</th></tr>{rows}</table>"
-        "<h2>Distances of removed duplicates</h2><img src='distances.png' alt='histogram'>"
-        "<h2>Largest duplicate groups and cross-label duplicates</h2>"
-        "<p>First image: kept (green caption); then the removed ones with their distance.</p>"
-        f"{cross_note}{images}{listing}"
+class _Rows:
+    """The table and its decisions as plain arrays (by row position), and the figures."""
+
+    def __init__(
+        self, df: pd.DataFrame, decision: pd.DataFrame, root: Path, against: Reference | None
+    ) -> None:
+        self.names = df[FILE_NAME].to_numpy(dtype=object, na_value="").astype(str)
+        self.labels = df[LABEL].to_numpy(dtype=object, na_value="").astype(str)
+        self.reasons = decision[REASON].to_numpy(dtype=object, na_value="").astype(str)
+        self.other = decision[DUPLICATE_OF].to_numpy(dtype=object, na_value="").astype(str)
+        self.distance = decision[DISTANCE].to_numpy(dtype=float, na_value=-1.0)
+        sized = WIDTH in df and HEIGHT in df
+        self.width = df[WIDTH].to_numpy(float, na_value=np.nan) if sized else None
+        self.height = df[HEIGHT].to_numpy(float, na_value=np.nan) if sized else None
+        self.root, self.inside = root, root.resolve()
+        self.against = (
+            {} if against is None else dict(zip(against.names, against.sources, strict=True))
+        )
+        self.against_name = "" if against is None else against.path.name
+        self._position: pd.Index | None = None
+
+    def where(self, reason: str) -> np.ndarray:
+        """Positions of the rows removed for ``reason``, in input order."""
+        return np.flatnonzero(self.reasons == reason)
+
+    def label_of(self, names: np.ndarray) -> np.ndarray:
+        """The labels of rows given by file name ("" for a name not in the table)."""
+        if self._position is None:
+            self._position = pd.Index(self.names, dtype=object)  # built once
+        at = self._position.get_indexer(names)
+        return np.where(at >= 0, self.labels[np.maximum(at, 0)], "")
+
+    def tile(self, name: str, role: str) -> Tile:
+        """A tile of one row of the table, by file name (no image for a name that leads
+        outside the root: the report never reads a file there)."""
+        (label,) = self.label_of(np.array([name], dtype=object))
+        path = self.root / name
+        inside = not Path(name).is_absolute() and path.resolve().is_relative_to(self.inside)
+        return Tile(path if inside else None, (name, f"label {label}"), role)
+
+    def figure(self, at: int) -> Figure:
+        """The figure of a removed row: alone, or beside what it duplicates or leaks."""
+        name, reason, other = self.names[at], self.reasons[at], self.other[at]
+        distance = int(self.distance[at])
+        removed = self.tile(name, "removed")
+        if reason == LEAK:
+            bench = Tile(self.against.get(other), (other, self.against_name), "benchmark")
+            return Figure((removed, bench), (reason, f"pHash distance {distance} bits"))
+        if reason in DUPLICATE_REASONS:
+            caption = (reason, f"pHash distance {distance} bits to the kept image")
+            return Figure((self.tile(other, KEPT), removed), caption)
+        return Figure((removed,), (reason, self._size(at)))
+
+    def _size(self, at: int) -> str:
+        if self.width is None or self.height is None:
+            return ""
+        w, h = self.width[at], self.height[at]
+        return "" if np.isnan(w) or np.isnan(h) else f"{int(w)} × {int(h)} px"
+
+    def ordered(self, positions: np.ndarray) -> np.ndarray:
+        """``positions``, largest distance first, then in input order."""
+        return positions[np.lexsort((positions, -self.distance[positions]))]
+
+
+def _pair_section(rows: _Rows, reason: str) -> Section:
+    positions = rows.where(reason)
+    note = NOTES[reason]
+    if reason == LEAK and not len(positions):
+        note = f"No row is within reach of an image of {rows.against_name}."
+    figures = [rows.figure(at) for at in rows.ordered(positions)[:FIGURES]]
+    return Section(f"{TITLES[reason]} ({reason})", figures, len(positions), note)
+
+
+def _single_section(rows: _Rows, reason: str) -> Section:
+    positions = rows.where(reason)
+    note = "Removed rows alone, in input order; a grey tile is an image that cannot be shown."
+    figures = [rows.figure(at) for at in positions[:FIGURES]]
+    return Section(f"Removed: {reason}", figures, len(positions), note)
+
+
+def _pair_keys(rows: _Rows, positions: np.ndarray) -> pd.Series:
+    """Per cross-label duplicate (by position), its unordered label pair ``"a ↔ b"``."""
+    removed = rows.labels[positions]
+    kept = rows.label_of(rows.other[positions])
+    low = np.where(removed <= kept, removed, kept)
+    high = np.where(removed <= kept, kept, removed)
+    keys = [f"{a} ↔ {b}" for a, b in zip(low.tolist(), high.tolist(), strict=True)]
+    return pd.Series(keys, index=positions, dtype=object)
+
+
+def _label_pairs(keys: pd.Series) -> pd.Series:
+    """Duplicates per label pair, most first (ties by pair)."""
+    counts = keys.value_counts()
+    order = sorted(counts.index, key=lambda k: (-counts[k], k))
+    return counts.reindex(order)
+
+
+def _cross_section(rows: _Rows, keys: pd.Series, pair_counts: pd.Series) -> Section:
+    subsections = []
+    groups = keys.groupby(keys.to_numpy(), sort=False).groups
+    for pair, count in pair_counts.head(PAIRS).items():
+        members = np.asarray(groups[pair], np.int64)
+        shown = rows.ordered(members)[:PAIR_FIGURES]
+        subsections.append(Section(str(pair), [rows.figure(at) for at in shown], int(count)))
+    more = f"; the {PAIRS} with most duplicates are shown" if len(pair_counts) > PAIRS else ""
+    note = f"{NOTES[CROSS]} {len(pair_counts):,} label pairs{more}."
+    return Section(f"{TITLES[CROSS]} ({CROSS})", (), len(keys), note, subsections)
+
+
+class _Counts:
+    """Rows per (label, reason), counted once with one ``bincount``."""
+
+    def __init__(self, rows: _Rows) -> None:
+        label_code, self.labels = pd.factorize(rows.labels)
+        outcome = np.where(rows.reasons == "", KEPT, rows.reasons)
+        reason_code, reasons = pd.factorize(outcome)
+        cells = np.bincount(
+            label_code * len(reasons) + reason_code, minlength=len(self.labels) * len(reasons)
+        ).reshape(len(self.labels), len(reasons))
+        self.columns = {str(r): cells[:, k] for k, r in enumerate(reasons)}
+        self.kept = self.columns.pop(KEPT, np.zeros(len(self.labels), np.int64))
+        self.kept_rows = int(self.kept.sum())
+        self.by_reason = {r: int(self.columns[r].sum()) for r in sorted(self.columns)}
+
+    def class_sizes(self) -> Bars:
+        """How many labels keep how many images (labels that lose every image count as 0)."""
+        top = int(self.kept.max()) if len(self.kept) else 0
+        width = max(1, -(-(top + 1) // 40))  # at most 40 bars
+        hist = np.bincount(self.kept // width, minlength=top // width + 1)
+        cats = [
+            str(b * width) if width == 1 else f"{b * width}–{b * width + width - 1}"
+            for b in range(len(hist))
+        ]
+        lost = int((self.kept == 0).sum())
+        return Bars(
+            "Class sizes after filtering",
+            cats,
+            [("labels", hist.tolist(), "#4c72b0")],
+            "images kept per label",
+            "labels",
+            f"{len(self.labels):,} labels; {lost:,} lost every image.",
+        )
+
+    def table(self) -> Table:
+        """Per label: images, kept, removed and removed by reason; most removals first."""
+        by_reason = sorted(self.columns)
+        removed = sum((self.columns[r] for r in by_reason), np.zeros(len(self.labels), np.int64))
+        names = np.asarray(self.labels, dtype=object).astype(str)
+        order = np.lexsort((names, -removed))[:LABEL_ROWS]
+        rows: list[tuple[str | int, ...]] = [
+            (
+                str(names[k]),
+                int(self.kept[k] + removed[k]),
+                int(self.kept[k]),
+                int(removed[k]),
+                *(int(self.columns[r][k]) for r in by_reason),
+            )
+            for k in order
+        ]
+        more = len(names) > LABEL_ROWS
+        listed = f"; the {LABEL_ROWS} with most removed rows are listed" if more else ""
+        note = f"{len(names):,} labels{listed}. Click a heading to sort."
+        return Table("Labels", ["label", "images", KEPT, "removed", *by_reason], rows, note)
+
+
+def _distances(rows: _Rows) -> Bars:
+    """Removed duplicates and leaks by pHash distance, one colour per reason."""
+    top = int(rows.distance.max()) if len(rows.distance) else 0
+    series = []
+    for reason, colour in COLOURS.items():
+        d = rows.distance[rows.reasons == reason].astype(np.int64)
+        if len(d):
+            series.append((reason, np.bincount(d, minlength=top + 1).tolist(), colour))
+    return Bars(
+        "pHash distances of the removed duplicates",
+        [str(d) for d in range(max(top, 0) + 1)],
+        series,
+        "pHash distance to the kept (or benchmark) image, bits",
+        "rows",
+        "Hover a bar for its counts.",
     )

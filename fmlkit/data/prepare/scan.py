@@ -33,13 +33,14 @@ from fmlkit.data.prepare.walk import (
     FileEntry,
     Unlisted,
     check_dataset_dir,
+    count_images,
     normalize_extensions,
     walk_dataset,
 )
 from fmlkit.errors import FmlkitError, InputError, OptionError
 from fmlkit.io import atomic_path
 from fmlkit.parallel import worker_pool
-from fmlkit.progress import progress_counter
+from fmlkit.progress import progress_counter, progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,8 @@ def scan_dataset(
             rows = _scan_rows(
                 str(base), entries, hash_names, pool, n_workers, old, chunk_files, tally
             )
-            with progress_counter(desc=f"prepare {base.name}", unit="img") as advance:
+            total = count_images(base, exts) if progress_enabled() else None
+            with progress_counter(total=total, desc=f"prepare {base.name}", unit="img") as advance:
                 for batch in rows:
                     writer.write_rows(batch)
                     advance(len(batch))

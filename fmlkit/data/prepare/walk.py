@@ -120,6 +120,28 @@ def walk_dataset(
                 yield item
 
 
+def count_images(root: str | os.PathLike[str], extensions: Collection[str]) -> int:
+    """How many files under ``root`` have an image extension, counted cheaply for a progress
+    bar's total: names only (the directory listing's file types, no stat of a file), hidden
+    entries and unreadable folders skipped, folder links not followed. `walk_dataset` may
+    list a few more (files in linked folders) or fewer (special files)."""
+    exts = normalize_extensions(extensions)
+    folders, count = [os.fspath(root)], 0
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    if _is_dir(entry):
+                        folders.append(entry.path)
+                    elif _extension(entry.name) in exts:
+                        count += 1
+        except OSError:
+            continue
+    return count
+
+
 def _list(path: str, rel_prefix: str) -> list[os.DirEntry[str]] | Unlisted:
     try:
         with os.scandir(path) as it:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fmlkit import columns as C
 from fmlkit.errors import InputError
+from fmlkit.io import check_output
 
 MAX_CLEAN_IMAGES = 10_000_000  # identities × images per identity: the plan is held in memory
 # Bytes on disk per clean image of side s: about 0.2 s² for the JPEG (measured: ~0.15), a block
@@ -80,14 +81,9 @@ def check_outputs(out: Path, truth: Path, *, overwrite: bool, needed_bytes: int)
             f"the output folder {out} holds the current folder; replacing it would delete "
             "the folder you work in. Choose a new folder"
         )
+    for path, what in ((out, "output folder"), (truth, "truth file")):
+        check_output(path, overwrite=overwrite, what=what)  # exists: only with overwrite
     for path, foreign in ((out, _foreign_entry(out)), (truth, _foreign_truth(truth))):
-        if not (path.exists() or path.is_symlink()):
-            continue
-        if not overwrite:
-            raise InputError(
-                f"{path} already exists; choose another path, or allow it to be replaced "
-                "(overwrite)"
-            )
         if foreign:
             raise InputError(
                 f"{path} was not written by synth ({foreign}); it is not replaced even with "

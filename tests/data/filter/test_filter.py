@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
 
 from fmlkit.columns import (
     DISTANCE,
@@ -113,30 +112,6 @@ def test_filter_errors_name_columns_and_rows(tmp_path: Path) -> None:
         filter_dataset(tmp_path / "x.csv", tmp_path / "y.csv", report_dir=tmp_path / "r")
 
 
-def test_filter_report_shows_counts_histogram_and_sheets(
-    synth_tree: SynthTree, synth_info: Path, tmp_path: Path
-) -> None:
-    report_dir = tmp_path / "report"
-    filter_dataset(
-        synth_info,
-        tmp_path / "kept.csv",
-        FilterRules(dedup=True, scope="global"),
-        report_dir=report_dir,
-        root=synth_tree.root,
-    )
-    page = (report_dir / "index.html").read_text(encoding="utf-8")
-    cross = len(_pairs(synth_tree, "cross_label_duplicate"))
-    assert f"<td>{CROSS}</td><td>{cross}</td>" in page
-    for png in sorted(report_dir.glob("*.png")):
-        assert f"src='{png.name}'" in page or f'src="{png.name}"' in page
-        with Image.open(png) as img:
-            img.verify()
-    names = {p.name for p in report_dir.glob("*.png")}
-    assert {"distances.png", "groups.png", "cross_001.png"} <= names
-    with Image.open(report_dir / "cross_001.png") as img:
-        assert img.height >= cross * 112  # one row per cross-label pair
-
-
 def _sized_table(path: Path, sides: list[int], errors: list[str] | None = None) -> Path:
     """A dataset_info table of square images with these side lengths (and errors)."""
     n = len(sides)
@@ -211,7 +186,7 @@ def test_filter_killed_between_its_renames(tmp_path: Path, point: str, name: str
         old = [p.read_bytes() if p.exists() else None for p in (kept, removed)]
         old_page = (report / "index.html").read_text() if report.exists() else None
         args = ("-q", "filter", info, "-o", kept, "--removed", removed, "--min-size", min_size)
-        args += ("--report", report, "--root", root)
+        args += ("--report", report, "--root", root, "--overwrite")
         killed = fmlkit_process(*args, env={FAULT_ENV: f"{point}@{name}"})
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         rows = [len(read_table(p)) if p.exists() else None for p in (kept, removed)]

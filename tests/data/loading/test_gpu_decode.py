@@ -252,6 +252,7 @@ def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
         "train.batch_size=8",
         "train.max_steps=16",
         "train.num_workers=0",
+        "train.threads=1",  # not auto (CPUs less workers): equal losses need equal threads
         "train.log_every=1",
         "checkpoint.every_steps=8",
         f"output_dir={out}",

@@ -287,7 +287,7 @@ def test_killed_scan_leaves_no_complete_looking_output(tmp_path: Path, point: st
     root = tmp_path / "data"
     generate_synthetic_dataset(root, identities=2, images_per_identity=3, defects=False)
     out = tmp_path / "info.csv"
-    args = ("-q", "prepare", root, "-o", out, "-j", "1")
+    args = ("-q", "prepare", root, "-o", out, "-j", "1", "--overwrite")
     fault = {FAULT_ENV: f"{point}@info.csv"}
     for rows in (6, 7):  # first no table, then the previous one
         if rows == 7:

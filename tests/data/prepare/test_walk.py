@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from fmlkit.data.prepare.walk import FileEntry, Unlisted, normalize_extensions, walk_dataset
+from fmlkit.data.prepare.walk import (
+    FileEntry,
+    Unlisted,
+    count_images,
+    normalize_extensions,
+    walk_dataset,
+)
 from fmlkit.errors import InputError
 from tests.unprivileged import run_unprivileged, shared_tmp_dir
 
@@ -21,6 +27,14 @@ def test_walk_order_is_full_path_string_order(tmp_path: Path) -> None:
     _touch(tmp_path, *rels)
     found = [e.rel for e in walk_dataset(tmp_path) if isinstance(e, FileEntry)]
     assert found == sorted(rels)
+
+
+def test_count_images_counts_what_the_walk_lists_as_images(tmp_path: Path) -> None:
+    _touch(tmp_path, "a/1.jpg", "a/deep/2.PNG", "b/3.webp", "top.jpg", "a/notes.txt",
+           ".hidden/4.jpg", "b/.5.jpg", "c.jpg/6.jpg")  # fmt: skip
+    listed = [e for e in walk_dataset(tmp_path) if isinstance(e, FileEntry)]
+    assert count_images(tmp_path, ["jpg", "png", "webp"]) == len(listed) == 5
+    assert count_images(tmp_path, ["png"]) == 1
 
 
 def test_walk_labels_and_root_files(tmp_path: Path) -> None:
