@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -120,6 +121,9 @@ def test_prepare_on_a_terminal_shows_a_bar_with_the_total(
     code, err = _run_under_pty(["prepare", str(small_tree), "-o", str(output)], columns=columns)
     assert code == 0, err
     assert "prepare faces" in err and "/40 " in err and "img" in err, err
+    # the bar's format carries elapsed<remaining (the ETA) and the rate, even in its first
+    # frame ("0/40 [00:00<?, ?img/s]"); later frames depend on timing and are not asserted
+    assert re.search(r"/40 \[\d\d:\d\d<[^,\]]+, [^\]]*img/s\]", err), err
     assert "Traceback" not in err
 
 

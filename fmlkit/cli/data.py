@@ -244,7 +244,8 @@ def prepare(
 @click.option(
     "--against-root",
     type=click.Path(file_okay=False, path_type=Path),
-    help="The folder a text pair list's (or table's) file names are relative to.",
+    help="The folder a text pair list's (or table's) file names are relative to.  "
+    "[default: --root]",
 )
 @click.option(
     "--against-threshold",
@@ -283,10 +284,14 @@ def filter_(
     With --against, before dedup, rows within --against-threshold bits of an image of the
     test list or benchmark are removed as leak (duplicate_of names that image).
     """
-    from fmlkit.data.filter.filter import FilterRules, filter_dataset
+    from fmlkit.data.filter.filter import FilterRules, check_filter_paths, filter_dataset
     from fmlkit.eval.leak_reference import load_reference
 
     check_outputs(overwrite, output=output, removed_table=removed, report_folder=report_dir)
+    # before the --against list is read and hashed (thousands of images for a benchmark)
+    check_filter_paths(
+        dataset_info, output, removed=removed, report_dir=report_dir, root=root, against=against
+    )
     rules = FilterRules(
         dedup=dedup,
         threshold=threshold,

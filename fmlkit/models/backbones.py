@@ -180,6 +180,12 @@ def _create_timm_backbone(
         body = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     except TypeError as error:
         raise ConfigError(f"timm model {name!r} rejected the options {kwargs}: {error}") from None
+    except Exception as error:  # timm's models assert their sizes at build (AssertionError, …)
+        raise ConfigError(
+            f"timm model {name!r} cannot be built for image_size {image_size} with options "
+            f"{kwargs}: {_first_line(error)}. Use another image_size (the model's own is "
+            f"{_timm_size(name)}) or another backbone"
+        ) from None
     # Width of what the classifier-less model returns: after a pre-logits layer where it has one.
     features = getattr(body, "head_hidden_size", None) or getattr(body, "num_features", None)
     assert isinstance(features, int), (name, features)  # every timm model sets num_features
@@ -199,15 +205,20 @@ def _check_runs(model: TimmBackbone, name: str, image_size: int) -> None:
     try:
         with torch.no_grad():
             model(torch.zeros(1, 3, image_size, image_size))
-    except RuntimeError as error:
-        why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except Exception as error:  # RuntimeError mostly; IndexError, AssertionError in some models
         raise ConfigError(
             f"timm model {name!r} cannot run on {image_size}×{image_size} px images "
-            f"(image_size {image_size}): {why}. Use another image_size (the model's own is "
-            f"{_timm_size(name)}) or another backbone"
+            f"(image_size {image_size}): {_first_line(error)}. Use another image_size (the "
+            f"model's own is {_timm_size(name)}) or another backbone"
         ) from None
     finally:
         model.train(training)
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of ``error``'s message, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _timm_size(name: str) -> str:

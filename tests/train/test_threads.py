@@ -117,3 +117,22 @@ def test_a_timm_backbone_that_cannot_run_the_size_is_one_error(
     result = fmlkit("train", "--config", config, *_overrides(images, tmp_path / "r", *extra))
     refused(result, says=["levit_128s", "cannot run on 28×28 px", "another image_size"])
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size", "says"),
+    [
+        ("timm:xcit_nano_12_p16_224", 20, "cannot be built for image_size 20"),  # asserts
+        ("timm:mvitv2_tiny", 100, "cannot run on 100×100 px"),  # an IndexError in its forward
+    ],
+)
+def test_a_timm_backbone_failing_otherwise_at_the_size_is_one_error(
+    images: Path, tmp_path: Path, backbone: str, size: int, says: str
+) -> None:
+    """timm models that fail a size with another exception than RuntimeError (an assert at
+    build, an IndexError in the forward pass) are one Error: line too, not a traceback."""
+    config = tmp_path / "c.yaml"
+    config.write_text("{}\n")
+    extra = [f"data.image_size={size}", f"model.backbone={backbone}"]
+    result = fmlkit("train", "--config", config, *_overrides(images, tmp_path / "r", *extra))
+    refused(result, says=[backbone.removeprefix("timm:"), says, "another image_size"])

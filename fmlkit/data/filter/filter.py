@@ -205,6 +205,33 @@ def _mark_leaks(
     out.loc[where, DISTANCE] = distance[hit]
 
 
+def check_filter_paths(
+    info: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    removed: str | os.PathLike[str] | None = None,
+    report_dir: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    against: str | os.PathLike[str] | None = None,
+) -> None:
+    """What `filter_dataset` checks before it reads anything, callable on its own so that a
+    caller can refuse the paths before it loads (and hashes) an ``--against`` list.
+
+    Raises:
+        OptionError: ``report_dir`` without ``root``.
+        InputError: two of the paths are one, or the report folder is not a report's.
+    """
+    if report_dir is not None and root is None:
+        raise OptionError("{report_dir} needs {root}, the dataset folder, to show the images")
+    paths = {"input table": info, "leak-check list (--against)": against, "output": output}
+    paths["removed table"] = removed
+    check_apart({**paths, "report folder": report_dir}, fix="give each output a path of its own")
+    if report_dir is not None and root is not None:
+        from fmlkit.data.filter.report import check_report_dir
+
+        check_report_dir(Path(report_dir), root=Path(root))
+
+
 def filter_dataset(
     info: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -230,16 +257,14 @@ def filter_dataset(
         SchemaError: the table cannot be read whole, or names a file twice.
     """
     start = time.perf_counter()
-    if report_dir is not None and root is None:
-        raise OptionError("{report_dir} needs {root}, the dataset folder, to show the images")
-    leak_list = None if against is None else against.path  # an input too
-    paths = {"input table": info, "leak-check list (--against)": leak_list, "output": output}
-    paths["removed table"] = removed
-    check_apart({**paths, "report folder": report_dir}, fix="give each output a path of its own")
-    if report_dir is not None and root is not None:
-        from fmlkit.data.filter.report import check_report_dir
-
-        check_report_dir(Path(report_dir), root=Path(root))
+    check_filter_paths(
+        info,
+        output,
+        removed=removed,
+        report_dir=report_dir,
+        root=root,
+        against=None if against is None else against.path,
+    )
     df = read_table(info, required=[FILE_NAME, LABEL], what="dataset_info")
     if df.empty:
         raise InputError(

@@ -73,5 +73,14 @@ def reference_from_table(source: Path, root: Path | None) -> Reference:
             f"--against {source}: row {df.index[e.position]} ({names[e.position]}): phash "
             f"{e.value!r} is not 16 hexadecimal characters; re-create it with `fmlkit prepare`"
         ) from e
-    sources: list[Path | bytes | None] = [None if root is None else root / n for n in names]
+    sources: list[Path | bytes | None] = [_inside(root, n) for n in names]
     return Reference(source, names, hashes, sources)
+
+
+def _inside(root: Path | None, name: str) -> Path | None:
+    """``root / name`` when it stays inside ``root`` (links followed); None otherwise, so that
+    the report shows a tile saying so instead of reading a file outside the folder."""
+    if root is None or Path(name).is_absolute():
+        return None
+    path = root / name
+    return path if path.resolve().is_relative_to(root.resolve()) else None

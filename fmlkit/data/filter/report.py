@@ -2,11 +2,12 @@
 (`fmlkit.report.gallery`) built from the table and `decide`'s result.
 
 ``DIR/index.html`` shows, in order: summary counts; the class sizes after filtering and the
-distances of the removed duplicates (bar charts); a section per reason, each removed row a
-figure (the kept image beside the removed one, both file names and labels, the full reason and
-the pHash distance; broken and badly sized rows alone, with their reason); the cross-label
-duplicates grouped by label pair (each pair a candidate identity merge), pairs by count; the
-leaks (training image beside the benchmark image); and a per-label table. Sections show at
+distances of the removed duplicates (bar charts); the leaks (the training image beside the
+benchmark image); the cross-label duplicates grouped by label pair (each pair a candidate
+identity merge), pairs by count; a section per other reason: exact and near duplicates (the
+kept image beside the removed one), then broken and badly sized rows (alone, with their
+reason) — every figure with both file names and labels, the full reason and the pHash
+distance; and a per-label table. Sections show at
 most `FIGURES` figures (cross-label: `PAIRS` pairs of `PAIR_FIGURES`), the largest distances
 first, and say "N of M shown"; the table lists the `LABEL_ROWS` labels with most removals.
 Everything but the shown figures is vectorised pandas, and thumbnails are made only for them,

@@ -101,3 +101,26 @@ def test_no_leak_is_said_in_the_report(
     out = _run(synth_tree, synth_filtered, tmp_path, against=tmp_path / "b.bin")
     text = (out / "report" / "index.html").read_text(encoding="utf-8")
     assert "No row is within reach of an image of b.bin." in text
+
+
+def test_a_benchmark_table_naming_files_outside_its_root_is_never_read(
+    synth_tree: SynthTree, synth_filtered: Path, picked: list[str], tmp_path: Path
+) -> None:
+    """A dataset_info --against whose names lead outside its root (``../``, absolute): the
+    leaks are still found by their hashes, but the report reads no file there (grey tiles)."""
+    info = read_dataset_info(synth_filtered)
+    bench = info[info[FILE_NAME].isin(picked[:2])].copy()
+    inside = synth_tree.root / "nested"
+    inside.mkdir()
+    outside = synth_tree.root / picked[0]  # a real image, but outside the --against root
+    bench[FILE_NAME] = ["../" + picked[0], str(outside)]
+    table = tmp_path / "bench_info.csv"
+    bench.to_csv(table, index=False)
+    reference = load_reference(table, root=inside)
+    assert reference.sources == [None, None]
+    out = _run(synth_tree, synth_filtered, tmp_path, against=table, root=inside)
+    removed = read_table(out / "removed.csv")
+    assert sorted(removed.loc[removed[REASON] == LEAK, FILE_NAME]) == sorted(picked[:2])
+    text = (out / "report" / "index.html").read_text(encoding="utf-8")
+    section = text.split(f"({LEAK}) <span", 1)[1].split("</section>", 1)[0]
+    assert section.count("<img ") == 2  # the training images only: no benchmark file read
