@@ -27,6 +27,8 @@ from fmlkit.errors import (
 )
 
 if TYPE_CHECKING:  # what `__getattr__` returns, for mypy and editors
+    from fmlkit.data.align import AlignReport
+    from fmlkit.data.align import align_dataset as align
     from fmlkit.data.convert import ConvertReport, InspectReport, convert
     from fmlkit.data.convert import inspect_path as inspect
     from fmlkit.data.filter import FilterReport, FilterRules, filter_dataset
@@ -56,6 +58,8 @@ if TYPE_CHECKING:  # what `__getattr__` returns, for mypy and editors
 _LAZY: dict[str, tuple[str, str]] = {
     "synth": ("fmlkit.data.synth", "generate_synthetic_dataset"),
     "SynthReport": ("fmlkit.data.synth", "SynthReport"),
+    "align": ("fmlkit.data.align", "align_dataset"),
+    "AlignReport": ("fmlkit.data.align", "AlignReport"),
     "prepare": ("fmlkit.data.prepare", "scan_dataset"),
     "ScanReport": ("fmlkit.data.prepare", "ScanReport"),
     "filter_dataset": ("fmlkit.data.filter", "filter_dataset"),
@@ -94,6 +98,7 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
+    "AlignReport",
     "BatchError",
     "ConfigError",
     "ConvertReport",
@@ -126,6 +131,7 @@ __all__ = [
     "TrainReport",
     "TrainingError",
     "__version__",
+    "align",
     "convert",
     "embed",
     "evaluate",

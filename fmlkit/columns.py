@@ -97,6 +97,39 @@ KIND = "kind"  # one of TRUTH_KINDS
 SOURCE = "source"  # FILE_NAME of the original, for the three duplicate kinds
 TRUTH_COLUMNS = (FILE_NAME, LABEL, KIND, SOURCE)
 
+# the table `fmlkit align` writes beside its aligned tree (`fmlkit.data.align`): FILE_NAME (the
+# input image), LABEL, then FACES, the chosen face's box, its 5 landmarks, SCORE, RESIDUAL, ERROR
+FACES = "faces"  # faces found (detector) or given (landmark file) scoring ≥ the minimum score
+BOX_COLUMNS = ("box_x1", "box_y1", "box_x2", "box_y2")  # full-image pixels
+# 5 points, insightface order (left eye, right eye, nose, left/right mouth corner), full-image
+# pixels: x1, y1, …, x5, y5 (the CSV landmark format `fmlkit align --landmarks` reads)
+LANDMARK_COLUMNS = tuple(f"{axis}{i}" for i in range(1, 6) for axis in "xy")
+SCORE = "score"  # detector confidence in [0, 1]; 1 for landmarks from a file
+RESIDUAL = "residual"  # RMS distance, output pixels, of the mapped points from the template
+ALIGNED = "aligned"  # FILE_NAME of the aligned crop in the output tree; "" when none
+ALIGN_COLUMNS = (FILE_NAME, LABEL, ALIGNED, FACES, *BOX_COLUMNS, *LANDMARK_COLUMNS, SCORE,
+                 RESIDUAL, ERROR)  # fmt: skip
+# Values of ERROR in that table: why an input image gave no aligned face ("" when it did)
+ALIGN_REASONS = {
+    "no_face": "the detector found no face",
+    "several_faces": "more than one face, under --select single",
+    "low_score": "the detector's candidates (or the file's faces) all score < --min-score",
+    "no_landmarks": "the landmark file has no row for the image",
+    "bad_landmarks": "landmarks NaN, outside the image, collinear, or far from the template",
+    "unreadable": "the file cannot be read or decoded as an image",
+    "truncated": "the image data ends early",
+    "decompression_bomb": "the header claims more pixels than Pillow's safety limit",
+    "name_clash": "another input image gives the same output name (a.jpg and a.png)",
+}
+
+# `fmlkit synth --scenes` (`fmlkit.data.synth.scenes`): its truth CSV (one row per file: the
+# TRUTH_COLUMNS, then FACES drawn in the photo, empty for a broken file) and its landmark CSV
+# (one row per face, in the CSV layout `fmlkit align --landmarks` reads, then the face's
+# identity, FACE_INDEX and box)
+FACE_INDEX = "face"  # 0: the photo's labelled face, in front; 1, 2: strangers behind it
+SCENE_TRUTH_COLUMNS = (*TRUTH_COLUMNS, FACES)
+SCENE_LANDMARK_COLUMNS = (FILE_NAME, *LANDMARK_COLUMNS, LABEL, FACE_INDEX, *BOX_COLUMNS)
+
 # the table of runs (`fmlkit runs`): these, then one column per setting and per metric, NOTES
 RUN_STAGE = "stage"  # the evaluate stage's id
 RUN_VERSION = "version"  # its version folder's name

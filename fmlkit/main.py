@@ -8,6 +8,7 @@ import click
 
 from fmlkit import __version__
 from fmlkit.cli._common import CONTEXT_SETTINGS, FmlkitGroup, configure_logging
+from fmlkit.cli.align import align
 from fmlkit.cli.convert import convert, inspect
 from fmlkit.cli.data import filter_, prepare, synth
 from fmlkit.cli.evaluate import evaluate
@@ -28,8 +29,8 @@ def main(verbose: int, quiet: bool) -> None:
     """fmlkit: from a raw identity-labelled image collection to a trained, evaluated
     embedding model.
 
-    Stages chain through files: synth → prepare → filter → split → convert → train → evaluate;
-    `fmlkit run PIPELINE` runs them as a pipeline YAML declares, skipping unchanged ones.
+    Stages chain through files: synth (→ align) → prepare → filter → split → convert → train →
+    evaluate; `fmlkit run PIPELINE` runs them as a pipeline YAML declares, skipping unchanged ones.
     Run `fmlkit COMMAND --help` for each.
     """
     if verbose and quiet:
@@ -42,6 +43,7 @@ def main(verbose: int, quiet: bool) -> None:
 
 for _command in (
     synth,
+    align,
     prepare,
     filter_,
     split,

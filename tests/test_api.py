@@ -25,6 +25,8 @@ API_DOC = ROOT / "docs" / "api.md"
 EXPORTS = {
     "synth": ("fmlkit.data.synth", "generate_synthetic_dataset"),
     "SynthReport": ("fmlkit.data.synth", "SynthReport"),
+    "align": ("fmlkit.data.align", "align_dataset"),
+    "AlignReport": ("fmlkit.data.align", "AlignReport"),
     "prepare": ("fmlkit.data.prepare", "scan_dataset"),
     "ScanReport": ("fmlkit.data.prepare", "ScanReport"),
     "filter_dataset": ("fmlkit.data.filter", "filter_dataset"),

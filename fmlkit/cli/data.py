@@ -22,6 +22,20 @@ from fmlkit.cli._common import (
 )
 
 
+def _scene_size(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
+    """``WIDTHxHEIGHT`` → (width, height), each 64–4096 pixels."""
+    if value is None:
+        return None
+    width, sep, height = str(value).lower().partition("x")
+    if sep and width.strip().isdigit() and height.strip().isdigit():
+        size = (int(width), int(height))
+        if all(64 <= v <= 4096 for v in size):
+            return size
+    raise click.BadParameter(f"expected WIDTHxHEIGHT, each 64–4096 pixels (320x240), got {value!r}")
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -66,6 +80,26 @@ from fmlkit.cli._common import (
     show_default=True,
     help="Processes rendering identities (the output does not depend on it).",
 )
+@click.option(
+    "--scenes",
+    is_flag=True,
+    help="Photos 'in the wild' instead of crops: 0–3 faces each, placed at random scale, "
+    "position and rotation on a larger background, their boxes and 5 landmarks in --landmarks.",
+)
+@click.option(
+    "--scene-size",
+    callback=_scene_size,
+    default=None,
+    metavar="WxH",
+    help="With --scenes: width x height of the photos.  [default: 320x240]",
+)
+@click.option(
+    "--landmarks",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --scenes: the CSV of every face's box and 5 landmarks to write.  "
+    "[default: OUT_DIR.landmarks.csv beside the folder]",
+)
 @overwrite_option
 def synth(
     out_dir: Path,
@@ -76,6 +110,9 @@ def synth(
     truth: Path | None,
     defects: bool,
     workers: int,
+    scenes: bool,
+    scene_size: tuple[int, int] | None,
+    landmarks: Path | None,
     overwrite: bool,
 ) -> None:
     """Write a synthetic identity dataset OUT_DIR/<identity>/<image> and its truth CSV.
@@ -85,7 +122,32 @@ def synth(
     --defects, also exact, near and cross-identity duplicates, tiny, truncated, empty and
     non-image files, listed with their kind and source in the truth CSV
     (file_name,label,kind,source).
+
+    With --scenes: N × M photos (SIZE is each face's drawing size), the truth CSV gains a
+    faces column, and the landmark CSV lists every face (file_name,x1,y1,…,x5,y5,label,face,
+    box), the layout `fmlkit align --landmarks` reads; --defects plants broken files only.
     """
+    if not scenes and (scene_size is not None or landmarks is not None):
+        given = "--scene-size" if scene_size is not None else "--landmarks"
+        raise click.UsageError(f"{given} needs --scenes")
+    if scenes:
+        from fmlkit.data.synth.scenes import DEFAULT_SCENE_SIZE, generate_scenes
+
+        scene_report = generate_scenes(
+            out_dir,
+            identities=identities,
+            images_per_identity=images_per_identity,
+            seed=seed,
+            size=size,
+            scene_size=scene_size or DEFAULT_SCENE_SIZE,
+            defects=defects,
+            truth_path=truth,
+            landmarks_path=landmarks,
+            overwrite=overwrite,
+            workers=workers,
+        )
+        echo_report(scene_report.summary())
+        return
     from fmlkit.data.synth.synth import generate_synthetic_dataset
 
     report = generate_synthetic_dataset(

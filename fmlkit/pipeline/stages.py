@@ -286,7 +286,16 @@ def get_stage(name: str) -> StageAdapter:
 # the runner alone replaces the declared outputs' links: ``overwrite`` is not a stage's key.
 _NO_OVERWRITE = {"overwrite": False}
 for _adapter in (
-    StageAdapter("synth", "fmlkit.cli.data:synth", (), ("out_dir", "truth"), _NO_OVERWRITE),
+    StageAdapter(
+        "synth", "fmlkit.cli.data:synth", (), ("out_dir", "truth", "landmarks"), _NO_OVERWRITE
+    ),
+    StageAdapter(
+        "align",
+        "fmlkit.cli.align:align",
+        ("input", "root", "landmarks"),
+        ("out", "table"),
+        _NO_OVERWRITE,
+    ),
     StageAdapter(
         "prepare",
         "fmlkit.cli.data:prepare",

@@ -14,6 +14,7 @@ HERE = Path(__file__).parent
 # command → the module of its family's hostile cases (test_disk_full.py covers the writers)
 FAMILIES = {
     "synth": "test_synth.py",
+    "align": "test_align.py",
     "prepare": "test_prepare.py",
     "filter": "test_filter.py",
     "split": "test_split.py",
@@ -30,7 +31,7 @@ FAMILIES = {
     "runs": "test_pipeline.py",
 }
 # commands that write an output: each has a case in test_disk_full.py
-WRITERS = {"synth", "prepare", "filter", "split", "pairs", "convert", "train", "export",
+WRITERS = {"synth", "align", "prepare", "filter", "split", "pairs", "convert", "train", "export",
            "embed", "evaluate", "run"}  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -193,6 +194,34 @@ def _synth(cwd: Path, request: pytest.FixtureRequest) -> Written:
     return Written(argv, ("data", "data.truth.csv"), "data", _largest(cwd / "data") // 2)
 
 
+def _synth_scenes(cwd: Path, request: pytest.FixtureRequest) -> Written:
+    """`synth --scenes`: worker processes write the photos; three outputs, none replaced."""
+    argv = ("synth", "data", "-n", "4", "-m", "3", "--scenes", "-j", "2", "--overwrite")
+    succeeded(fmlkit(*argv, cwd=cwd))
+    outputs = ("data", "data.truth.csv", "data.landmarks.csv")
+    return Written(argv, outputs, "data", _largest(cwd / "data") // 2)
+
+
+def _align(cwd: Path, request: pytest.FixtureRequest) -> Written:
+    """Worker processes write the crops: their error reaches the command."""
+    from fmlkit.columns import LANDMARK_COLUMNS
+    from fmlkit.data.align.types import ARCFACE_112
+
+    points = ",".join(f"{v:.2f}" for v in (ARCFACE_112 + 20).ravel())
+    rows = [f"file_name,{','.join(LANDMARK_COLUMNS)}"]
+    for i in range(6):
+        (cwd / f"photos/p{i % 2}").mkdir(parents=True, exist_ok=True)
+        noise = np.random.default_rng(i).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(cwd / f"photos/p{i % 2}/{i}.png")
+        rows.append(f"p{i % 2}/{i}.png,{points}")
+    (cwd / "marks.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    argv = ("align", "photos", "-o", "aligned", "--landmarks", "marks.csv", "-j", "2",
+            "--overwrite")  # fmt: skip
+    succeeded(fmlkit(*argv, cwd=cwd))
+    assert _largest(cwd / "aligned.csv") < _largest(cwd / "aligned") // 2
+    return Written(argv, ("aligned", "aligned.csv"), "aligned", _largest(cwd / "aligned") // 2)
+
+
 def _train(cwd: Path, request: pytest.FixtureRequest) -> Written:
     """A run of 2 steps resumed to 4: the checkpoint of step 4 does not fit; the run's
     last.pt stays the one of step 2."""
@@ -301,6 +330,8 @@ CASES: dict[str, Callable[[Path, pytest.FixtureRequest], Written]] = {
     "convert-rec": _to_rec,
     "convert-rec-to-parquet-workers": _rec_to_parquet,
     "synth-workers": _synth,
+    "synth-scenes": _synth_scenes,
+    "align-workers": _align,
     "train-checkpoint": _train,
     "export-onnx": _export,
     "embed": _embed,

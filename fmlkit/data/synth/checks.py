@@ -106,17 +106,23 @@ def _foreign_entry(out: Path) -> str:
 
 def _foreign_truth(truth: Path) -> str:
     """Why the existing ``truth`` is not a truth CSV of synth's ("" if it is one or absent)."""
-    if not (truth.exists() or truth.is_symlink()):
+    return foreign_csv(truth, C.TRUTH_COLUMNS, C.SCENE_TRUTH_COLUMNS)
+
+
+def foreign_csv(path: Path, *headers: tuple[str, ...]) -> str:
+    """Why the existing ``path`` is not a CSV whose first line is one of ``headers`` ("" if it
+    is one, or absent)."""
+    if not (path.exists() or path.is_symlink()):
         return ""
-    if truth.is_symlink() or not truth.is_file():
+    if path.is_symlink() or not path.is_file():
         return "not a plain file"
     try:
-        with truth.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8", newline="") as f:
             header = next(csv.reader(f), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         header = []
-    if tuple(header) != C.TRUTH_COLUMNS:
-        return f"its first line is not {','.join(C.TRUTH_COLUMNS)}"
+    if tuple(header) not in headers:
+        return f"its first line is not {','.join(headers[0])}"
     return ""
 
 

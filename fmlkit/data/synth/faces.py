@@ -186,10 +186,26 @@ def _clothes(ident: Identity, size: int) -> Image.Image:
     return layer
 
 
+@dataclass(frozen=True)
+class HeadGeometry:
+    """Where `_draw_head` drew the head, in drawing coordinates (pixel centres at integers).
+
+    Attributes:
+        landmarks: (5, 2) x, y: left eye centre, right eye centre, nose tip (the middle of the
+            nose's base), left and right mouth corners (ends of the drawn lip line or of the
+            open mouth); "left" is the smaller x.
+        ellipse: the head ellipse's centre x, y and half-width, half-height.
+    """
+
+    landmarks: np.ndarray
+    ellipse: tuple[float, float, float, float]
+
+
 def _draw_head(
     draw: ImageDraw.ImageDraw, ident: Identity, rng: np.random.Generator, size: int
-) -> None:
-    """Draw the head and shoulders, centred, with the image's yaw, gaze and expression."""
+) -> HeadGeometry:
+    """Draw the head and shoulders, centred, with the image's yaw, gaze and expression;
+    return where its face landmarks and head ellipse lie."""
     s = size
     cx, cy = 0.5 * s, 0.47 * s
     yaw = rng.uniform(-0.35, 0.35)
@@ -244,8 +260,10 @@ def _draw_head(
     er = ident.eye_r * s
     gaze = rng.uniform(-0.35, 0.35, size=2) * er
     blink = rng.random() < 0.08
+    points: list[tuple[float, float]] = []
     for side in (-1, 1):
         ex = cx + dx + side * ident.eye_dx * s * (1 - 0.4 * side * yaw)
+        points.append((ex, ey))
         if blink:
             draw.line((ex - er, ey, ex + er, ey), fill=_darker(ident.skin, 0.4), width=2 * px)
         else:
@@ -274,6 +292,7 @@ def _draw_head(
     nx, ny = cx + dx * 1.3, ey + 0.02 * s
     nl, nw = ident.nose_len * s, ident.nose_w * s
     draw.polygon([(nx, ny), (nx - nw, ny + nl), (nx + nw, ny + nl)], fill=_darker(ident.skin, 0.82))
+    points.append((nx, ny + nl))
     my, mw = cy + dy + ident.mouth_y * s, ident.mouth_w * s
     smile = rng.uniform(-0.3, 1.0)
     mx = cx + dx
@@ -281,6 +300,7 @@ def _draw_head(
         draw.ellipse(
             (mx - 0.6 * mw, my - 0.3 * mw, mx + 0.6 * mw, my + 0.35 * mw), fill=(60, 20, 25)
         )
+        corner_dx, corner_dy = 0.6 * mw, 0.025 * mw  # the ends of the ellipse's long axis
     else:
         h = max(2.0, abs(smile) * mw * 0.6)
         box = (mx - mw, my - h, mx + mw, my + h)
@@ -291,9 +311,14 @@ def _draw_head(
             fill=ident.lips,
             width=2 * px,
         )
+        # the arc's ends, at 20° and 160° (smile) or 200° and 340° (frown) of its box
+        corner_dx = mw * math.cos(math.radians(20))
+        corner_dy = math.copysign(h * math.sin(math.radians(20)), smile)
     for mdx, mdy, mr in ident.marks:
         x0, y0, r = cx + dx + mdx * fw, cy + dy + mdy * fh, max(1.0, mr * s)
         draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=_darker(ident.skin, 0.45))
+    points += [(mx - corner_dx, my + corner_dy), (mx + corner_dx, my + corner_dy)]
+    return HeadGeometry(np.array(points, dtype=np.float64), (cx, cy, fw, fh))
 
 
 def _pose_transform(rng: np.random.Generator, size: int) -> tuple[float, ...]:
