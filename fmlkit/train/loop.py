@@ -29,6 +29,7 @@ one holding anything (a run, or files of the user's own) is refused, never overw
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -140,7 +141,16 @@ def train(
     )
     try:
         with threads:
-            return _Run(config, runtime, resume=resume, callbacks=callbacks).run()
+            run = _Run(config, runtime, resume=resume, callbacks=callbacks)
+            report = run.run()
+            # Free the model, its DDP reducer and their pending gloo work now, while the
+            # interpreter is whole (held in reference cycles they would go at its
+            # finalization, after the group is destroyed: a SIGABRT there), then let every
+            # rank finish its collectives before the group goes.
+            del run
+            gc.collect()
+            barrier(runtime)
+            return report
     except (MemoryError, RuntimeError) as exc:  # torch's OutOfMemoryError is a RuntimeError
         text = str(exc)
         memory = ("out of memory", "can't allocate memory", "Cannot allocate memory")
