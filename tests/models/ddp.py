@@ -7,6 +7,7 @@ tests compare what the ranks computed with one process computing the whole batch
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +83,11 @@ def _worker(rank: int, rendezvous: str, out: str, scenarios: list[tuple[str, tup
     try:
         results = [SCENARIOS[name](rank, *args) for name, args in scenarios]
         torch.save(results, Path(out) / f"rank{rank}.pt")
+        # as fmlkit.train.loop.train: free the DDP objects and their gloo work while the
+        # interpreter is whole, and let both ranks finish, before the group goes
+        del results
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
