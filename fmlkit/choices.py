@@ -16,3 +16,7 @@ PairFormat = Literal["csv", "lfw"]  # fmlkit pairs --format: a 1,a,b CSV or LFW'
 Scope = Literal["label", "global"]  # fmlkit filter --scope: duplicates within a label, or across
 KeepOrder = Literal["first", "largest"]  # fmlkit filter --keep: which row of a duplicate group
 Target = Literal["parquet", "rec", "folder"]  # fmlkit convert --to
+AlignTemplate = Literal["arcface", "arcface96"]  # fmlkit align --template: 112×112, 112×96
+FaceSelect = Literal["largest", "center", "best", "single"]  # fmlkit align --select
+AlignWarp = Literal["cartesian", "tanh-polar"]  # fmlkit align --warp
+CropFormat = Literal["png", "jpg"]  # fmlkit align --format

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import click
 
+from fmlkit.choices import AlignTemplate, AlignWarp, CropFormat, FaceSelect
 from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report, overwrite_option
-
-_SELECT = ("largest", "center", "best", "single")
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -39,14 +39,14 @@ _SELECT = ("largest", "center", "best", "single")
 @click.option("--size", type=int, default=112, show_default=True, help="Crop height, pixels.")
 @click.option(
     "--template",
-    type=click.Choice(["arcface", "arcface96"]),
+    type=click.Choice(get_args(AlignTemplate)),
     default="arcface",
     show_default=True,
     help="ArcFace 112×112, or its 112×96 variant.",
 )
 @click.option(
     "--select",
-    type=click.Choice(_SELECT),
+    type=click.Choice(get_args(FaceSelect)),
     default="largest",
     show_default=True,
     help="Which face of several; 'single' makes several faces an error row.",
@@ -60,7 +60,7 @@ _SELECT = ("largest", "center", "best", "single")
 )
 @click.option(
     "--warp",
-    type=click.Choice(["cartesian", "tanh-polar"]),
+    type=click.Choice(get_args(AlignWarp)),
     default="cartesian",
     show_default=True,
     help="Similarity warp to the template, or RoI tanh-polar.",
@@ -83,7 +83,7 @@ _SELECT = ("largest", "center", "best", "single")
 @click.option(
     "--format",
     "image_format",
-    type=click.Choice(["png", "jpg"]),
+    type=click.Choice(get_args(CropFormat)),
     default="png",
     show_default=True,
     help="Format of the crops.",

@@ -17,8 +17,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, get_args
 
+from fmlkit.choices import AlignWarp, CropFormat, FaceSelect
 from fmlkit.columns import ALIGN_COLUMNS, ALIGN_REASONS, FILE_NAME, LABEL
 from fmlkit.data.align.job import (
     AlignSettings,
@@ -39,9 +40,9 @@ from fmlkit.parallel import default_workers, run_tasks
 
 log = logging.getLogger(__name__)
 
-SELECT = ("largest", "center", "best", "single")
-WARPS = ("cartesian", "tanh-polar")
-FORMATS = ("png", "jpg")
+SELECT = get_args(FaceSelect)
+WARPS = get_args(AlignWarp)
+FORMATS = get_args(CropFormat)
 CHUNK_IMAGES = 16  # images per worker task, at most (fewer when that leaves workers idle)
 SHOWN = 5  # names listed in the summary, per kind
 

@@ -3,14 +3,13 @@ variant, any size scaled from them, and a margin for looser crops."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
+from fmlkit.choices import AlignTemplate
 from fmlkit.data.align.types import ARCFACE_112
 from fmlkit.errors import InputError, OptionError
 
-TemplateName = Literal["arcface", "arcface96"]
+TemplateName = AlignTemplate
 TEMPLATES: dict[str, tuple[np.ndarray, tuple[int, int]]] = {
     # name: (points in output pixels, (width, height)) at height 112
     "arcface": (ARCFACE_112, (112, 112)),
