@@ -65,5 +65,5 @@ bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(MXNET_VENV) $(DEMO) pipelines/demo.lock wild pipelines/wild.lock build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache bench/out
+	rm -rf $(VENV) $(MXNET_VENV) $(DEMO) pipelines/demo.lock wild pipelines/wild.lock ./clean pipelines/clean.lock build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache bench/out
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

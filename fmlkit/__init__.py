@@ -29,6 +29,7 @@ from fmlkit.errors import (
 if TYPE_CHECKING:  # what `__getattr__` returns, for mypy and editors
     from fmlkit.data.align import AlignReport
     from fmlkit.data.align import align_dataset as align
+    from fmlkit.data.clean import CleanOptions, CleanReport, clean
     from fmlkit.data.convert import ConvertReport, InspectReport, convert
     from fmlkit.data.convert import inspect_path as inspect
     from fmlkit.data.filter import FilterReport, FilterRules, filter_dataset
@@ -65,6 +66,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "filter_dataset": ("fmlkit.data.filter", "filter_dataset"),
     "FilterRules": ("fmlkit.data.filter", "FilterRules"),
     "FilterReport": ("fmlkit.data.filter", "FilterReport"),
+    "clean": ("fmlkit.data.clean", "clean"),
+    "CleanOptions": ("fmlkit.data.clean", "CleanOptions"),
+    "CleanReport": ("fmlkit.data.clean", "CleanReport"),
     "split": ("fmlkit.data.split", "split_dataset"),
     "SplitReport": ("fmlkit.data.split", "SplitReport"),
     "SplitOptions": ("fmlkit.data.split", "SplitOptions"),
@@ -100,6 +104,8 @@ _LAZY: dict[str, tuple[str, str]] = {
 __all__ = [
     "AlignReport",
     "BatchError",
+    "CleanOptions",
+    "CleanReport",
     "ConfigError",
     "ConvertReport",
     "EmbedReport",
@@ -132,6 +138,7 @@ __all__ = [
     "TrainingError",
     "__version__",
     "align",
+    "clean",
     "convert",
     "embed",
     "evaluate",

@@ -76,6 +76,10 @@ LFW_COLUMNS = (ISSAME, FIRST_LABEL, FIRST_NUMBER, SECOND_LABEL, SECOND_NUMBER, F
 REASON = "reason"  # error:<kind>, too_small, too_large, or the duplicate kind
 DUPLICATE_OF = "duplicate_of"  # FILE_NAME of the kept row it duplicates; "" for other reasons
 DISTANCE = "distance"  # pHash bits to that row; empty for other reasons
+# with --confirm pixels: Pearson correlation of the two images' normalised thumbnails, and
+# with --embeddings the cosine of their embeddings (empty where not computed: md5 copies)
+PIXEL_SIMILARITY = "pixel_similarity"
+EMBEDDING_SIMILARITY = "embedding_similarity"
 
 # an image Parquet dataset (`fmlkit convert`, `fmlkit.data.formats.parquet`), in this order,
 # then the dataset_info columns it carries (FILE_NAME, FOLD, SPLIT, …)
@@ -89,13 +93,47 @@ KEY = "key"  # int64: the .rec record key, or the row number
 # an embeddings Parquet (`fmlkit embed`): FILE_NAME, LABEL (the class name), then
 EMBEDDING = "embedding"  # list<float32> per image, not normalised
 
+# the decisions `fmlkit clean` writes (`fmlkit.data.clean`). images.csv: FILE_NAME, LABEL,
+# DECISION, REASON, then these, DUPLICATE_OF, SIMILARITY, SPLIT_GROUP, NEW_LABEL
+DECISION = "decision"  # images: keep, review, drop, relabel, duplicate, unusable; classes:
+# keep, merge, split, singleton
+OWN_SIMILARITY = "own_similarity"  # cosine to its class centroid computed without itself
+NEAREST_LABEL = "nearest_label"  # the most similar other class (where computed)
+NEAREST_SIMILARITY = "nearest_similarity"  # cosine to that class's centroid
+SIMILARITY = "similarity"  # cosine to DUPLICATE_OF, or between a merge pair's centroids
+SPLIT_GROUP = "split_group"  # 0/1 for the images of a split candidate, else empty
+NEW_LABEL = "new_label"  # the label after the decisions apply; empty for a row removed
+CLEAN_IMAGE_COLUMNS = (FILE_NAME, LABEL, DECISION, REASON, OWN_SIMILARITY, NEAREST_LABEL,
+                       NEAREST_SIMILARITY, DUPLICATE_OF, SIMILARITY, SPLIT_GROUP,
+                       NEW_LABEL)  # fmt: skip
+# classes.csv: LABEL, IMAGES, MEAN_SIMILARITY, SPREAD, MIN_SIMILARITY, DECISION, MERGE_GROUP,
+# MERGE_INTO, REASON
+IMAGES = "images"  # images of the class (usable embeddings)
+MEAN_SIMILARITY = "mean_similarity"  # mean OWN_SIMILARITY of its images
+SPREAD = "spread"  # standard deviation of OWN_SIMILARITY
+MIN_SIMILARITY = "min_similarity"
+MERGE_GROUP = "merge_group"  # int: classes to merge share it; empty if none
+MERGE_INTO = "merge_into"  # the group's target label (its largest class)
+CLEAN_CLASS_COLUMNS = (LABEL, IMAGES, MEAN_SIMILARITY, SPREAD, MIN_SIMILARITY, DECISION,
+                       MERGE_GROUP, MERGE_INTO, REASON)  # fmt: skip
+# merges.csv: every class pair whose centroids are at least --merge-above alike
+LABEL_A = "label_a"
+LABEL_B = "label_b"
+CLEAN_MERGE_COLUMNS = (LABEL_A, LABEL_B, SIMILARITY, MERGE_GROUP)
+
 # the Arrow cache of a Parquet dataset's image bytes (`fmlkit.data.loading.arrow_cache`)
 CACHE_COLUMN = "bytes"  # its one column: each row's encoded image
 
 # ground truth of a synthetic dataset (written by `fmlkit synth`)
 KIND = "kind"  # one of TRUTH_KINDS
-SOURCE = "source"  # FILE_NAME of the original, for the three duplicate kinds
+SOURCE = "source"  # FILE_NAME of the original, for the three duplicate kinds; a LABEL for
+# the label-noise kinds: the image's true identity (the identity's other folder, for a split)
 TRUTH_COLUMNS = (FILE_NAME, LABEL, KIND, SOURCE)
+# the KIND of label noise `fmlkit synth --label-noise` plants: an image of another identity
+# (MISLABEL), half an identity's images moved to a folder of their own (SPLIT_IDENTITY), a new
+# identity's images added to a folder (MIXED)
+MISLABEL, SPLIT_IDENTITY, MIXED = "mislabel", "split_identity", "mixed"
+LABEL_NOISE_KINDS = (MISLABEL, SPLIT_IDENTITY, MIXED)
 
 # the table `fmlkit align` writes beside its aligned tree (`fmlkit.data.align`): FILE_NAME (the
 # input image), LABEL, then FACES, the chosen face's box, its 5 landmarks, SCORE, RESIDUAL, ERROR

@@ -9,6 +9,7 @@ import click
 from fmlkit import __version__
 from fmlkit.cli._common import CONTEXT_SETTINGS, FmlkitGroup, configure_logging
 from fmlkit.cli.align import align
+from fmlkit.cli.clean import clean
 from fmlkit.cli.convert import convert, inspect
 from fmlkit.cli.data import filter_, prepare, synth
 from fmlkit.cli.evaluate import evaluate
@@ -46,6 +47,7 @@ for _command in (
     align,
     prepare,
     filter_,
+    clean,
     split,
     pairs,
     convert,

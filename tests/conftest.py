@@ -51,12 +51,14 @@ def synth_scan(synth_tree: SynthTree, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-def synth_filtered(synth_scan: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def synth_filtered(
+    synth_tree: SynthTree, synth_scan: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """``synth_scan`` after `fmlkit filter --dedup --scope global`: 160 clean rows. Read-only."""
     from fmlkit.data.filter.filter import FilterRules, filter_dataset
 
     out = tmp_path_factory.mktemp("synth_filtered") / "filtered.csv"
-    filter_dataset(synth_scan, out, FilterRules(dedup=True, scope="global"))
+    filter_dataset(synth_scan, out, FilterRules(dedup=True, scope="global"), root=synth_tree.root)
     return out
 
 

@@ -20,7 +20,7 @@ FMLKIT = Path(__file__).resolve().parent.parent / "fmlkit"
 
 # The verb packages of fmlkit/data/ in pipeline order: one may import an earlier one only.
 # `loading` reads what `convert` writes, so it comes last.
-VERBS = ("synth", "prepare", "filter", "split", "convert", "loading")
+VERBS = ("synth", "prepare", "filter", "clean", "split", "convert", "loading")
 
 When = Literal["module", "function", "typing"]
 MODULE_LEVEL: tuple[When, ...] = ("module",)

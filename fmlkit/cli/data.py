@@ -7,7 +7,7 @@ from typing import get_args
 
 import click
 
-from fmlkit.choices import KeepOrder, Scope
+from fmlkit.choices import Confirm, KeepOrder, Scope
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
     check_outputs,
@@ -81,6 +81,12 @@ def _scene_size(
     help="Processes rendering identities (the output does not depend on it).",
 )
 @click.option(
+    "--label-noise",
+    is_flag=True,
+    help="Also plant label noise: images of another identity (mislabel), identities split "
+    "over two folders (split_identity), folders mixed with a new identity (mixed); N, M ≥ 4.",
+)
+@click.option(
     "--scenes",
     is_flag=True,
     help="Photos 'in the wild' instead of crops: 0–3 faces each, placed at random scale, "
@@ -110,6 +116,7 @@ def synth(
     truth: Path | None,
     defects: bool,
     workers: int,
+    label_noise: bool,
     scenes: bool,
     scene_size: tuple[int, int] | None,
     landmarks: Path | None,
@@ -126,7 +133,12 @@ def synth(
     With --scenes: N × M photos (SIZE is each face's drawing size), the truth CSV gains a
     faces column, and the landmark CSV lists every face (file_name,x1,y1,…,x5,y5,label,face,
     box), the layout `fmlkit align --landmarks` reads; --defects plants broken files only.
+
+    With --label-noise (not with --scenes), the truth also lists mislabelled images,
+    split identities and mixed folders, their source being the true identity's label.
     """
+    if scenes and label_noise:
+        raise click.UsageError("--label-noise does not work with --scenes; leave one out")
     if not scenes and (scene_size is not None or landmarks is not None):
         given = "--scene-size" if scene_size is not None else "--landmarks"
         raise click.UsageError(f"{given} needs --scenes")
@@ -160,6 +172,7 @@ def synth(
         truth_path=truth,
         overwrite=overwrite,
         workers=workers,
+        label_noise=label_noise,
     )
     echo_report(report.summary())
 
@@ -252,7 +265,8 @@ def prepare(
     type=click.IntRange(0, 64),
     default=10,
     show_default=True,
-    help="Same-label near-duplicate radius in pHash bits.",
+    help="Same-label near-duplicate radius in pHash bits. A 64-bit pHash has 32 set bits, so "
+    "distances are even: an odd radius acts as the even one below.",
 )
 @click.option(
     "--scope",
@@ -287,6 +301,41 @@ def prepare(
 )
 @click.option("--keep-errors", is_flag=True, help="Keep rows with an error (they skip dedup).")
 @click.option(
+    "--confirm",
+    type=click.Choice(get_args(Confirm)),
+    default="pixels",
+    show_default=True,
+    help="pixels: remove a pHash candidate (not an md5 copy) only when the two images' "
+    "normalised 16×16 grey thumbnails correlate ≥ --pixel-threshold (needs --root); none: "
+    "trust the hashes alone (removes distinct images on real data).",
+)
+@click.option(
+    "--pixel-threshold",
+    type=click.FloatRange(-1, 1),
+    default=0.995,  # fmlkit.data.filter.confirm.DEFAULT_PIXEL_THRESHOLD (tested equal)
+    show_default=True,
+    help="Least thumbnail correlation of a duplicate (with --confirm pixels).",
+)
+@click.option(
+    "--embeddings",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An `fmlkit embed` Parquet: a candidate must also have embedding cosine ≥ "
+    "--embedding-threshold (an image without an embedding is not confirmed).",
+)
+@click.option(
+    "--embedding-threshold",
+    type=click.FloatRange(-1, 1),
+    default=0.9,  # fmlkit.data.filter.confirm.DEFAULT_EMBEDDING_THRESHOLD (tested equal)
+    show_default=True,
+    help="Least embedding cosine of a duplicate (with --embeddings).",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Implausible duplicate removals (≥ 50 % of a label of ≥ 4 rows, or ≥ 20 % of all "
+    "rows) are an error (exit 1): the tables are not written, the report (--report) is.",
+)
+@click.option(
     "--report",
     "report_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -295,7 +344,8 @@ def prepare(
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
-    help="The dataset folder the file names are relative to (for --report).",
+    help="The dataset folder the file names are relative to (for --report, and for "
+    "--dedup's pixel confirmation).",
 )
 @click.option(
     "--against",
@@ -329,6 +379,11 @@ def filter_(
     min_size: int,
     max_size: int | None,
     keep_errors: bool,
+    confirm: Confirm,
+    pixel_threshold: float,
+    embeddings: Path | None,
+    embedding_threshold: float,
+    strict: bool,
     report_dir: Path | None,
     root: Path | None,
     against: Path | None,
@@ -345,15 +400,15 @@ def filter_(
     or within --global-threshold bits (cross_label_duplicate). Kept + removed = input.
     With --against, before dedup, rows within --against-threshold bits of an image of the
     test list or benchmark are removed as leak (duplicate_of names that image).
+    A pHash pair is only a candidate: by default (--confirm pixels, needs --root) it is
+    removed only when the images' thumbnails agree (and with --embeddings their embeddings).
+    Removals of ≥ 50 % of a label or ≥ 20 % of all rows print a Warning (--strict: exit 1).
     """
     from fmlkit.data.filter.filter import FilterRules, check_filter_paths, filter_dataset
     from fmlkit.eval.leak_reference import load_reference
 
     check_outputs(overwrite, output=output, removed_table=removed, report_folder=report_dir)
     # before the --against list is read and hashed (thousands of images for a benchmark)
-    check_filter_paths(
-        dataset_info, output, removed=removed, report_dir=report_dir, root=root, against=against
-    )
     rules = FilterRules(
         dedup=dedup,
         threshold=threshold,
@@ -364,6 +419,20 @@ def filter_(
         max_size=max_size,
         keep_errors=keep_errors,
         against_threshold=against_threshold,
+        confirm=confirm,
+        pixel_threshold=pixel_threshold,
+        embedding_threshold=embedding_threshold,
+        strict=strict,
+    )
+    check_filter_paths(
+        dataset_info,
+        output,
+        removed=removed,
+        report_dir=report_dir,
+        root=root,
+        against=against,
+        rules=rules,
+        embeddings=embeddings,
     )
     report = filter_dataset(
         dataset_info,
@@ -373,5 +442,6 @@ def filter_(
         report_dir=report_dir,
         root=root,
         against=None if against is None else load_reference(against, root=against_root or root),
+        embeddings=embeddings,
     )
     echo_report(report.summary())

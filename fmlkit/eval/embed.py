@@ -4,7 +4,8 @@ a bare backbone state dict (arcface_torch's ``backbone.pth``, with the backbone'
 Writes a Parquet table with ``file_name``, ``label`` and ``embedding`` (list<float32>), one row
 per readable image in the input's order; images that cannot be decoded are left out, counted
 and named in the report. With ``flip_sum`` (the default, insightface's evaluation) each
-embedding is emb(image) + emb(horizontally flipped image). Embeddings are not normalised.
+embedding is emb(image) + emb(horizontally flipped image). Embeddings are not normalised
+(the format: `fmlkit.data.formats.embeddings`, which reads and writes it).
 
 `load_embedder` gives the model with its evaluation transform as an `Embedder`
 (`fmlkit.eval.embedder`, which the training's validation uses too), with which `fmlkit evaluate`
@@ -16,18 +17,16 @@ above `fmlkit.train`; nothing in `fmlkit.train` imports it.
 from __future__ import annotations
 
 import os
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from fmlkit.columns import EMBEDDING
+from fmlkit.data.formats.embeddings import write_embeddings
 from fmlkit.errors import InputError, OptionError
 from fmlkit.eval.embedder import Embedder
-from fmlkit.io import atomic_path
 
 if TYPE_CHECKING:  # torch is imported where it is used: `fmlkit evaluate --embeddings` needs none
     import torch
@@ -35,8 +34,6 @@ if TYPE_CHECKING:  # torch is imported where it is used: `fmlkit evaluate --embe
     from fmlkit.data.loading.datasets import ImageDataset
     from fmlkit.data.loading.transforms import ImageTransform
     from fmlkit.train.onnx_meta import Preprocess
-
-READ_ROWS = 16_384  # rows per batch when reading an embeddings Parquet (32 MiB at 512-d)
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ def embed(
             batch_size=batch_size,
             num_workers=num_workers,
         )
-    _write(Path(output), result.file_names, result.labels, result.embeddings)
+    write_embeddings(output, result.file_names, result.labels, result.embeddings)
     return EmbedReport(
         Path(output), len(result.file_names), result.embeddings.shape[1], result.skipped
     )
@@ -323,153 +320,3 @@ def _dataset(
     if root is None:
         raise InputError(f"{input} is a dataset_info table: pass --root, the images' folder")
     return ImageFolderDataset(input, root, transform=transform, folds=folds, split=split)
-
-
-def _write(path: Path, names: list[str], labels: list[str], matrix: np.ndarray) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from fmlkit.columns import FILE_NAME, LABEL
-
-    flat = pa.array(matrix.reshape(-1), type=pa.float32())
-    offsets = pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32))
-    table = pa.table(
-        {
-            FILE_NAME: pa.array(names, pa.string()),
-            LABEL: pa.array(labels, pa.string()),
-            EMBEDDING: pa.ListArray.from_arrays(offsets, flat),
-        }
-    )
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-@dataclass(frozen=True, eq=False)
-class EmbeddingTable:
-    """An embeddings Parquet read back: rows by file name, the (N, E) matrix, the labels."""
-
-    path: Path
-    index: dict[str, int]  # file name → row
-    vectors: np.ndarray  # (N, E), float32 (float64 if stored so)
-    labels: np.ndarray | None  # str per row (None where null); None without a label column
-
-
-def read_embeddings(path: str | os.PathLike[str]) -> EmbeddingTable:
-    """Read and check an embeddings Parquet as `embed` writes it: ``file_name``,
-    ``embedding`` (a list of floats per row, one dimension for all) and optional ``label``.
-
-    Raises:
-        InputError: a missing file, no rows, null or duplicated file names, null or empty
-            embeddings, mixed dimensions, NaN or infinite values (the first few rows named).
-        FormatError: not a Parquet file.
-        SchemaError: no ``file_name`` or ``embedding`` column, or embeddings that are not
-            lists of floats.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from fmlkit.columns import FILE_NAME, LABEL, validate_columns
-    from fmlkit.errors import FormatError, SchemaError
-
-    source = Path(path)
-    if not source.is_file():
-        raise InputError(f"embeddings {source}: no such file; expected `fmlkit embed`'s Parquet")
-    try:
-        schema = pq.read_schema(source)
-    except (pa.ArrowException, OSError) as exc:
-        raise FormatError(f"{source} is not a readable Parquet file ({exc}); expected the "
-                          "embeddings `fmlkit embed` writes") from exc  # fmt: skip
-    fix = "Write it with `fmlkit embed`."
-    validate_columns(_Columns(schema.names), [FILE_NAME, EMBEDDING], what=str(source), fix=fix)
-    kind = schema.field(EMBEDDING).type
-    listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
-    if not (
-        (listed or pa.types.is_fixed_size_list(kind)) and pa.types.is_floating(kind.value_type)
-    ):
-        raise SchemaError(
-            f"{source}: column {EMBEDDING} is {kind}; expected a list of floats. {fix}"
-        )
-    parquet = pq.ParquetFile(source)
-    table = parquet.read(columns=[FILE_NAME] + ([LABEL] if LABEL in schema.names else []))
-    names = _check_names(source, table.column(FILE_NAME).to_pylist())
-    labels = None
-    if LABEL in schema.names:
-        labels = np.asarray(table.column(LABEL).cast(pa.string()).to_pylist(), object)
-    dtype = np.float64 if pa.types.is_float64(kind.value_type) else np.float32
-    # a batch of rows at a time: the matrix is the only full copy (1M × 512 is 2 GB)
-    batches = (b.column(0) for b in parquet.iter_batches(READ_ROWS, columns=[EMBEDDING]))
-    vectors = _matrix(source, names, batches, dtype)
-    return EmbeddingTable(source, {n: i for i, n in enumerate(names)}, vectors, labels)
-
-
-class _Columns:
-    def __init__(self, names: list[str]) -> None:
-        self.columns = names
-
-
-def _check_names(source: Path, names: list[object]) -> list[str]:
-    """The file names, after checking there are some, none null and none twice."""
-    if not names:
-        raise InputError(f"{source} holds no embeddings; expected one row per image")
-    nulls = [i for i, n in enumerate(names) if n is None]
-    if nulls:
-        raise InputError(f"{source}: {len(nulls):,} rows have no file_name (rows "
-                         f"{_first(nulls)}); every embedding needs its image's name")  # fmt: skip
-    twice = sorted(str(n) for n, count in Counter(names).items() if count > 1)
-    if twice:
-        raise InputError(
-            f"{source}: {len(twice):,} file names appear more than once ({_first(twice)}); "
-            "pairs could not tell which embedding is meant. Embed each image once"
-        )
-    return [str(n) for n in names]
-
-
-def _matrix(
-    source: Path, names: list[str], columns: Iterable[Any], dtype: type[np.floating[Any]]
-) -> np.ndarray:
-    """The (N, E) matrix of list-column batches, after checking nulls, dimensions, values."""
-    import pyarrow.compute as pc
-
-    nulls, lengths = np.zeros(len(names), bool), np.zeros(len(names), np.int64)
-    vectors: np.ndarray | None = None
-    at = 0
-    for column in columns:
-        rows = slice(at, at + len(column))
-        at += len(column)
-        nulls[rows] = column.is_null().to_numpy(zero_copy_only=False)
-        lengths[rows] = pc.fill_null(pc.list_value_length(column), -1).to_numpy()
-        if vectors is None and not nulls[rows].all():
-            vectors = np.empty((len(names), lengths[rows][~nulls[rows]][0]), dtype)
-        if vectors is not None and vectors.shape[1] and (lengths[rows] == vectors.shape[1]).all():
-            vectors[rows] = (
-                pc.list_flatten(column).to_numpy(zero_copy_only=False).reshape(-1, vectors.shape[1])
-            )
-    _bad_rows(source, names, nulls, "no embedding")
-    assert vectors is not None
-    dims, first_at = np.unique(lengths, return_index=True)
-    if len(dims) > 1:
-        found = ", ".join(
-            f"{d} (e.g. {names[i]})" for d, i in zip(dims[:4], first_at[:4], strict=True)
-        )
-        raise InputError(
-            f"{source} holds embeddings of mixed dimension: {found}. All rows must come from "
-            "one model; embed the images again with one model"
-        )
-    if dims[0] == 0:
-        raise InputError(f"{source}: the embeddings are empty lists; expected vectors")
-    _bad_rows(source, names, ~np.isfinite(vectors).all(axis=1), "NaN or infinite values")
-    return vectors
-
-
-def _bad_rows(source: Path, names: list[str], bad: np.ndarray, what: str) -> None:
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise InputError(
-            f"{source}: {len(rows):,} embeddings have {what} ({_first([names[i] for i in rows])})"
-            "; the model or the embedding step failed on them: embed those images again"
-        )
-
-
-def _first(items: Sequence[object], shown: int = 3) -> str:
-    more = f", … {len(items) - shown:,} more" if len(items) > shown else ""
-    return ", ".join(str(i) for i in items[:shown]) + more

@@ -320,7 +320,7 @@ def _from_table(
 ) -> tuple[list[Scored], dict[str, object] | None]:
     """Embeddings mode: each list's pairs and the retrieval metrics (None without
     ``retrieval``) from the stored table."""
-    from fmlkit.eval.embed import read_embeddings
+    from fmlkit.data.formats.embeddings import read_embeddings
 
     refuse_bins(lists, embeddings)
     table = read_embeddings(embeddings)

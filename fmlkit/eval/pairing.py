@@ -34,7 +34,7 @@ from fmlkit.eval.pair_sources import (
 from fmlkit.eval.report import RETRIEVAL
 
 if TYPE_CHECKING:
-    from fmlkit.eval.embed import EmbeddingTable
+    from fmlkit.data.formats.embeddings import EmbeddingTable
     from fmlkit.eval.embedder import Embedder
 
 REPEATED, SELF_PAIRS = "repeated_pairs", "self_pairs"  # notes counting odd pairs (odd_pairs)

@@ -306,7 +306,7 @@ for _adapter in (
     StageAdapter(
         "filter",
         "fmlkit.cli.data:filter_",
-        ("dataset_info", "root", "against", "against_root"),
+        ("dataset_info", "root", "against", "against_root", "embeddings"),
         ("output", "removed", "report"),
         _NO_OVERWRITE,
     ),
@@ -334,6 +334,13 @@ for _adapter in (
         "fmlkit.cli.train:embed",
         ("checkpoint", "onnx", "weights", "input", "root"),
         ("output",),
+        _NO_OVERWRITE,
+    ),
+    StageAdapter(
+        "clean",
+        "fmlkit.cli.clean:clean",
+        ("embeddings", "root", "apply", "truth"),
+        ("output", "report"),
         _NO_OVERWRITE,
     ),
     StageAdapter(

@@ -4,7 +4,8 @@ its thumbnails as files beside it (``DIR/thumbs/NNNNNN.jpg``), so it works offli
 
 A page is a list of blocks: `Section` (figures, each a row of `Tile`\\ s: an image with its
 caption lines, and the figure's own caption, e.g. a reason and a distance), `Table` and `Bars`
-(an inline SVG bar chart). Every text that reaches the page is HTML-escaped here
+(an inline SVG bar chart) and `Histogram` (raw values binned, with threshold markers:
+`fmlkit.report.histogram`). Every text that reaches the page is HTML-escaped here
 (``html.escape``, quotes included), so callers pass plain strings.
 
 Thumbnails are written only for the tiles of the page, at most once per source: the longer
@@ -16,14 +17,18 @@ dies on one bad file.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from fmlkit.report.histogram import Histogram, histogram_html
+
 THUMB = 112  # pixels, the longer side of every thumbnail
+DECIMALS = 3  # a float table cell's decimals
 THUMBS = "thumbs"  # the folder beside index.html
 Source = Path | bytes | None  # an image file, encoded image bytes, or no image
 
@@ -36,11 +41,13 @@ class Tile:
         source: the image file, its encoded bytes, or None (a placeholder is shown).
         lines: caption lines under the image (a file name, a label), shown in full.
         role: a word above them (``kept``, ``removed``, ``benchmark``); also its CSS class.
+        absent: what the grey placeholder says when ``source`` is None (why there is no image).
     """
 
     source: Source
     lines: tuple[str, ...]
     role: str = ""
+    absent: str = "no image"
 
 
 @dataclass(frozen=True)
@@ -54,22 +61,27 @@ class Figure:
 @dataclass(frozen=True)
 class Section:
     """A heading, a note and figures; ``total`` is how many there are in all (the page says
-    "N of M shown" when it exceeds the figures given). Subsections nest one level."""
+    "N of M shown" when it exceeds the figures given). Subsections nest one level. ``lead``:
+    figures shown first and left out of that count (context, such as a class's typical
+    images beside its flagged ones)."""
 
     title: str
     figures: Sequence[Figure] = ()
     total: int = 0
     note: str = ""
     subsections: Sequence[Section] = ()
+    lead: Sequence[Figure] = ()
 
 
 @dataclass(frozen=True)
 class Table:
-    """A table whose columns sort on a click; numbers (int) sort as numbers."""
+    """A table whose columns sort on a click; numbers sort as numbers (an int shown with
+    thousands separators, a float with `DECIMALS` decimals; a NaN float shows as "–" and sorts
+    first)."""
 
     title: str
     columns: Sequence[str]
-    rows: Sequence[Sequence[str | int]]
+    rows: Sequence[Sequence[str | int | float]]
     note: str = ""
 
 
@@ -89,18 +101,22 @@ class Bars:
     note: str = ""
 
 
-Block = Section | Table | Bars
+Block = Section | Table | Bars | Histogram
 
 
 @dataclass(frozen=True)
 class Page:
-    """The whole page: a title, summary counts at the top, then the blocks in order."""
+    """The whole page: a title, summary counts at the top, then the blocks in order.
+    ``roles``: a border (and role word) colour per tile role beyond the built-in ``kept``,
+    ``removed`` and ``benchmark``; roles not made of letters, digits, ``-`` and ``_`` are
+    ignored."""
 
     title: str
     summary: Sequence[tuple[str, str | int]]
     blocks: Sequence[Block] = ()
     subtitle: str = ""
     warnings: Sequence[str] = field(default_factory=tuple)
+    roles: Mapping[str, str] = field(default_factory=dict)
 
 
 def write_gallery(page: Page, out_dir: Path) -> None:
@@ -119,12 +135,23 @@ def write_gallery(page: Page, out_dir: Path) -> None:
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(page.title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{escape(page.title)}</title><style>{_CSS}{_role_css(page.roles)}</style>"
+        "</head><body>"
         f"<header><h1>{escape(page.title)}</h1><p>{escape(page.subtitle)}</p></header>"
         f'<nav>{nav}</nav><main><section id="summary"><div class="cards">{summary}</div>'
         f"{warnings}</section>{body}</main><script>{_SORT_JS}</script></body></html>\n"
     )
     (out_dir / "index.html").write_text(html, encoding="utf-8")
+
+
+def _role_css(roles: Mapping[str, str]) -> str:
+    """Border and role-word colours of extra tile roles (names and colours made CSS-safe)."""
+    safe = re.compile(r"[A-Za-z0-9_-]+|#[0-9A-Fa-f]{3,8}|[a-z]+")
+    return "".join(
+        f".tile.{r} img,.tile.{r} .ph{{border-color:{c}}}.{r} .role{{color:{c}}}"
+        for r, c in roles.items()
+        if safe.fullmatch(r) and safe.fullmatch(c)
+    )
 
 
 def _text(value: str | int) -> str:
@@ -136,6 +163,8 @@ def _block(block: Block, k: int, thumbs: _Thumbs) -> str:
         return f'<section id="b{k}">{_section(block, thumbs, "h2")}</section>'
     if isinstance(block, Table):
         return f'<section id="b{k}">{_table(block)}</section>'
+    if isinstance(block, Histogram):
+        return f'<section id="b{k}">{histogram_html(block)}</section>'
     return f'<section id="b{k}">{_bars(block)}</section>'
 
 
@@ -147,7 +176,7 @@ def _shown(section: Section) -> str:
 
 
 def _section(section: Section, thumbs: _Thumbs, tag: str) -> str:
-    figures = "".join(_figure(f, thumbs) for f in section.figures)
+    figures = "".join(_figure(f, thumbs) for f in (*section.lead, *section.figures))
     grid = f'<div class="grid">{figures}</div>' if figures else ""
     note = f'<p class="note">{escape(section.note)}</p>' if section.note else ""
     subs = "".join(
@@ -171,7 +200,8 @@ def _tile(tile: Tile, thumbs: _Thumbs) -> str:
     role = escape(tile.role, quote=True)
     found = thumbs.get(tile.source)
     if isinstance(found, str):
-        image = f'<div class="ph" style="width:{THUMB}px;height:{THUMB}px">{escape(found)}</div>'
+        why = tile.absent if tile.source is None else found
+        image = f'<div class="ph" style="width:{THUMB}px;height:{THUMB}px">{escape(why)}</div>'
     else:
         name, w, h = found
         alt = escape(tile.lines[0] if tile.lines else tile.role, quote=True)
@@ -215,22 +245,23 @@ class _Thumbs:
 
 def _table(table: Table) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in table.columns)
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="n" data-v="{v}">{v:,}</td>'
-            if isinstance(v, int)
-            else f"<td>{escape(v)}</td>"
-            for v in row
-        )
-        + "</tr>"
-        for row in table.rows
-    )
+    rows = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in table.rows)
     note = f'<p class="note">{escape(table.note)}</p>' if table.note else ""
     return (
         f'<h2>{escape(table.title)}</h2>{note}<div class="scroll"><table class="sortable">'
         f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
     )
+
+
+def _cell(value: str | int | float) -> str:
+    if isinstance(value, int):
+        return f'<td class="n" data-v="{value}">{value:,}</td>'
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return '<td class="n" data-v="-Infinity">–</td>'
+        key = repr(value).replace("inf", "Infinity")  # what JavaScript's Number() reads
+        return f'<td class="n" data-v="{key}">{value:,.{DECIMALS}f}</td>'
+    return f"<td>{escape(value)}</td>"
 
 
 def _bars(chart: Bars) -> str:
@@ -336,6 +367,8 @@ svg.bars{background:#fff;border:1px solid var(--line);max-width:100%;height:auto
 svg.bars text{font-size:11px;fill:#333}
 .legend{display:flex;gap:16px;font-size:12px;margin:4px 0}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
+.tally{font-size:12px;color:#444;margin:4px 0}.tally span{display:block}
+svg.hist .marker text{font-size:11px;font-weight:600}
 """
 
 # Click a column heading to sort by it (numbers by value); a second click reverses.

@@ -237,7 +237,10 @@ def test_filter_report_without_root_is_a_usage_error_naming_the_flags(tmp_path: 
 
 def test_filter_missing_column_exits_1_naming_it(tmp_path: Path) -> None:
     (tmp_path / "info.csv").write_text("file_name,label\na/1.jpg,a\n")
-    out = run_fmlkit("filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"), "--dedup")
+    out = run_fmlkit(
+        "filter", str(tmp_path / "info.csv"), "-o", str(tmp_path / "k.csv"), "--dedup",
+        "--confirm", "none",
+    )  # fmt: skip
     assert out.returncode == 1
     assert out.stderr.startswith("Error:") and "phash" in out.stderr
     assert not (tmp_path / "k.csv").exists()

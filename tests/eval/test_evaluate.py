@@ -371,10 +371,10 @@ def test_embeddings_are_read_in_batches_of_any_list_type(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import fmlkit.eval.embed
-    from fmlkit.eval.embed import read_embeddings
+    import fmlkit.data.formats.embeddings
+    from fmlkit.data.formats.embeddings import read_embeddings
 
-    monkeypatch.setattr(fmlkit.eval.embed, "READ_ROWS", 2)
+    monkeypatch.setattr(fmlkit.data.formats.embeddings, "READ_ROWS", 2)
     vectors = np.arange(15, dtype=np.float64).reshape(5, 3)
     names = list("abcde")
     for kind in (pa.list_(pa.float64()), pa.large_list(pa.float16()), pa.list_(pa.float32(), 3)):

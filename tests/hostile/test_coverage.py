@@ -17,6 +17,7 @@ FAMILIES = {
     "align": "test_align.py",
     "prepare": "test_prepare.py",
     "filter": "test_filter.py",
+    "clean": "test_clean.py",
     "split": "test_split.py",
     "pairs": "test_split.py",
     "convert": "test_convert.py",
@@ -32,7 +33,7 @@ FAMILIES = {
 }
 # commands that write an output: each has a case in test_disk_full.py
 WRITERS = {"synth", "align", "prepare", "filter", "split", "pairs", "convert", "train", "export",
-           "embed", "evaluate", "run"}  # fmt: skip
+           "embed", "evaluate", "run", "clean"}  # fmt: skip
 
 
 def _strings(module: str) -> set[str]:

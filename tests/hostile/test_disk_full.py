@@ -321,6 +321,19 @@ def _pipeline_lock(cwd: Path, request: pytest.FixtureRequest) -> Written:
     return Written(("run", "disk.yaml"), ("disk.lock",), "disk.lock", (fits + lock) // 2)
 
 
+def _clean(cwd: Path, request: pytest.FixtureRequest) -> Written:
+    """The decisions folder (and the applied table in it) is renamed into place whole."""
+    from fmlkit.data.formats.embeddings import write_embeddings
+
+    rng = np.random.default_rng(0)
+    labels = [f"id{k % 40}" for k in range(2000)]
+    names = [f"{label}/{k}.jpg" for k, label in enumerate(labels)]
+    write_embeddings(cwd / "emb.parquet", names, labels, rng.normal(size=(2000, 16)))
+    argv = ("clean", "emb.parquet", "-o", "decisions", "--overwrite")
+    succeeded(fmlkit(*argv, cwd=cwd))
+    return Written(argv, ("decisions",), "decisions", _largest(cwd / "decisions") // 2)
+
+
 CASES: dict[str, Callable[[Path, pytest.FixtureRequest], Written]] = {
     "prepare": _prepare,
     "filter": _filter,
@@ -336,6 +349,7 @@ CASES: dict[str, Callable[[Path, pytest.FixtureRequest], Written]] = {
     "export-onnx": _export,
     "embed": _embed,
     "evaluate": _evaluate,
+    "clean": _clean,
     "pipeline-stage-output": _pipeline_stage,
     "pipeline-lock": _pipeline_lock,
 }

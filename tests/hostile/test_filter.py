@@ -135,8 +135,16 @@ REFUSED: dict[str, tuple[Callable[[Path], None], tuple[str, ...], list[str]]] = 
     "NaN width": (_set(WIDTH, "NaN"), (), ["width holds 'NaN'", "row 2"]),
     "negative size": (_set("file_size", "-1"), (), ["file_size holds '-1'"]),
     "width 1e308": (_set(WIDTH, "1e308"), (), ["width holds '1e308'", "2,147,483,647"]),
-    "malformed phash": (_set(PHASH, "zz" * 8), ("--dedup",), ["phash 'zzzz", "16 hexadecimal"]),
-    "phash with spaces": (_set(PHASH, "0123 4567 89ab c"), ("--dedup",), ["'0123 4567 89ab c'"]),
+    "malformed phash": (
+        _set(PHASH, "zz" * 8),
+        ("--dedup", "--confirm", "none"),
+        ["phash 'zzzz", "16 hexadecimal"],
+    ),
+    "phash with spaces": (
+        _set(PHASH, "0123 4567 89ab c"),
+        ("--dedup", "--confirm", "none"),
+        ["'0123 4567 89ab c'"],
+    ),
 }
 
 
@@ -169,7 +177,8 @@ def test_extra_columns_are_kept_and_a_missing_optional_one_is_fine(
     df["note"] = "=HYPERLINK(1)"
     df.drop(columns=["md5"]).to_csv(info, index=False)
     out = tmp_path / "f.csv"
-    succeeded(fmlkit("filter", info, "-o", out, "--dedup"))
+    root, _ = dataset
+    succeeded(fmlkit("filter", info, "-o", out, "--dedup", "--root", root))
     assert set(read_table(out)["note"]) == {"=HYPERLINK(1)"}
 
 
@@ -298,3 +307,69 @@ def test_bad_against_input_is_refused(
     args = ("filter", info, "-o", "f.csv", "--against", against(tmp_path), *extra)
     refused(fmlkit(*args, cwd=tmp_path), says=says, code=code)
     nothing_complete(tmp_path / "f.csv")
+
+
+def test_dedup_without_root_is_a_usage_error_naming_the_fix(
+    dataset: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, info = dataset
+    out = tmp_path / "f.csv"
+    says = ["--dedup confirms each pHash candidate", "give --root", "--confirm none"]
+    refused(fmlkit("filter", info, "-o", out, "--dedup"), says=says, code=2)
+    nothing_complete(out)
+
+
+@pytest.mark.parametrize(
+    ("flags", "code", "says"),
+    [
+        (("--pixel-threshold", "1.5"), 2, ["--pixel-threshold", "1.5"]),
+        (("--embedding-threshold", "-2"), 2, ["--embedding-threshold"]),
+        (("--confirm", "maybe"), 2, ["--confirm", "maybe"]),
+    ],
+)
+def test_bad_confirmation_options_are_usage_errors(
+    dataset: tuple[Path, Path], tmp_path: Path, flags: tuple[str, ...], code: int, says: list[str]
+) -> None:
+    root, info = dataset
+    out = tmp_path / "f.csv"
+    refused(fmlkit("filter", info, "-o", out, "--dedup", "--root", root, *flags), says=says,
+            code=code)  # fmt: skip
+    nothing_complete(out)
+
+
+def test_embeddings_without_pixel_confirmation_are_a_usage_error(
+    dataset: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, info = dataset
+    out, emb = tmp_path / "f.csv", tmp_path / "emb.parquet"
+    emb.write_bytes(b"PAR1")
+    for flags in ((), ("--dedup", "--root", root, "--confirm", "none")):
+        says = ["--embeddings confirms duplicates", "needs --dedup with --confirm pixels"]
+        refused(fmlkit("filter", info, "-o", out, "--embeddings", emb, *flags), says=says, code=2)
+    nothing_complete(out)
+
+
+@pytest.mark.parametrize("content", [b"", b"PAR1 not parquet", None])
+def test_an_unusable_embeddings_file_is_refused_before_anything_is_written(
+    dataset: tuple[Path, Path], tmp_path: Path, content: bytes | None
+) -> None:
+    root, info = dataset
+    out, removed, emb = tmp_path / "f.csv", tmp_path / "r.csv", tmp_path / "emb.parquet"
+    if content is not None:
+        emb.write_bytes(content)
+    says = ["emb.parquet"] + (["no such file"] if content is None else ["Parquet"])
+    refused(fmlkit("filter", info, "-o", out, "--removed", removed, "--dedup", "--root", root,
+                   "--embeddings", emb), says=says)  # fmt: skip
+    nothing_complete(out, removed)
+
+
+def test_the_same_output_as_the_embeddings_is_refused(
+    dataset: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, info = dataset
+    emb = tmp_path / "emb.parquet"
+    emb.write_bytes(b"PAR1")
+    before = emb.read_bytes()
+    args = ("-o", emb, "--dedup", "--root", root, "--embeddings", emb, "--overwrite")
+    refused(fmlkit("filter", info, *args), says=["embeddings table", "output"])
+    unchanged(emb, before)

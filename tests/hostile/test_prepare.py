@@ -98,7 +98,7 @@ def test_odd_file_names_survive_prepare_filter_split_and_pairs(tmp_path: Path) -
         _image(root / "b b" / name, k + 50)
     info, kept, folds, pairs = (tmp_path / n for n in ("i.csv", "f.csv", "s.csv", "p.csv"))
     succeeded(fmlkit("prepare", root, "-o", info, "-j", "1"))
-    succeeded(fmlkit("filter", info, "-o", kept, "--dedup"))
+    succeeded(fmlkit("filter", info, "-o", kept, "--dedup", "--root", root))
     succeeded(fmlkit("split", kept, "-o", folds, "--k", "2"))
     succeeded(
         fmlkit("pairs", folds, "-o", pairs, "--fold", "0", "--positives", "2", "--negatives", "2")

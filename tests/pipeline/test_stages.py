@@ -13,7 +13,7 @@ NAMES = STAGES.names()
 def test_registry_holds_every_stage_command() -> None:
     expected = ["synth", "align", "prepare", "filter", "split", "pairs", "convert", "train"]
     expected.append("export")
-    assert sorted([*expected, "embed", "evaluate"]) == NAMES
+    assert sorted([*expected, "embed", "clean", "evaluate"]) == NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)

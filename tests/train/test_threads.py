@@ -91,7 +91,7 @@ def test_a_timm_backbone_trains_and_embeds_at_28_px(images: Path, tmp_path: Path
         "--root", images, "-o", out,
     )  # fmt: skip
     succeeded(result)
-    from fmlkit.eval.embed import read_embeddings
+    from fmlkit.data.formats.embeddings import read_embeddings
 
     assert read_embeddings(out).vectors.shape == (32, 16)
 

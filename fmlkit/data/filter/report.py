@@ -11,23 +11,36 @@ distance; and a per-label table. Sections show at
 most `FIGURES` figures (cross-label: `PAIRS` pairs of `PAIR_FIGURES`), the largest distances
 first, and say "N of M shown"; the table lists the `LABEL_ROWS` labels with most removals.
 Everything but the shown figures is vectorised pandas, and thumbnails are made only for them,
-so a million rows take seconds.
+so a million rows take seconds. With dedup, histograms of the pHash candidate pairs' distances
+and of their pixel (and embedding) similarities, confirmed against not, with the thresholds
+marked; implausible removals (`fmlkit.data.filter.plausible`) show in a banner at the top.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from fmlkit.columns import DISTANCE, DUPLICATE_OF, FILE_NAME, HEIGHT, LABEL, REASON, WIDTH
-from fmlkit.data.filter.dedup import CROSS, DUPLICATE_REASONS, EXACT, NEAR
+from fmlkit.columns import (
+    DISTANCE,
+    DUPLICATE_OF,
+    FILE_NAME,
+    HEIGHT,
+    LABEL,
+    PIXEL_SIMILARITY,
+    REASON,
+    WIDTH,
+)
+from fmlkit.data.filter.dedup import CROSS, DUPLICATE_REASONS, EXACT, NEAR, Candidates
 from fmlkit.data.filter.leak import LEAK, Reference
-from fmlkit.errors import InputError
+from fmlkit.data.filter.report_charts import candidate_charts
 from fmlkit.io import atomic_path
+from fmlkit.report.folder import check_report_dir as check_folder
 from fmlkit.report.gallery import (
-    THUMBS,
     Bars,
     Block,
     Figure,
@@ -38,11 +51,13 @@ from fmlkit.report.gallery import (
     write_gallery,
 )
 
+if TYPE_CHECKING:
+    from fmlkit.data.filter.rules import FilterRules
+
 FIGURES = 48  # figures per section
 PAIRS = 24  # label pairs shown in the cross-label section
 PAIR_FIGURES = 8  # figures per label pair
 LABEL_ROWS = 500  # labels in the per-label table
-_REPORT_SUFFIXES = (".html", ".png", ".jpg")
 KEPT = "kept"
 COLOURS = {EXACT: "#4c72b0", NEAR: "#dd8452", CROSS: "#c44e52", LEAK: "#8172b2"}
 TITLES = {
@@ -62,48 +77,13 @@ NOTES = {
 
 
 def check_report_dir(out_dir: Path, *, root: Path) -> None:
-    """Refuse a report folder whose writing would replace what is not an earlier report: a
-    file, a folder holding anything but a report's ``.html``/``.png``/``.jpg`` files and its
-    ``thumbs/`` folder, the dataset folder ``root``, a folder holding it, or a folder inside
-    it (links followed).
+    """Refuse a report folder whose writing would replace the dataset folder ``root`` or what
+    is not an earlier filter report (`fmlkit.report.folder.check_report_dir`).
 
     Raises:
         InputError: naming the folder and what it holds.
     """
-    target, images = out_dir.resolve(), root.resolve()
-    fix = "choose a new folder for the report"
-    if target == images or target in images.parents:
-        raise InputError(
-            f"the report folder {out_dir} is or holds the dataset folder {root}: writing the "
-            f"report would replace the images; {fix}"
-        )
-    if images in target.parents:
-        raise InputError(
-            f"the report folder {out_dir} lies inside the dataset folder {root}: its images "
-            f"would be scanned as a class next time; {fix}, outside it"
-        )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"the report folder {out_dir} is a file, not a folder; {fix}")
-    if out_dir.is_dir():
-        entries = sorted(out_dir.iterdir())
-        foreign = [e.name for e in entries if not _report_entry(e)]
-        if entries and (foreign or not (out_dir / "index.html").is_file()):
-            shown = ", ".join(foreign[:3]) or "no index.html"
-            raise InputError(
-                f"the report folder {out_dir} is not an earlier filter report ({shown}); "
-                f"writing the report would delete what it holds. Empty it, or {fix}"
-            )
-
-
-def _report_entry(entry: Path) -> bool:
-    """A file a report writes, or its thumbnail folder holding only such files."""
-    if entry.is_symlink():
-        return False
-    if entry.is_dir():
-        return entry.name == THUMBS and all(
-            _report_entry(e) and e.is_file() for e in entry.iterdir()
-        )
-    return entry.is_file() and entry.suffix in _REPORT_SUFFIXES
+    check_folder(out_dir, protected=[("dataset folder", root)], kind="filter report")
 
 
 def write_filter_report(
@@ -113,18 +93,33 @@ def write_filter_report(
     *,
     root: Path,
     against: Reference | None = None,
+    candidates: Candidates | None = None,
+    rules: FilterRules | None = None,
+    warnings: Sequence[str] = (),
 ) -> None:
     """Write the report folder ``out_dir`` (replaced atomically) for a `decide` result
-    (`check_report_dir` first); ``against``: the leak check's reference images."""
+    (`check_report_dir` first); ``against``: the leak check's reference images;
+    ``candidates`` and ``rules``: the dedup step's pairs and thresholds (histograms);
+    ``warnings``: implausible removals (a banner)."""
     check_report_dir(out_dir, root=root)
-    page = build_page(df, decision, root=root, against=against)
+    page = build_page(
+        df, decision, root=root, against=against, candidates=candidates, rules=rules,
+        warnings=warnings,
+    )  # fmt: skip
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         write_gallery(page, tmp)
 
 
 def build_page(
-    df: pd.DataFrame, decision: pd.DataFrame, *, root: Path, against: Reference | None = None
+    df: pd.DataFrame,
+    decision: pd.DataFrame,
+    *,
+    root: Path,
+    against: Reference | None = None,
+    candidates: Candidates | None = None,
+    rules: FilterRules | None = None,
+    warnings: Sequence[str] = (),
 ) -> Page:
     """The report's `Page` (no I/O: images are read when the page is written)."""
     rows = _Rows(df, decision, root, against)
@@ -146,6 +141,8 @@ def build_page(
     blocks: list[Block] = [counts.class_sizes()]
     if set(COLOURS) & set(counts.by_reason):
         blocks.append(_distances(rows))
+    if candidates is not None and rules is not None:
+        blocks += candidate_charts(candidates, rules)
     if against is not None or LEAK in counts.by_reason:
         blocks.append(_pair_section(rows, LEAK))
     if CROSS in counts.by_reason:
@@ -161,6 +158,7 @@ def build_page(
         subtitle=f"{len(df):,} rows, {kept:,} kept; images under {root}",
         summary=summary,
         blocks=blocks,
+        warnings=tuple(warnings),
     )
 
 
@@ -175,6 +173,11 @@ class _Rows:
         self.reasons = decision[REASON].to_numpy(dtype=object, na_value="").astype(str)
         self.other = decision[DUPLICATE_OF].to_numpy(dtype=object, na_value="").astype(str)
         self.distance = decision[DISTANCE].to_numpy(dtype=float, na_value=-1.0)
+        self.pixel = (
+            decision[PIXEL_SIMILARITY].to_numpy(dtype=float, na_value=np.nan)
+            if PIXEL_SIMILARITY in decision
+            else np.full(len(decision), np.nan)
+        )
         sized = WIDTH in df and HEIGHT in df
         self.width = df[WIDTH].to_numpy(float, na_value=np.nan) if sized else None
         self.height = df[HEIGHT].to_numpy(float, na_value=np.nan) if sized else None
@@ -213,7 +216,9 @@ class _Rows:
             bench = Tile(self.against.get(other), (other, self.against_name), "benchmark")
             return Figure((removed, bench), (reason, f"pHash distance {distance} bits"))
         if reason in DUPLICATE_REASONS:
-            caption = (reason, f"pHash distance {distance} bits to the kept image")
+            pixel = self.pixel[at]
+            said = "" if np.isnan(pixel) else f", pixel correlation {pixel:.3f}"
+            caption = (reason, f"pHash distance {distance} bits to the kept image{said}")
             return Figure((self.tile(other, KEPT), removed), caption)
         return Figure((removed,), (reason, self._size(at)))
 

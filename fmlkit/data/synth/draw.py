@@ -22,12 +22,13 @@ from PIL.JpegImagePlugin import JpegImageFile
 from fmlkit.data.formats.hashing import DEFAULT_NEAR_DUPLICATE_BITS, hamming, hex_to_int, phash_hex
 from fmlkit.data.synth.faces import Identity, create_identity, render_face
 
-CLEAN = "clean"  # the truth kind of every image drawn by `render_identity`
+CLEAN = "clean"  # the truth kind of an image drawn by `render_identity` (unless placed)
 NOT_IMAGE = b"<html><head><title>404 Not Found</title></head><body>Not Found</body></html>\n"
 MAX_REDRAWS = 25  # attempts per clean image to stay > DEFAULT_NEAR_DUPLICATE_BITS from its siblings
 TINY_SIDE = (12, 28)  # px, below the 32 px minimum that filters drop
 # Streams of the seed sequence, so identities, images, defects and the plan never share draws.
 IDENTITY_STREAM, IMAGE_STREAM, EXTRA_STREAM, PLAN_STREAM, SEPARATE_STREAM = 1, 2, 3, 4, 5
+NOISE_STREAM = 6  # the label-noise plan (`fmlkit.data.synth.label_noise`)
 _PAIR_CHUNK = 1024
 
 
@@ -39,9 +40,16 @@ class IdentityJob:
     seed: int
     index: int
     label: str
-    names: tuple[str, ...]  # file name of each clean image
+    names: tuple[str, ...]  # file name of each image, in its folder
     greyscale: frozenset[int]
     size: int
+    # each image's folder, truth kind and source; empty: all in ``label``, kind clean (label
+    # noise files some of an identity's images elsewhere: `fmlkit.data.synth.label_noise`)
+    placed: tuple[tuple[str, str, str], ...] = ()
+
+    def place(self, j: int) -> tuple[str, str, str]:
+        """Folder, truth kind and source of image ``j``."""
+        return self.placed[j] if self.placed else (self.label, CLEAN, "")
 
 
 @dataclass
@@ -104,10 +112,10 @@ def _far_from(h: int, others: Iterable[int]) -> bool:
 
 
 def render_identity(job: IdentityJob) -> IdentityResult:
-    """Write one identity's clean images; each stays > the near-duplicate distance from the rest."""
+    """Write one identity's images; each stays > the near-duplicate distance from the rest."""
     ident = create_identity(seeded_rng(job.seed, IDENTITY_STREAM, job.index))
-    folder = job.root / job.label
-    folder.mkdir()
+    for folder in dict.fromkeys(job.place(j)[0] for j in range(len(job.names))):
+        (job.root / folder).mkdir(exist_ok=True)  # jobs may share a folder (label noise)
     result = IdentityResult()
     # drawn in sequence: redraws included, still pure
     rng = seeded_rng(job.seed, IMAGE_STREAM, job.index)
@@ -120,8 +128,9 @@ def render_identity(job: IdentityJob) -> IdentityResult:
         else:
             result.unseparated += 1
         result.hashes.append(h)
-        write_new(folder / name, data)
-        result.rows.append((f"{job.label}/{name}", job.label, CLEAN, ""))
+        folder, kind, source = job.place(j)
+        write_new(job.root / folder / name, data)
+        result.rows.append((f"{folder}/{name}", folder, kind, source))
     return result
 
 
@@ -173,7 +182,7 @@ def separate_identities(jobs: list[IdentityJob], results: list[IdentityResult]) 
             unseparated += 1
         hashes[k] = h
         result.hashes[j] = h
-        (job.root / job.label / job.names[j]).write_bytes(data)
+        (job.root / job.place(j)[0] / job.names[j]).write_bytes(data)
     return unseparated
 
 

@@ -1,9 +1,10 @@
 """`fmlkit synth`: a synthetic identity-labelled image tree with planted, documented defects.
 
-The tree is ``OUT_DIR/<identity>/<image>``: exactly N × M clean images, plus (with defects) the
-faults real collections have, each listed in a truth CSV so later stages can be checked against
-known answers. Every image draws from its own seeded generator, so the output is a pure function
-of the arguments: byte-identical on every run, whatever the number of workers.
+The tree is ``OUT_DIR/<identity>/<image>``: N × M clean images, plus (with defects) the faults
+real collections have, and (with label noise, `label_noise`) faults in the labels, each listed
+in a truth CSV so later stages can be checked against known answers. Every image draws from its
+own seeded generator, so the output is a pure function of the arguments:
+byte-identical on every run, whatever the number of workers.
 
 Here: the stage (`generate_synthetic_dataset`, `SynthReport`), the plan (names, variants, which
 defects go where) and the truth CSV. Drawing the images is `draw`; the checks of a request and
@@ -34,6 +35,7 @@ from fmlkit.data.synth.checks import (
 from fmlkit.data.synth.draw import (
     CLEAN,
     EXTRA_STREAM,
+    NOISE_STREAM,
     PLAN_STREAM,
     IdentityJob,
     IdentityResult,
@@ -44,6 +46,13 @@ from fmlkit.data.synth.draw import (
     separate_identities,
     write_new,
 )
+from fmlkit.data.synth.label_noise import (
+    JobPlan,
+    TreePlan,
+    check_label_noise,
+    noise_counts,
+    plan_label_noise,
+)
 from fmlkit.io import atomic_path
 from fmlkit.parallel import default_workers, worker_pool
 from fmlkit.progress import track
@@ -52,7 +61,7 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_KINDS = ("exact_duplicate", "near_duplicate", "cross_label_duplicate")
 BROKEN_KINDS = ("tiny", "corrupt", "empty", "not_image")
-TRUTH_KINDS = (CLEAN, *DUPLICATE_KINDS, *BROKEN_KINDS)
+TRUTH_KINDS = (CLEAN, *DUPLICATE_KINDS, *BROKEN_KINDS, *C.LABEL_NOISE_KINDS)
 
 # Planted defects per clean image (each kind at least once); cross-label needs two identities.
 DEFECT_RATES: Mapping[str, float] = {
@@ -86,6 +95,8 @@ class SynthReport:
     unseparated: int  # clean images still within that distance after MAX_REDRAWS attempts
     seconds: float
     identities_checked: bool = True  # clean images of different identities were checked too
+    split_identities: int = 0  # label noise: identities whose images lie in two folders
+    mixed_folders: int = 0  # label noise: folders holding the images of a second identity
 
     @property
     def clean(self) -> int:
@@ -107,6 +118,13 @@ class SynthReport:
             + f" to {self.out_dir} in {self.seconds:.1f} s ({self.images_per_s:.0f} images/s).",
             f"Truth: {self.truth_path}",
         ]
+        if self.counts.get(C.MISLABEL) or self.split_identities or self.mixed_folders:
+            lines.append(
+                f"Label noise: {self.counts.get(C.MISLABEL, 0)} mislabelled images; identities "
+                f"split over two folders: {self.split_identities} "
+                f"({self.counts.get(C.SPLIT_IDENTITY, 0)} images moved); folders mixed with a "
+                f"new identity: {self.mixed_folders} ({self.counts.get(C.MIXED, 0)} images)."
+            )
         if any(self.variants.values()):
             lines.append(
                 "Clean images stored unusually: "
@@ -138,14 +156,20 @@ def _plant_defects(
     size: int,
     width: int,
     plan: np.random.Generator,
+    files: list[tuple[str, str, str, str]] | None = None,
+    owners: Mapping[str, int] | None = None,
 ) -> list[tuple[str, str, str, str]]:
-    """Add duplicates and broken files beside the clean images; return their truth rows."""
+    """Add duplicates of the ``clean`` images and broken files; return their truth rows.
+
+    ``files`` are every file written so far (default: ``clean``), so planted files take the next
+    free numbers; ``owners`` the identity whose images fill each label's folder (default: the
+    label's position), from which broken images are drawn."""
     kinds = [k for k in DEFECT_RATES if k != "cross_label_duplicate" or len(labels) > 1]
     todo = [kind for kind in kinds for _ in range(_count(DEFECT_RATES[kind], len(clean)))]
     todo = [todo[i] for i in plan.permutation(len(todo))]  # names must not reveal the kind
     n_dup = sum(k in DUPLICATE_KINDS for k in todo)
     sources = iter(plan.choice(len(clean), size=n_dup, replace=n_dup > len(clean)))
-    per_label = Counter(row[1] for row in clean)
+    per_label = Counter(row[1] for row in (clean if files is None else files))
     rows = []
     for k, kind in enumerate(todo):
         if kind in DUPLICATE_KINDS:
@@ -165,13 +189,10 @@ def _plant_defects(
             ext = Path(src_name).suffix if kind != "near_duplicate" else ".jpg"
             source = src_name
         else:
-            identity = int(plan.integers(len(labels)))
-            label, data, ext, source = (
-                labels[identity],
-                broken_file(kind, seed, k, identity, size),
-                ".jpg",
-                "",
-            )
+            position = int(plan.integers(len(labels)))
+            label = labels[position]
+            identity = position if owners is None else owners[label]
+            data, ext, source = broken_file(kind, seed, k, identity, size), ".jpg", ""
         name = f"{label}/{per_label[label]:0{width}d}{ext}"
         per_label[label] += 1
         write_new(root / name, data)
@@ -179,11 +200,11 @@ def _plant_defects(
     return rows
 
 
-def _name_width(n: int, m: int) -> int:
+def _name_width(n: int, m: int, extra: int = 0) -> int:
     """Digits of image numbers, so names sort in number order even if every planted file
-    lands in one folder."""
+    (and ``extra`` images of label noise) lands in one folder."""
     planted = sum(_count(rate, n * m) for rate in DEFECT_RATES.values())
-    return max(4, len(str(m + planted - 1)))
+    return max(4, len(str(m + extra + planted - 1)))
 
 
 def _plan_names(
@@ -227,6 +248,7 @@ def generate_synthetic_dataset(
     truth_path: str | Path | None = None,
     overwrite: bool = False,
     workers: int = 1,
+    label_noise: bool = False,
 ) -> SynthReport:
     """Write a synthetic identity dataset and its truth CSV (both atomically).
 
@@ -241,13 +263,18 @@ def generate_synthetic_dataset(
         overwrite: replace an existing folder and truth file, if synth wrote them.
         workers: processes rendering identities in parallel (output is the same for any count;
             more than one per identity or `MAX_WORKERS_PER_CPU` per CPU are not started).
+        label_noise: also plant mislabelled images, identities split over two folders and
+            folders mixing two identities (`fmlkit.data.synth.label_noise`; N ≥ 4, M ≥ 4).
 
     Raises:
         InputError: a count out of range or beyond `fmlkit.data.synth.checks.MAX_CLEAN_IMAGES`,
+            too few identities or images for label noise,
             too little disk space, or outputs that may not be written
             (`fmlkit.data.synth.checks.check_outputs`).
     """
     check_request(identities, images_per_identity, size, workers)
+    if label_noise:
+        check_label_noise(identities, images_per_identity)
     out = output_folder(out_dir)
     truth = Path(truth_path) if truth_path is not None else default_truth_path(out)
     needed = estimated_bytes(identities, images_per_identity, size)
@@ -256,20 +283,29 @@ def generate_synthetic_dataset(
 
     start = time.perf_counter()
     plan = seeded_rng(seed, PLAN_STREAM)
-    width = max(5, len(str(identities - 1)))
-    labels = [f"id{i:0{width}d}" for i in range(identities)]
-    width = _name_width(identities, images_per_identity)  # digits of image numbers
-    names, grey, variants = _plan_names(plan, identities, images_per_identity, defects, width)
+    tree, variants, width = _plan_tree(
+        plan, identities, images_per_identity, seed=seed, defects=defects, label_noise=label_noise
+    )
     with atomic_path(truth) as tmp_truth, atomic_path(out) as root:
         root.mkdir()
         jobs = [
-            IdentityJob(root, seed, i, labels[i], tuple(names[i]), frozenset(grey[i]), size)
-            for i in range(identities)
+            IdentityJob(root, seed, p.index, p.label, p.names, p.greyscale, size, p.placed)
+            for p in tree.jobs
         ]
         results, cross_unseparated = _draw_identities(jobs, workers)
         rows = [row for r in results for row in r.rows]
         if defects:
-            rows += _plant_defects(root, rows, labels, seed=seed, size=size, width=width, plan=plan)
+            rows += _plant_defects(
+                root,
+                [row for row in rows if row[2] == CLEAN],
+                list(tree.labels),
+                seed=seed,
+                size=size,
+                width=width,
+                plan=plan,
+                files=rows,
+                owners=tree.owners,
+            )
         rows.sort(key=lambda row: row[0])
         _write_truth(tmp_truth, rows)
     report = SynthReport(
@@ -282,9 +318,38 @@ def generate_synthetic_dataset(
         unseparated=sum(r.unseparated for r in results) + (cross_unseparated or 0),
         identities_checked=cross_unseparated is not None,
         seconds=time.perf_counter() - start,
+        split_identities=len({row[3] for row in rows if row[2] == C.SPLIT_IDENTITY}),
+        mixed_folders=len({row[3] for row in rows if row[2] == C.MIXED}),
     )
     log.info("synth: %d files, %d redraws for pHash separation", report.files, report.redraws)
     return report
+
+
+def _plan_tree(
+    plan: np.random.Generator,
+    n: int,
+    m: int,
+    *,
+    seed: int,
+    defects: bool,
+    label_noise: bool,
+) -> tuple[TreePlan, Counter[str], int]:
+    """Every identity's images, where each is filed, and under which name; also how many clean
+    images are stored unusually, and the digits of image numbers."""
+    extra = m + noise_counts(n, m)[C.MISLABEL] if label_noise else 0  # a mixed folder's gain
+    width = _name_width(n, m, extra)
+    names, grey, variants = _plan_names(plan, n, m, defects, width)
+    if label_noise:
+        noise = plan_label_noise(names, grey, width=width, rng=seeded_rng(seed, NOISE_STREAM))
+        return noise, variants, width
+    digits = max(5, len(str(n - 1)))
+    labels = [f"id{i:0{digits}d}" for i in range(n)]
+    jobs = tuple(JobPlan(i, labels[i], tuple(names[i]), (), frozenset(grey[i])) for i in range(n))
+    return (
+        TreePlan(tuple(labels), jobs, {label: i for i, label in enumerate(labels)}),
+        variants,
+        width,
+    )
 
 
 def _draw_identities(

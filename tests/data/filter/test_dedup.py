@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,11 @@ from fmlkit.columns import (
     LABEL,
     MD5,
     PHASH,
+    PIXEL_SIMILARITY,
     REASON,
     WIDTH,
 )
+from fmlkit.data.filter.confirm import Confirmation
 from fmlkit.data.filter.dedup import CROSS, EXACT, NEAR, find_duplicates
 from fmlkit.data.filter.hamming import equal_pairs, radius_pairs
 from fmlkit.errors import InputError, SchemaError
@@ -97,7 +100,14 @@ def clustered(seed: int, n: int = 150, with_md5: bool = True) -> pd.DataFrame:
 
 @pytest.mark.parametrize("scope", ["label", "global"])
 @pytest.mark.parametrize("keep", ["first", "largest"])
-def test_find_duplicates_equals_brute_force(scope: str, keep: str) -> None:
+@pytest.mark.parametrize("walk", ["by pair", "by row"])
+def test_find_duplicates_equals_brute_force(
+    scope: str, keep: str, walk: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fmlkit.data.filter import dedup
+
+    # the walk goes a pair at a time for sparse pairs, a row at a time for dense: force each
+    monkeypatch.setattr(dedup, "_DENSE_WALK", 0 if walk == "by row" else 10**9)
     for seed in range(12):
         df = clustered(seed, with_md5=seed % 4 != 3)
         rng = np.random.default_rng(seed)
@@ -177,3 +187,147 @@ def test_find_duplicates_with_no_duplicate_at_all_removes_nothing(scope: str) ->
     assert (got[REASON] == "").all() and len(got) == 5
     want = brute_force(df, 8, scope, 2, "first")
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def _clustered_hashes(seed: int, n: int, centres: int, flips: int) -> np.ndarray:
+    """Hashes in tight clusters (real pHashes of small photos share most chunks)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2**63, centres, dtype=np.uint64)
+    hashes = base[rng.integers(0, centres, n)]
+    for _ in range(flips):
+        hashes = hashes ^ (np.uint64(1) << rng.integers(0, 64, n).astype(np.uint64))
+    return hashes
+
+
+def _all_pairs(hashes: np.ndarray, radius: int, groups: np.ndarray | None) -> list[tuple]:
+    d = np.bitwise_count(hashes[:, None] ^ hashes[None, :]).astype(np.int64)
+    same = np.ones_like(d, bool) if groups is None else groups[:, None] == groups[None, :]
+    i, j = np.nonzero(np.triu((d <= radius) & same, 1))
+    return list(zip(i.tolist(), j.tolist(), d[i, j].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("path", ["picked", "multi-index", "all pairs"])
+def test_radius_pairs_is_exact_on_clustered_hashes_by_either_search(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both searches, and the per-group choice between them, give the all-pairs answer on
+    clustered hashes, in groups large (row blocks, several per group) and small."""
+    from fmlkit.data.filter import hamming
+
+    monkeypatch.setattr(hamming, "_BLOCK_CELLS", 2_000)  # several blocks per large group
+    if path != "picked":
+        monkeypatch.setattr(hamming, "_BRUTE_COST", 1e30 if path == "all pairs" else 0.0)
+    for seed in range(3):
+        hashes = _clustered_hashes(seed, 400, centres=5, flips=4)
+        # one large group (≥ _DENSE_GROUP rows), many small ones, singletons
+        groups = np.where(np.arange(400) < 250, 0, np.arange(400) // 3)
+        for radius in (0, 2, 6, 10, 17, 64):
+            for g in (None, groups):
+                i, j, d = radius_pairs(hashes, radius, g)
+                got = list(zip(i.tolist(), j.tolist(), d.tolist(), strict=True))
+                assert got == _all_pairs(hashes, radius, g), (seed, radius, g is None)
+
+
+def test_radius_pairs_picks_all_pairs_for_clustered_and_multi_index_for_spread_hashes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fmlkit.data.filter import hamming
+
+    used: list[str] = []
+    real = hamming._all_pairs_within
+
+    def spy(*args: object) -> list[tuple[np.ndarray, np.ndarray]]:
+        used.append("all pairs")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hamming, "_all_pairs_within", spy)
+    radius_pairs(_clustered_hashes(0, 2000, centres=3, flips=3), 10)
+    assert used == ["all pairs"]
+    used.clear()
+    spread = np.random.default_rng(1).integers(0, 2**63, 20_000, dtype=np.uint64)
+    radius_pairs(spread, 3)
+    assert used == []
+
+
+def test_a_64_bit_phash_has_32_set_bits_so_an_odd_threshold_acts_as_the_even_below(
+    synth_scan: Path,
+) -> None:
+    df = pd.read_csv(synth_scan, dtype=str, keep_default_na=False)
+    df = df[df[PHASH] != ""]
+    hashes = np.array([int(h, 16) for h in df[PHASH]], dtype=np.uint64)
+    assert set(np.bitwise_count(hashes).tolist()) == {32}
+    for odd in (3, 9, 11):
+        pd.testing.assert_frame_equal(
+            find_duplicates(df, threshold=odd, scope="global", global_threshold=odd),
+            find_duplicates(df, threshold=odd - 1, scope="global", global_threshold=odd - 1),
+        )
+
+
+def test_confirmation_equals_the_brute_force_walk_over_confirmed_pairs() -> None:
+    """A pair that is not an md5 copy counts only when confirmed: the same as the plain walk
+    with those pairs' distances beyond every radius."""
+    for seed in range(6):
+        df = clustered(seed)
+        rng = np.random.default_rng(seed)
+        bad = {tuple(p) for p in rng.integers(0, len(df), (len(df) * 4, 2)).tolist()}
+
+        def confirm(i: np.ndarray, j: np.ndarray, bad: set[tuple[int, ...]] = bad) -> Confirmation:
+            pairs = zip(i.tolist(), j.tolist(), strict=True)
+            ok = np.array([(a, b) not in bad and (b, a) not in bad for a, b in pairs])
+            pixel = np.where(ok, 0.999, 0.5).astype(np.float32)
+            none = np.zeros(len(i), bool)
+            return Confirmation(pixel, np.full(len(i), np.nan, np.float32), ok, none, none)
+
+        got = find_duplicates(df, threshold=12, scope="global", global_threshold=5,
+                              confirm=confirm)  # fmt: skip
+        want = brute_force_confirmed(df, 12, 5, bad)
+        pd.testing.assert_frame_equal(got[[REASON, DUPLICATE_OF, DISTANCE]], want,
+                                      check_dtype=False)  # fmt: skip
+        removed = got[REASON] != ""
+        assert removed.any() and (~removed).any()
+        # a removed row's pair is an md5 copy (no similarity) or a confirmed one (0.999)
+        pixel = got.loc[removed, PIXEL_SIMILARITY]
+        assert set(pixel.dropna().tolist()) <= {0.999}
+
+
+def brute_force_confirmed(
+    df: pd.DataFrame, threshold: int, global_threshold: int, bad: set[tuple[int, int]]
+) -> pd.DataFrame:
+    """`brute_force` where an unconfirmed pair (not an md5 copy) is never a duplicate."""
+    n = len(df)
+    hashes = [int(v, 16) for v in df[PHASH]]
+    labels, md5 = list(df[LABEL]), list(df[MD5])
+    kept: list[int] = []
+    out: dict[int, tuple[str, str, int | None]] = dict.fromkeys(range(n), ("", "", None))
+    for r in range(n):
+        for kind in (EXACT, NEAR, CROSS):
+            candidates = []
+            for position, k in enumerate(kept):
+                d = bin(hashes[r] ^ hashes[k]).count("1")
+                copy = md5[r] == md5[k]
+                confirmed = copy or ((r, k) not in bad and (k, r) not in bad)
+                same = labels[r] == labels[k]
+                if (
+                    (kind == EXACT and same and copy)
+                    or (kind == NEAR and same and d <= threshold and confirmed)
+                    or (
+                        kind == CROSS
+                        and not same
+                        and (copy or (d <= global_threshold and confirmed))
+                    )
+                ):
+                    candidates.append((d, position, k))
+            if candidates:
+                d, _, k = min(candidates)
+                out[r] = (kind, df[FILE_NAME].iloc[k], d)
+                break
+        else:
+            kept.append(r)
+    return pd.DataFrame(
+        {
+            REASON: [out[r][0] for r in range(n)],
+            DUPLICATE_OF: [out[r][1] for r in range(n)],
+            DISTANCE: pd.array([out[r][2] for r in range(n)], dtype="Int64"),
+        },
+        index=df.index,
+    )

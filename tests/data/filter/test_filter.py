@@ -10,14 +10,17 @@ import pytest
 from fmlkit.columns import (
     DISTANCE,
     DUPLICATE_OF,
+    EMBEDDING_SIMILARITY,
     ERROR,
     FILE_NAME,
     HEIGHT,
     LABEL,
     PHASH,
+    PIXEL_SIMILARITY,
     REASON,
     WIDTH,
 )
+from fmlkit.data.filter.confirm import Confirmer
 from fmlkit.data.filter.dedup import CROSS, EXACT, NEAR
 from fmlkit.data.filter.filter import FilterRules, decide, filter_dataset
 from fmlkit.data.formats.table import read_dataset_info, read_table
@@ -45,7 +48,8 @@ def test_filter_resolves_the_planted_defects(
     synth_tree: SynthTree, synth_info: Path, scope: str
 ) -> None:
     df = read_dataset_info(synth_info)
-    decision = decide(df, FilterRules(dedup=True, scope=scope))  # defaults otherwise
+    confirmer = Confirmer(synth_tree.root)  # defaults otherwise: pixel confirmation
+    decision = decide(df, FilterRules(dedup=True, scope=scope), confirmer=confirmer)
     reason = dict(zip(df[FILE_NAME], decision[REASON], strict=True))
     kinds = {t[FILE_NAME]: t["kind"] for t in synth_tree.truth}
     # no clean image is removed
@@ -64,12 +68,15 @@ def test_filter_resolves_the_planted_defects(
             assert reason[f] != "", (f, k)
 
 
-def test_filter_outputs_partition_the_input(synth_info: Path, tmp_path: Path) -> None:
+def test_filter_outputs_partition_the_input(
+    synth_tree: SynthTree, synth_info: Path, tmp_path: Path
+) -> None:
     report = filter_dataset(
         synth_info,
         tmp_path / "kept.parquet",
         FilterRules(dedup=True, scope="global"),
         removed=tmp_path / "removed.csv",
+        root=synth_tree.root,
     )
     src = read_table(synth_info)
     kept = read_table(tmp_path / "kept.parquet")
@@ -78,7 +85,8 @@ def test_filter_outputs_partition_the_input(synth_info: Path, tmp_path: Path) ->
     assert sorted([*kept[FILE_NAME], *removed[FILE_NAME]]) == sorted(src[FILE_NAME])
     assert list(kept.columns) == list(src.columns)  # input columns, input order
     assert list(kept[FILE_NAME]) == [f for f in src[FILE_NAME] if f in set(kept[FILE_NAME])]
-    assert list(removed.columns) == [*src.columns, REASON, DUPLICATE_OF, DISTANCE]
+    similarities = [PIXEL_SIMILARITY, EMBEDDING_SIMILARITY]
+    assert list(removed.columns) == [*src.columns, REASON, DUPLICATE_OF, DISTANCE, *similarities]
     dup = removed[removed[REASON].isin([EXACT, NEAR, CROSS])]
     assert set(dup[DUPLICATE_OF]) <= set(kept[FILE_NAME])  # they point at kept rows
     assert dup[DISTANCE].notna().all()
@@ -100,14 +108,14 @@ def test_filter_keep_errors_and_size_limits(synth_info: Path) -> None:
 def test_filter_errors_name_columns_and_rows(tmp_path: Path) -> None:
     table = pd.DataFrame({FILE_NAME: ["a/1.jpg", "a/2.jpg"], LABEL: ["a", "a"]})
     with pytest.raises(SchemaError, match="phash"):
-        decide(table, FilterRules(dedup=True, min_size=None))
+        decide(table, FilterRules(dedup=True, min_size=None, confirm="none"))
     with pytest.raises(SchemaError, match="width, height"):
         decide(table)  # the default --min-size needs sizes
     table[PHASH] = ["00000000000000ff", "not-a-hash"]
     with pytest.raises(InputError, match=r"row 1 \(a/2.jpg\)"):
-        decide(table, FilterRules(dedup=True, min_size=None))
+        decide(table, FilterRules(dedup=True, min_size=None, confirm="none"))
     with pytest.raises(InputError, match="between 0 and 64"):
-        decide(table, FilterRules(dedup=True, threshold=-1, min_size=None))
+        decide(table, FilterRules(dedup=True, threshold=-1, min_size=None, confirm="none"))
     with pytest.raises(OptionError, match="report_dir needs root"):
         filter_dataset(tmp_path / "x.csv", tmp_path / "y.csv", report_dir=tmp_path / "r")
 

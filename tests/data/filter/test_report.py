@@ -13,6 +13,7 @@ from PIL import Image
 
 from fmlkit.columns import FILE_NAME, LABEL, PHASH, REASON
 from fmlkit.data.filter import report as report_module
+from fmlkit.data.filter.confirm import Confirmer
 from fmlkit.data.filter.dedup import CROSS, EXACT, NEAR
 from fmlkit.data.filter.filter import FilterRules, decide, filter_dataset
 from fmlkit.data.filter.report import check_report_dir, write_filter_report
@@ -45,7 +46,8 @@ def test_report_summary_counts_and_one_figure_per_removed_duplicate(
 ) -> None:
     text = (page / "index.html").read_text(encoding="utf-8")
     df = read_dataset_info(synth_scan)
-    decision = decide(df, FilterRules(dedup=True, scope="global"))
+    confirmer = Confirmer(synth_tree.root)
+    decision = decide(df, FilterRules(dedup=True, scope="global"), confirmer=confirmer)
     kept = int((decision[REASON] == "").sum())
     assert f"<b>{len(df):,}</b><span>rows in</span>" in text
     assert f"<b>{kept:,}</b><span>kept</span>" in text
@@ -104,7 +106,7 @@ def test_report_caps_sections_and_the_label_table_and_says_so(
     monkeypatch.setattr(report_module, "FIGURES", 5)
     monkeypatch.setattr(report_module, "LABEL_ROWS", 7)
     df = _fake(30, 3)
-    decision = decide(df, FilterRules(dedup=True, min_size=None))
+    decision = decide(df, FilterRules(dedup=True, min_size=None, confirm="none"))
     (tmp_path / "data").mkdir()
     write_filter_report(df, decision, tmp_path / "r", root=tmp_path / "data")
     text = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
@@ -127,7 +129,7 @@ def test_report_escapes_labels_names_and_reasons(tmp_path: Path) -> None:
             "error": ["", "", evil],
         }
     )
-    decision = decide(df, FilterRules(dedup=True, scope="global", min_size=None))
+    decision = decide(df, FilterRules(dedup=True, scope="global", min_size=None, confirm="none"))
     (tmp_path / "data").mkdir()
     write_filter_report(df, decision, tmp_path / "r", root=tmp_path / "data")
     text = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
@@ -140,8 +142,8 @@ def test_report_escapes_labels_names_and_reasons(tmp_path: Path) -> None:
 def test_check_report_dir_accepts_an_earlier_report_with_thumbs_only(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     report = tmp_path / "r"
-    write_filter_report(_fake(2, 2), decide(_fake(2, 2), FilterRules(dedup=True, min_size=None)),
-                        report, root=tmp_path / "data")  # fmt: skip
+    rules = FilterRules(dedup=True, min_size=None, confirm="none")
+    write_filter_report(_fake(2, 2), decide(_fake(2, 2), rules), report, root=tmp_path / "data")
     (report / "thumbs").mkdir(exist_ok=True)
     (report / "thumbs" / "000000.jpg").write_bytes(b"")
     check_report_dir(report, root=tmp_path / "data")  # an earlier report: accepted
@@ -162,7 +164,7 @@ def test_report_never_reads_an_image_outside_the_root(tmp_path: Path) -> None:
     )
     (tmp_path / "data" / "a").mkdir(parents=True)
     Image.new("RGB", (40, 40), "blue").save(tmp_path / "data" / "a" / "1.png")
-    decision = decide(df, FilterRules(dedup=True, min_size=None))
+    decision = decide(df, FilterRules(dedup=True, min_size=None, confirm="none"))
     write_filter_report(df, decision, tmp_path / "r", root=tmp_path / "data")
     text = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
     assert text.count("<img ") == 2  # the kept a/1.png, once per figure; the rest are grey
