@@ -275,3 +275,73 @@ def test_auto_picks_thresholds_from_the_distributions_and_says_so() -> None:
 def test_options_out_of_range_are_refused(options: dict, words: str) -> None:
     with pytest.raises(OptionError, match=words.replace("(", r"\(").replace(")", r"\)")):
         CleanOptions(**options)
+
+
+def _best_bipartition(x: np.ndarray) -> np.ndarray:
+    """The 0/1 grouping of the unit rows ``x`` that maximises spherical 2-means' objective,
+    |sum of group 0| + |sum of group 1|, by trying every bipartition (the first row in group
+    1, as a label swap changes nothing)."""
+    n = len(x)
+    best, best_value = np.zeros(n, int), -np.inf
+    for mask in range(1 << (n - 1)):
+        group = np.array([(mask >> k) & 1 for k in range(n - 1)] + [1])
+        if group.all():
+            continue
+        value = sum(np.linalg.norm(x[group == g].sum(axis=0)) for g in (0, 1))
+        if value > best_value + 1e-9:
+            best, best_value = group, value
+    return best
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("split_below", [0.2, 0.45, 0.7])
+def test_splits_equal_the_rule_over_the_best_bipartition_found_by_trying_all(
+    seed: int, split_below: float
+) -> None:
+    """The split rule of docs/clean.md from its definition: the pre-filter (classes of ≥ 4
+    images with a mean own similarity under 0.9 × the median class's, or a spread over 2 ×
+    the median), the best of all bipartitions, then both groups ≥ 2 images and ≥ 20 %, the
+    group centroids' cosine under ``split_below``, each group's leave-one-out cohesion ≥
+    ``relabel_above``."""
+    p = clustered(seed)
+    found = _run(p, checks=("mixed",), robust=False, split_below=split_below)
+    x = _unit(p)
+    labels = p.labels.astype(str)
+    own = found.images["own_similarity"].to_numpy(dtype=float)
+    stats = {}
+    for label in sorted(set(labels)):
+        rows = np.flatnonzero(labels == label)
+        stats[label] = (len(rows), own[rows].mean(), own[rows].std())
+    big = [k for k, (n, _, _) in stats.items() if n >= 4]
+    median_mean = np.median([stats[k][1] for k in big])
+    median_spread = np.median([stats[k][2] for k in big])
+    expected, groups = [], {}
+    for label in big:
+        n, mean, spread = stats[label]
+        if not (mean < 0.9 * median_mean or spread > 2 * median_spread):
+            continue
+        rows = np.flatnonzero(labels == label)
+        group = _best_bipartition(x[rows])
+        parts = [x[rows][group == g] for g in (0, 1)]
+        sizes = [len(part) for part in parts]
+        between = _cos(parts[0].sum(axis=0), parts[1].sum(axis=0))
+        cohesion = [
+            np.mean([_cos(part[i], part.sum(axis=0) - part[i]) for i in range(len(part))])
+            if len(part) > 1
+            else np.nan
+            for part in parts
+        ]
+        if (
+            min(sizes) >= 2
+            and min(sizes) >= 0.2 * n
+            and between < split_below
+            and min(cohesion) >= CleanOptions().relabel_above
+        ):
+            expected.append(label)
+            groups[label] = group
+    classes = found.classes.set_index("label")
+    assert sorted(classes.index[classes["decision"] == "split"]) == expected
+    assert expected == ["c14"] or split_below != 0.45  # the planted mixed class, at the default
+    for label, group in groups.items():
+        got = found.images.loc[labels == label, "split_group"].astype(int).to_numpy()
+        assert (got == group).all() or (got == 1 - group).all()
