@@ -216,13 +216,9 @@ def _check_options(
         if value not in allowed:
             raise OptionError(f"{{{name}}} is not one of {', '.join(allowed)}", **{name: value})
     if isinstance(detector, str):
-        from fmlkit.data.align.detect import DETECTOR_NAMES
+        from fmlkit.data.align.detect import check_detector_name
 
-        if detector not in DETECTOR_NAMES:
-            raise OptionError(
-                f"{{detector}} is not a known detector; choose one of: {', '.join(DETECTOR_NAMES)}",
-                detector=detector,
-            )
+        check_detector_name(detector)
     if not 1 <= quality <= 100:
         raise OptionError("{quality} is out of range: 1–100", quality=quality)
     if not 0.0 <= min_score <= 1.0:

@@ -31,6 +31,16 @@ from fmlkit.errors import FmlkitError, InputError, OptionError
 #: The detectors `create_detector` knows, by name.
 DETECTOR_NAMES: tuple[str, ...] = ("retinaface",)
 
+
+def check_detector_name(name: str) -> None:
+    """Raise `OptionError` (naming ``{detector}``) for a detector that is not bundled."""
+    if name not in DETECTOR_NAMES:
+        raise OptionError(
+            f"{{detector}} is not a known detector; choose one of: {', '.join(DETECTOR_NAMES)}",
+            detector=name,
+        )
+
+
 MODEL_FILE = "retinaface_mnet025.onnx"
 MODEL_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
 
@@ -145,11 +155,7 @@ def create_detector(
     """
     from fmlkit.parallel import auto_threads
 
-    if name not in DETECTOR_NAMES:
-        raise OptionError(
-            f"{{detector}} is not a known detector; choose one of: {', '.join(DETECTOR_NAMES)}",
-            detector=name,
-        )
+    check_detector_name(name)
     if not 64 <= max_side <= 4096:
         raise OptionError("{max_side} is out of range: 64–4096 pixels", max_side=max_side)
     if not 1 <= batch_size <= 256:

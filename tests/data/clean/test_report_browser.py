@@ -5,48 +5,32 @@ playwright is there."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
-
 from fmlkit.data.clean.report import write_clean_report
+from tests.browser import opened
 from tests.conftest import SynthTree
 from tests.data.clean.test_report import ODD, SCRIPT, contract_frames
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
 
 def test_clean_report_renders_in_chromium(tmp_path: Path, synth_tree: SynthTree) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not Path(CHROMIUM).is_file():
-        pytest.skip("no chromium: `make test` installs Debian's chromium package when root")
     frames = contract_frames(tmp_path / "data", synth_tree)
     write_clean_report(*frames, root=tmp_path / "data", out_dir=tmp_path / "report")
-    errors: list[str] = []
-    dialogs: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto((tmp_path / "report" / "index.html").as_uri(), wait_until="load")
-            widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
-            captions = page.eval_on_selector_all("figure", "els => els.map(e => e.innerText)")
-            markers = page.eval_on_selector_all(
-                "svg .marker text", "els => els.map(e => e.textContent)"
-            )
-            text = page.inner_text("body")
-            scripts = page.eval_on_selector_all("script", "els => els.map(e => e.textContent)")
-            classes = "table.sortable >> nth=-1"
-            page.click(f"{classes} >> th:nth-child(4)")  # sort the classes by mean cosine
-            order = page.eval_on_selector_all(
-                f"{classes} >> tbody tr", "rows => rows.map(r => r.cells[0].textContent)"
-            )
-        finally:
-            browser.close()
+    with opened(tmp_path / "report" / "index.html") as seen:
+        page = seen.page
+        widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+        captions = page.eval_on_selector_all("figure", "els => els.map(e => e.innerText)")
+        markers = page.eval_on_selector_all(
+            "svg .marker text", "els => els.map(e => e.textContent)"
+        )
+        text = page.inner_text("body")
+        scripts = page.eval_on_selector_all("script", "els => els.map(e => e.textContent)")
+        classes = "table.sortable >> nth=-1"
+        page.click(f"{classes} >> th:nth-child(4)")  # sort the classes by mean cosine
+        order = page.eval_on_selector_all(
+            f"{classes} >> tbody tr", "rows => rows.map(r => r.cells[0].textContent)"
+        )
+    errors, dialogs = seen.errors, seen.dialogs
     assert errors == [] and dialogs == []
     assert len(widths) >= 20 and all(w > 0 for w in widths)  # every <img> loaded
     # captions hold the file names, decisions and suggested label

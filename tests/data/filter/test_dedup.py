@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,16 @@ from fmlkit.errors import InputError, SchemaError
 
 
 def brute_force(
-    df: pd.DataFrame, threshold: int, scope: str, global_threshold: int, keep: str
+    df: pd.DataFrame,
+    threshold: int,
+    scope: str,
+    global_threshold: int,
+    keep: str,
+    bad: Collection[tuple[int, ...]] = (),
 ) -> pd.DataFrame:
-    """The rule in its plainest form: every row against every row kept before it."""
+    """The rule in its plainest form: every row against every row kept before it; a pair in
+    ``bad`` (either order) is unconfirmed: never a near or cross-label duplicate unless the
+    two are md5 copies."""
     n = len(df)
     hashes = [int(v, 16) for v in df[PHASH]]
     labels, md5 = list(df[LABEL]), list(df[MD5]) if MD5 in df else None
@@ -45,14 +53,15 @@ def brute_force(
                 d = bin(hashes[r] ^ hashes[k]).count("1")
                 same_label = labels[r] == labels[k]
                 same_md5 = md5 is not None and md5[r] == md5[k]
+                confirmed = same_md5 or ((r, k) not in bad and (k, r) not in bad)
                 if (
                     (kind == EXACT and same_label and same_md5)
-                    or (kind == NEAR and same_label and d <= threshold)
+                    or (kind == NEAR and same_label and d <= threshold and confirmed)
                     or (
                         kind == CROSS
                         and scope == "global"
                         and not same_label
-                        and (same_md5 or d <= global_threshold)
+                        and (same_md5 or (d <= global_threshold and confirmed))
                     )
                 ):
                     candidates.append((d, position, k))
@@ -280,7 +289,7 @@ def test_confirmation_equals_the_brute_force_walk_over_confirmed_pairs() -> None
 
         got = find_duplicates(df, threshold=12, scope="global", global_threshold=5,
                               confirm=confirm)  # fmt: skip
-        want = brute_force_confirmed(df, 12, 5, bad)
+        want = brute_force(df, 12, "global", 5, "first", bad)
         pd.testing.assert_frame_equal(got[[REASON, DUPLICATE_OF, DISTANCE]], want,
                                       check_dtype=False)  # fmt: skip
         removed = got[REASON] != ""
@@ -288,46 +297,3 @@ def test_confirmation_equals_the_brute_force_walk_over_confirmed_pairs() -> None
         # a removed row's pair is an md5 copy (no similarity) or a confirmed one (0.999)
         pixel = got.loc[removed, PIXEL_SIMILARITY]
         assert set(pixel.dropna().tolist()) <= {0.999}
-
-
-def brute_force_confirmed(
-    df: pd.DataFrame, threshold: int, global_threshold: int, bad: set[tuple[int, int]]
-) -> pd.DataFrame:
-    """`brute_force` where an unconfirmed pair (not an md5 copy) is never a duplicate."""
-    n = len(df)
-    hashes = [int(v, 16) for v in df[PHASH]]
-    labels, md5 = list(df[LABEL]), list(df[MD5])
-    kept: list[int] = []
-    out: dict[int, tuple[str, str, int | None]] = dict.fromkeys(range(n), ("", "", None))
-    for r in range(n):
-        for kind in (EXACT, NEAR, CROSS):
-            candidates = []
-            for position, k in enumerate(kept):
-                d = bin(hashes[r] ^ hashes[k]).count("1")
-                copy = md5[r] == md5[k]
-                confirmed = copy or ((r, k) not in bad and (k, r) not in bad)
-                same = labels[r] == labels[k]
-                if (
-                    (kind == EXACT and same and copy)
-                    or (kind == NEAR and same and d <= threshold and confirmed)
-                    or (
-                        kind == CROSS
-                        and not same
-                        and (copy or (d <= global_threshold and confirmed))
-                    )
-                ):
-                    candidates.append((d, position, k))
-            if candidates:
-                d, _, k = min(candidates)
-                out[r] = (kind, df[FILE_NAME].iloc[k], d)
-                break
-        else:
-            kept.append(r)
-    return pd.DataFrame(
-        {
-            REASON: [out[r][0] for r in range(n)],
-            DUPLICATE_OF: [out[r][1] for r in range(n)],
-            DISTANCE: pd.array([out[r][2] for r in range(n)], dtype="Int64"),
-        },
-        index=df.index,
-    )

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from fmlkit.columns import FILE_NAME, LABEL
+from tests.browser import opened
 from tests.hostile.check import fmlkit, succeeded
 
 SCRIPT_LABEL = "<script>alert(1)</script>"  # a folder cannot hold '/': a table carries it
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def _image(path: Path, seed: int) -> None:
@@ -48,26 +48,14 @@ def report(tmp_path: Path) -> Path:
 
 
 def test_report_renders_in_chromium(report: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not Path(CHROMIUM).is_file():
-        pytest.skip("no chromium: `make test` installs Debian's chromium package when root")
-    errors: list[str] = []
-    dialogs: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(report.as_uri(), wait_until="load")
-            widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
-            captions = page.eval_on_selector_all("figure", "els => els.map(e => e.innerText)")
-            text = page.inner_text("body")
-            scripts = page.eval_on_selector_all("script", "els => els.map(e => e.textContent)")
-            page.click("table.sortable th:nth-child(2)")  # the sorting script runs cleanly
-        finally:
-            browser.close()
+    with opened(report) as seen:
+        page = seen.page
+        widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+        captions = page.eval_on_selector_all("figure", "els => els.map(e => e.innerText)")
+        text = page.inner_text("body")
+        scripts = page.eval_on_selector_all("script", "els => els.map(e => e.textContent)")
+        page.click("table.sortable th:nth-child(2)")  # the sorting script runs cleanly
+    errors, dialogs = seen.errors, seen.dialogs
     assert errors == [] and dialogs == []
     assert widths and all(w > 0 for w in widths)
     assert any("bob/copy of alice.jpg" in c and "alice/0.jpg" in c for c in captions)
