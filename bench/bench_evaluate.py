@@ -13,6 +13,11 @@
     ``NearestNeighbors(algorithm="brute", metric="euclidean")`` on the L2-normalised float32
     embeddings (the same ranking as cosine; its fastest exact path), ``kneighbors()`` for the
     same k, then the same metrics in numpy. The metrics are checked to agree.
+    The whole command too: ``fmlkit evaluate --embeddings E.parquet --retrieval -o D`` on the
+    same embeddings written as `fmlkit embed`'s Parquet (process start, reading, retrieval,
+    report), its metrics checked equal to the in-process ones. And the machine's limit: the
+    matmul alone (torch, the block shape retrieval uses) timed, giving the seconds the
+    2·n²·d multiply-adds need at that speed.
 (c) ``--gallery-items N`` (off by default): the memory of a 1M-item gallery without 1M × 1M
     compute — N items of which ``--gallery-queries`` sit in labels of ``--per-class`` and the
     rest are singletons (excluded as queries, still searched).
@@ -233,6 +238,49 @@ def child_retrieval(args: argparse.Namespace) -> dict:
     }
 
 
+def cli_retrieval(items: int, per_class: int, dim: int) -> dict:
+    """Wall seconds and peak RSS of the whole `fmlkit evaluate --embeddings E --retrieval`
+    command on ``items`` embeddings (the Parquet written first, not timed), and its metrics."""
+    import tempfile
+
+    from fmlkit.data.formats.embeddings import write_embeddings
+
+    emb, labels = _retrieval_data(items, per_class, dim, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp, "emb.parquet")
+        names = [f"{label}/{i}.jpg" for i, label in enumerate(labels)]
+        write_embeddings(table, names, [str(v) for v in labels], emb)
+        del emb
+        out = Path(tmp, "out")
+        command = [sys.executable, "-m", "fmlkit", "-q", "evaluate", "--embeddings", str(table)]
+        start = time.perf_counter()
+        subprocess.run([*command, "--retrieval", "-o", str(out)], check=True)
+        wall = time.perf_counter() - start
+        metrics = json.loads((out / "metrics.json").read_text())["retrieval"]
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"items": items, "wall_s": wall, "rss_peak_mb": peak, "metrics": metrics}
+
+
+def matmul_limit(items: int, dim: int, block: int = 414) -> dict:
+    """The machine's float32 matmul speed (torch, ``block`` queries × ``dim`` against all
+    ``items``, the shape retrieval's blocks have at 100,000 × 512) and the seconds the
+    leave-one-out similarity matrix (2·n²·d FLOPs) needs at that speed."""
+    import torch
+
+    gallery = torch.randn(items, dim)
+    query = torch.randn(block, dim)
+    for _ in range(2):
+        query @ gallery.T
+    runs = 10
+    start = time.perf_counter()
+    for _ in range(runs):
+        query @ gallery.T
+    each = (time.perf_counter() - start) / runs
+    gflops = 2 * block * dim * items / each / 1e9
+    return {"gflops": gflops, "threads": torch.get_num_threads(),
+            "floor_s": 2 * items * items * dim / (gflops * 1e9)}  # fmt: skip
+
+
 def _run_child(*argv: str) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", *argv], check=True, capture_output=True, text=True
@@ -275,6 +323,18 @@ def _print_tables(results: dict, args: argparse.Namespace) -> None:
         ratio = retrieval[1]["seconds"] / retrieval[0]["seconds"]
         diff = results["retrieval_max_metric_diff"]
         print(f"\nsklearn / fmlkit time: ×{ratio:.2f}; largest metric difference {diff:.1e}")
+    cli, limit = results["retrieval_cli"], results["matmul"]
+    print(
+        f"\nwhole command `fmlkit evaluate --embeddings … --retrieval`, {cli['items']:,} items: "
+        f"{cli['wall_s']:.1f} s, peak RSS {cli['rss_peak_mb']:.0f} MB; metrics equal to the "
+        f"in-process run: {cli['equal']}"
+    )
+    print(
+        f"machine limit: torch matmul {limit['gflops']:.0f} GFLOP/s on {limit['threads']} "
+        f"threads, so the 2·n²·d FLOPs alone take {limit['floor_s']:.1f} s; "
+        f"`retrieval_metrics` runs at {limit['floor_s'] / retrieval[0]['seconds']:.0%} of "
+        f"that speed, the whole command at {limit['floor_s'] / cli['wall_s']:.0%}"
+    )
 
 
 def main() -> None:
@@ -285,9 +345,12 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the sklearn retrieval")
     parser.add_argument("--gallery-items", type=int, default=0)
     parser.add_argument("--gallery-queries", type=int, default=2000)
-    parser.add_argument("--child", choices=["verification", "retrieval"])
+    parser.add_argument("--child", choices=["verification", "retrieval", "cli-retrieval"])
     parser.add_argument("--impl", choices=["fmlkit", "sklearn"], default="fmlkit")
     args = parser.parse_args()
+    if args.child == "cli-retrieval":  # a process of its own: its children's RSS is the command's
+        print(json.dumps(cli_retrieval(args.items, args.per_class, args.dim)))
+        return
     if args.child:
         verification = args.child == "verification"
         print(json.dumps(child_verification(args.dim) if verification else child_retrieval(args)))
@@ -309,6 +372,17 @@ def main() -> None:
         results["retrieval_max_metric_diff"] = max(
             abs(ours[m] - theirs[m]) for m in ("precision_at_1", "r_precision", "map_at_r")
         )
+    cli = _run_child("cli-retrieval", "--items", str(args.items), *shape)
+    ours = retrieval[0]["metrics"]
+    cli["equal"] = (
+        all(
+            abs(cli["metrics"][m] - ours[m]) < 1e-12
+            for m in ("precision_at_1", "r_precision", "map_at_r")
+        )
+        and cli["metrics"]["recall_at_k"] == ours["recall_at_k"]
+    )
+    results["retrieval_cli"] = cli
+    results["matmul"] = matmul_limit(args.items, args.dim)
     if args.gallery_items:
         n, q = str(args.gallery_items), str(args.gallery_queries)
         gallery = ["--items", n, "--gallery-items", n, "--gallery-queries", q]
