@@ -92,6 +92,10 @@ KEY = "key"  # int64: the .rec record key, or the row number
 
 # an embeddings Parquet (`fmlkit embed`): FILE_NAME, LABEL (the class name), then
 EMBEDDING = "embedding"  # list<float32> per image, not normalised
+# optional in an embeddings Parquet or an image table given to 1:N identification
+# (`fmlkit.eval.identify`): rows sharing a TEMPLATE are pooled into one probe / gallery entry
+TEMPLATE = "template"  # any value (IJB: an integer template id)
+MEDIA = "media"  # within a template, the images of one media (photo, video) are averaged first
 
 # the decisions `fmlkit clean` writes (`fmlkit.data.clean`). images.csv: FILE_NAME, LABEL,
 # DECISION, REASON, then these, DUPLICATE_OF, SIMILARITY, SPLIT_GROUP, NEW_LABEL
@@ -167,6 +171,14 @@ ALIGN_REASONS = {
 FACE_INDEX = "face"  # 0: the photo's labelled face, in front; 1, 2: strangers behind it
 SCENE_TRUTH_COLUMNS = (*TRUTH_COLUMNS, FACES)
 SCENE_LANDMARK_COLUMNS = (FILE_NAME, *LANDMARK_COLUMNS, LABEL, FACE_INDEX, *BOX_COLUMNS)
+
+# `fmlkit synth --ijb` (`fmlkit.data.synth.ijb`): its truth CSV, one row per loose crop
+SUBJECT = "subject"  # the identity's SUBJECT_ID in the 1:N files (its index + 1)
+ROLE = "role"  # "gallery" or "probe": which 1:N file holds the image's TEMPLATE
+IJB_ROLES = ("gallery", "probe")
+IJB_TRUTH_COLUMNS = (FILE_NAME, LABEL, SUBJECT, TEMPLATE, MEDIA, ROLE)
+# IJB's 1:N gallery and probe lists (`meta/ijbc_1N_*.csv`), as the benchmark names them
+IJB_1N_COLUMNS = ("TEMPLATE_ID", "SUBJECT_ID", "FILENAME")
 
 # the table of runs (`fmlkit runs`): these, then one column per setting and per metric, NOTES
 RUN_STAGE = "stage"  # the evaluate stage's id

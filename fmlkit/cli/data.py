@@ -106,6 +106,15 @@ def _scene_size(
     help="With --scenes: the CSV of every face's box and 5 landmarks to write.  "
     "[default: OUT_DIR.landmarks.csv beside the folder]",
 )
+@click.option(
+    "--ijb",
+    type=click.Choice(["ijbc", "ijbb"]),
+    default=None,
+    help="A synthetic IJB-C or IJB-B folder instead: OUT_DIR/loose_crop/<k>.jpg (one face each, "
+    "at random scale, rotation and offset) and OUT_DIR/meta/ (templates and medias, true 5 "
+    "landmarks and a detector score, template pairs, 1:N gallery and probe lists); N ≥ 2, "
+    "M ≥ 3. Not with --scenes or --label-noise; --defects has no effect.",
+)
 @overwrite_option
 def synth(
     out_dir: Path,
@@ -120,6 +129,7 @@ def synth(
     scenes: bool,
     scene_size: tuple[int, int] | None,
     landmarks: Path | None,
+    ijb: str | None,
     overwrite: bool,
 ) -> None:
     """Write a synthetic identity dataset OUT_DIR/<identity>/<image> and its truth CSV.
@@ -136,7 +146,30 @@ def synth(
 
     With --label-noise (not with --scenes), the truth also lists mislabelled images,
     split identities and mixed folders, their source being the true identity's label.
+
+    With --ijb: loose crops (SIZE is each face's drawing size) and the meta files of
+    insightface's IJB evaluation; the truth CSV gives each crop's identity, template, media
+    and 1:N role.
     """
+    if ijb is not None:
+        _synth_ijb(
+            out_dir,
+            ijb,
+            identities,
+            images_per_identity,
+            seed,
+            size,
+            truth,
+            workers,
+            overwrite,
+            conflicts={
+                "--scenes": scenes,
+                "--label-noise": label_noise,
+                "--scene-size": scene_size is not None,
+                "--landmarks": landmarks is not None,
+            },
+        )
+        return
     if scenes and label_noise:
         raise click.UsageError("--label-noise does not work with --scenes; leave one out")
     if not scenes and (scene_size is not None or landmarks is not None):
@@ -173,6 +206,44 @@ def synth(
         overwrite=overwrite,
         workers=workers,
         label_noise=label_noise,
+    )
+    echo_report(report.summary())
+
+
+def _synth_ijb(
+    out_dir: Path,
+    kind: str,
+    identities: int,
+    images: int,
+    seed: int,
+    size: int,
+    truth: Path | None,
+    workers: int,
+    overwrite: bool,
+    *,
+    conflicts: dict[str, bool],
+) -> None:
+    """`synth --ijb`: its option checks, the stage, the summary."""
+    from fmlkit.data.synth.ijb import MIN_IDENTITIES, MIN_IMAGES, generate_ijb
+
+    given = [name for name, on in conflicts.items() if on]
+    if given:
+        raise click.UsageError(f"--ijb does not work with {given[0]}; leave one out")
+    if identities < MIN_IDENTITIES or images < MIN_IMAGES:
+        raise click.UsageError(
+            f"--ijb needs -n ≥ {MIN_IDENTITIES} (imposter pairs) and -m ≥ {MIN_IMAGES} (a "
+            f"gallery template of 2 images and a probe), got -n {identities} -m {images}"
+        )
+    report = generate_ijb(
+        out_dir,
+        identities=identities,
+        images_per_identity=images,
+        kind=kind,
+        seed=seed,
+        size=size,
+        truth_path=truth,
+        overwrite=overwrite,
+        workers=workers,
     )
     echo_report(report.summary())
 

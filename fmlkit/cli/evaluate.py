@@ -59,6 +59,45 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     "Retrieval over the rows of this fold of --input only.", "…or of this split (e.g. test)."
 )
 @click.option(
+    "--ijb",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="An IJB-B or IJB-C folder (meta/, loose_crop/; told apart by the file names): "
+    "template-based 1:1 verification, TAR@FAR 1e-6…1e-1, and 1:N when its gallery and probe "
+    "files are there. With --embeddings, that table holds each crop's flip sum.",
+)
+@click.option(
+    "--norm-score/--no-norm-score",
+    default=True,
+    show_default=True,
+    help="IJB: keep each image feature's norm before pooling (insightface's N1); off: "
+    "L2-normalise it.",
+)
+@click.option(
+    "--detector-score/--no-detector-score",
+    default=True,
+    show_default=True,
+    help="IJB: weight each image feature by its detector score (insightface's D1).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="IJB with a model: where the crops' embeddings are cached, so that switching modes "
+    "does not embed again.  [default: $FMLKIT_CACHE_DIR or ~/.cache/fmlkit]",
+)
+@click.option(
+    "--gallery",
+    type=click.Path(exists=True, path_type=Path),
+    help="1:N identification, with --probes: a Parquet from `fmlkit embed` (optional "
+    "template/media columns pool rows into templates), or with a model an image table as "
+    "--input takes.",
+)
+@click.option(
+    "--probes",
+    type=click.Path(exists=True, path_type=Path),
+    help="1:N identification: the probes, as --gallery (a probe whose identity is not in the "
+    "gallery counts toward FPIR).",
+)
+@click.option(
     "-o",
     "--output",
     "out_dir",
@@ -100,26 +139,42 @@ def evaluate(
     skip_missing: bool,
     batch_size: int,
     overwrite: bool,
+    ijb: Path | None,
+    norm_score: bool,
+    detector_score: bool,
+    cache_dir: Path | None,
+    gallery: Path | None,
+    probes: Path | None,
 ) -> None:
-    """Verification metrics per pair list and retrieval metrics, as one report in OUTPUT.
+    """Verification metrics per pair list, IJB-B/C template verification, 1:N
+    identification and retrieval metrics, as one report in OUTPUT.
 
     Protocol (insightface's, as papers report): L2-normalised embeddings, squared-L2 distance,
     10 folds in file order, the best of thresholds 0…4 step 0.01 on 9 folds applied to the
     10th; accuracy is the mean ± population std of the 10 folds. Also VAL@FAR=1e-3, ROC AUC,
     EER and TAR@FAR 1e-1…1e-6 from the cosine similarities.
 
+    IJB-B/C (insightface's eval_ijbc.py): each crop aligned from its 5 points, embedded plus
+    its mirror image, pooled per media and template; TAR@FAR at the ROC point closest to the
+    target (insightface's number) and interpolated. 1:N: closed-set CMC (rank 1, 5, 10, 20)
+    and open-set TPIR@FPIR 1e-3, 1e-2, 1e-1.
+
     \b
     OUTPUT receives:
-      metrics.json  {benchmark: {metric: value}}: each pair list's stem, and `retrieval`
+      metrics.json  {benchmark: {metric: value}}: each pair list's stem, `ijbc` (or
+                    `ijbb`) and `ijbc_1n`, `identification`, and `retrieval`
       metrics.md    the same numbers as Markdown tables
-      roc.png       TAR against FAR (log axis), one curve per pair list
+      roc.png       TAR against FAR (log axis), one curve per pair list and IJB set
       scores.png    genuine and imposter similarity histograms with the threshold
+      ijbc.npy      with --ijb: every pair's score, as insightface saves it
 
     \b
     Examples:
       fmlkit evaluate --checkpoint run/checkpoints/last.pt --pairs lfw.bin -o eval/
       fmlkit evaluate --weights backbone.pth --backbone iresnet50 --pairs lfw.bin -o eval/
       fmlkit evaluate --embeddings emb.parquet --pairs pairs.csv --retrieval -o eval/
+      fmlkit evaluate --weights backbone.pth --backbone iresnet100 --ijb IJBC -o eval/
+      fmlkit evaluate --gallery gallery.parquet --probes probes.parquet -o eval/
     """
     from fmlkit.eval.evaluate import evaluate as run_evaluate
     from fmlkit.eval.report import REPORT_FILES
@@ -145,5 +200,11 @@ def evaluate(
         flip_sum=flip_sum,
         skip_missing=skip_missing,
         batch_size=batch_size,
+        ijb=ijb,
+        norm_score=norm_score,
+        detector_score=detector_score,
+        cache_dir=cache_dir,
+        gallery=gallery,
+        probes=probes,
     )
     echo_report(report.summary())

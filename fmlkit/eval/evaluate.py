@@ -49,10 +49,17 @@ from fmlkit.eval.pairing import (
     stage_files,
     table_pairs,
 )
-from fmlkit.eval.report import METRICS_JSON, RETRIEVAL, check_report_folder, write_report
+from fmlkit.eval.report import (
+    IDENTIFICATION,
+    METRICS_JSON,
+    RETRIEVAL,
+    check_report_folder,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from fmlkit.eval.embedder import Embedder
+    from fmlkit.eval.ijb import IjbResult
 
 SKIPPED = "skipped_missing"  # the note counting the pairs skip_missing dropped
 PathLike = str | os.PathLike[str]
@@ -73,11 +80,12 @@ class EvaluateReport:
     metrics: dict[str, dict[str, Any]]
     skipped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    caches: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         """A short table of the main numbers, for the command line."""
         lines = []
-        verification = {k: v for k, v in self.metrics.items() if k != RETRIEVAL}
+        verification = {k: v for k, v in self.metrics.items() if "accuracy" in v}
         if verification:
             width = max(9, *(len(k) for k in verification))
             lines.append(
@@ -102,6 +110,9 @@ class EvaluateReport:
                 f"{_num(m.get('r_precision'), 100)}, MAP@R {_num(m.get('map_at_r'), 100)}"
                 + (f", {recall}" if recall else "")
             )
+        lines += _ijb_lines(self.metrics)
+        for cache in self.caches:
+            lines.append(f"IJB embeddings cached in {cache}")
         for name, count in self.skipped.items():
             if count:
                 lines.append(f"{name}: {count:,} pairs naming unusable images skipped")
@@ -109,9 +120,42 @@ class EvaluateReport:
             odd = [f"{m[k]:,} {k.replace('_', ' ')}" for k in (REPEATED, SELF_PAIRS) if k in m]
             if odd:
                 lines.append(f"{name}: {' and '.join(odd)} (scored as listed)")
-        files = "metrics.json, metrics.md" + (", roc.png, scores.png" if verification else "")
+        ijb = any("tar_at_far_interpolated" in m for m in self.metrics.values())
+        files = "metrics.json, metrics.md" + (", roc.png" if verification or ijb else "")
+        files += ", scores.png" if verification else ""
+        files += "".join(
+            f", {n}.npy" for n, m in self.metrics.items() if "tar_at_far_interpolated" in m
+        )
         lines.append(f"wrote {self.out_dir} ({files}) in {self.seconds:.1f} s")
         return "\n".join(lines)
+
+
+def _ijb_lines(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """The summary lines of the IJB and 1:N benchmarks in ``metrics``."""
+    lines = []
+    for name, m in metrics.items():
+        if "tar_at_far_interpolated" in m:
+            for how, key in (
+                ("closest", "tar_at_far"),
+                ("interpolated", "tar_at_far_interpolated"),
+            ):
+                tar = ", ".join(f"{f} {_num(v, 100)}" for f, v in (m.get(key) or {}).items())
+                lines.append(f"{name} TAR@FAR (%, {how}): {tar}")
+            lines.append(
+                f"{name}: {m.get('pairs', 0):,} pairs of {m.get('templates', 0):,} templates "
+                f"({m.get('images', 0):,} images), AUC {_num(m.get('auc'), 1, 4)}"
+            )
+            continue
+        galleries = {"all": m} if "cmc" in m else {
+            k: v for k, v in m.items() if isinstance(v, dict) and "cmc" in v
+        }  # fmt: skip
+        for gallery, g in galleries.items():
+            cmc = ", ".join(f"rank-{r} {_num(v, 100)}" for r, v in (g.get("cmc") or {}).items())
+            tpir = ", ".join(
+                f"{f} {_num(v, 100)}" for f, v in (g.get("tpir_at_fpir") or {}).items()
+            )
+            lines.append(f"{name} {gallery} (%): {cmc}; TPIR@FPIR {tpir}")
+    return lines
 
 
 def _num(value: object, scale: float, digits: int = 2) -> str:
@@ -153,16 +197,23 @@ class EvaluateOptions:
     flip_sum: bool = True
     skip_missing: bool = False
     batch_size: int = 64
+    ijb: PathLike | None = None
+    norm_score: bool = True
+    detector_score: bool = True
+    cache_dir: PathLike | None = None
+    gallery: PathLike | None = None
+    probes: PathLike | None = None
 
     def __post_init__(self) -> None:
         from fmlkit.eval.embed import check_model_options
 
         given = [f"{{{n}}}" for n in _SOURCES if getattr(self, n) is not None]
-        if len(given) != 1:
+        if len(given) > 1 or (not given and (self._needs_source() or self.gallery is None)):
             raise OptionError(
                 "give exactly one of {checkpoint}, {onnx}, {weights} and {embeddings} (the "
                 f"source of the embeddings); found {', '.join(given) or 'none'}"
             )
+        self._check_ijb_and_identification()
         check_model_options(
             self.checkpoint,
             self.onnx,
@@ -171,9 +222,10 @@ class EvaluateOptions:
             self.image_size,
             self.preprocess,
         )
-        if not self.pairs and not self.retrieval:
+        if not (self.pairs or self.retrieval or self.ijb is not None or self.gallery is not None):
             raise OptionError(
-                "nothing to evaluate: give {pairs}, {retrieval}, or both", retrieval=True
+                "nothing to evaluate: give {pairs}, {retrieval}, {ijb} or {gallery} with {probes}",
+                retrieval=True,
             )
         if self.batch_size < 1:
             raise OptionError(f"{{batch_size}}: expected ≥ 1, found {self.batch_size}")
@@ -195,6 +247,31 @@ class EvaluateOptions:
             raise OptionError(
                 "retrieval with a model embeds a dataset: pass {retrieval_input} (a "
                 "dataset_info table with {root}, or a Parquet dataset folder)"
+            )
+
+    def _needs_source(self) -> bool:
+        """Whether something asked for needs a model or an embeddings table (1:N alone
+        reads its gallery and probes as embeddings tables)."""
+        return bool(self.pairs) or self.retrieval or self.ijb is not None
+
+    def _check_ijb_and_identification(self) -> None:
+        if (self.gallery is None) != (self.probes is None):
+            raise OptionError("1:N identification needs both {gallery} and {probes}")
+        if self.gallery is not None and self.embeddings is not None:
+            raise OptionError(
+                "{gallery} and {probes} are embeddings tables themselves (or image tables with "
+                "a model): drop {embeddings}, or evaluate them in a separate run"
+            )
+        ijb_only = [n for n in ("norm_score", "detector_score") if not getattr(self, n)]
+        if ijb_only and self.ijb is None:
+            raise OptionError(
+                f"{{{ijb_only[0]}}} is a switch of the IJB protocol: add {{ijb}} or drop it",
+                **{ijb_only[0]: False},
+            )
+        model = any(getattr(self, n) is not None for n in ("checkpoint", "onnx", "weights"))
+        if self.cache_dir is not None and (self.ijb is None or not model):
+            raise OptionError(
+                "{cache_dir} holds a model's IJB embeddings: use it with {ijb} and a model"
             )
 
     def _check_embeddings_mode(self) -> None:
@@ -234,6 +311,12 @@ def evaluate(
     flip_sum: bool = True,
     skip_missing: bool = False,
     batch_size: int = 64,
+    ijb: PathLike | None = None,
+    norm_score: bool = True,
+    detector_score: bool = True,
+    cache_dir: PathLike | None = None,
+    gallery: PathLike | None = None,
+    probes: PathLike | None = None,
 ) -> EvaluateReport:
     """Score every pair list (and, with ``retrieval``, labelled embeddings) and write the
     report into ``out_dir`` (see the module docstring and `fmlkit.eval.report`).
@@ -258,8 +341,20 @@ def evaluate(
             (the columns `fmlkit split` writes); an error names the values present when none
             match.
         flip_sum: model mode: embed each image plus its mirror image (insightface's way).
-        skip_missing: drop the pairs naming unusable images instead of failing.
+        skip_missing: drop the pairs naming unusable images instead of failing (with ``ijb``:
+            leave unusable crops out of their templates).
         batch_size: images per forward pass (model mode).
+        ijb: an IJB-B or IJB-C folder (``meta/`` and ``loose_crop/``): template-based 1:1
+            verification, and 1:N when its gallery and probe files are there
+            (`fmlkit.eval.ijb`); with ``embeddings``, that table holds the crops' flip sums.
+        norm_score, detector_score: the IJB switches of insightface (its N1 and D1 modes):
+            keep each image feature's norm, weight it by its detector score. ``flip_sum`` is
+            the third (F1).
+        cache_dir: where a model's IJB embeddings are cached (default
+            `fmlkit.eval.ijb.default_cache_dir`).
+        gallery, probes: 1:N identification: `fmlkit embed` Parquets (optional ``template``
+            and ``media`` columns pool rows into templates), or with a model image tables
+            embedded as ``retrieval_input`` is (`fmlkit.eval.identify`).
 
     Raises:
         OptionError: options that do not fit together (`EvaluateOptions`), checked first.
@@ -288,6 +383,12 @@ def evaluate(
         flip_sum=flip_sum,
         skip_missing=skip_missing,
         batch_size=batch_size,
+        ijb=ijb,
+        norm_score=norm_score,
+        detector_score=detector_score,
+        cache_dir=cache_dir,
+        gallery=gallery,
+        probes=probes,
     )
     check_report_folder(out_dir)
     lists = [load_pairs(p) for p in pairs]
@@ -295,24 +396,82 @@ def evaluate(
     notes: dict[str, dict[str, object]] = {
         name: dict(odd) for name, p in zip(names, lists, strict=True) if (odd := odd_pairs(p))
     }
+    templates: dict[str, IjbResult] = {}
+    identification: dict[str, dict[str, object]] = {}
+    scored: list[Scored] = []
+    found = None
     if embeddings is not None:
         scored, found = _from_table(lists, embeddings, options)
-    else:
+        if ijb is not None:
+            result = _ijb(options, embeddings=embeddings)
+            templates[result.name] = result
+    elif options.checkpoint or options.onnx or options.weights:
         from fmlkit.parallel import torch_threads
 
         with torch_threads(None, what="evaluate"):  # torch on the CPUs this process may use
-            scored, found, undecodable = _from_model(lists, options)
+            scored, found, undecodable, embedder = _from_model(lists, options)
+            if ijb is not None:
+                result = _ijb(options, embedder=embedder)
+                templates[result.name] = result
+            if gallery is not None and probes is not None:
+                identification[IDENTIFICATION] = _identify(options, embedder)
         if undecodable is not None:
             notes[RETRIEVAL] = {"skipped_undecodable": undecodable}
+    if gallery is not None and probes is not None and not identification:
+        identification[IDENTIFICATION] = _identify(options, None)
+    for name, result in templates.items():
+        if result.identification is not None:
+            identification[f"{name}_1n"] = result.identification
     scores = {n: score_pairs(a, b, same) for n, (a, b, same, _) in zip(names, scored, strict=True)}
     dropped = {name: part[3] for name, part in zip(names, scored, strict=True)}
     if skip_missing:
         for name, count in dropped.items():
             notes.setdefault(name, {})[SKIPPED] = count
-    out = write_report(out_dir, verification=scores, retrieval=found, notes=notes or None)
+    out = write_report(out_dir, verification=scores, retrieval=found, notes=notes or None,
+                       templates=templates, identification=identification)  # fmt: skip
     metrics = json.loads((out / METRICS_JSON).read_text(encoding="utf-8"))
+    caches = [r.cache for r in templates.values() if r.cache is not None]
     return EvaluateReport(out, metrics, dropped if skip_missing else {},
-                          time.perf_counter() - start)  # fmt: skip
+                          time.perf_counter() - start, caches)  # fmt: skip
+
+
+def _ijb(
+    options: EvaluateOptions,
+    *,
+    embedder: Embedder | None = None,
+    embeddings: PathLike | None = None,
+) -> IjbResult:
+    """The IJB benchmark of ``options.ijb``, from the model or the crops' embeddings."""
+    from fmlkit.eval.ijb import evaluate_ijb, model_identity
+
+    assert options.ijb is not None
+    key = None
+    if embedder is not None:
+        model = options.checkpoint or options.onnx or options.weights
+        assert model is not None
+        key = model_identity(model, backbone=options.backbone, image_size=options.image_size,
+                             preprocess=options.preprocess)  # fmt: skip
+    return evaluate_ijb(
+        options.ijb,
+        embedder=embedder,
+        model_key=key,
+        embeddings=embeddings,
+        cache_dir=options.cache_dir,
+        flip=options.flip_sum,
+        norm_score=options.norm_score,
+        detector_score=options.detector_score,
+        skip_missing=options.skip_missing,
+        batch_size=options.batch_size,
+    )
+
+
+def _identify(options: EvaluateOptions, embedder: Embedder | None) -> dict[str, object]:
+    """1:N identification of ``options.probes`` against ``options.gallery``."""
+    from fmlkit.eval.identify import identify
+
+    assert options.gallery is not None and options.probes is not None
+    return identify(options.gallery, options.probes, embedder=embedder, root=options.root,
+                    flip_sum=options.flip_sum, batch_size=options.batch_size)  # fmt: skip
 
 
 def _from_table(
@@ -331,9 +490,9 @@ def _from_table(
 
 def _from_model(
     lists: Sequence[PairList], options: EvaluateOptions
-) -> tuple[list[Scored], dict[str, object] | None, int | None]:
+) -> tuple[list[Scored], dict[str, object] | None, int | None, Embedder]:
     """Model mode: each list's pairs, the retrieval metrics and the number of retrieval
-    images that could not be decoded (both None without ``retrieval``)."""
+    images that could not be decoded (both None without ``retrieval``), and the model."""
     from fmlkit.eval.embed import load_embedder
 
     staged, files = stage_files(lists, options.root)
@@ -349,10 +508,10 @@ def _from_model(
     flip_sum, batch_size = options.flip_sum, options.batch_size
     scored = model_pairs(staged, files, embedder, flip_sum, options.skip_missing, batch_size)
     if not options.retrieval:
-        return scored, None, None
+        return scored, None, None, embedder
     assert options.retrieval_input is not None  # checked by EvaluateOptions
     found, undecodable = _model_retrieval(embedder, options, flip_sum, batch_size)
-    return scored, found, undecodable
+    return scored, found, undecodable, embedder
 
 
 def _retrieval(
@@ -372,7 +531,10 @@ def _retrieval(
     if unlabelled:
         raise InputError(f"{where}: {unlabelled} rows have no label; retrieval "
                          "needs a label on every row")  # fmt: skip
-    return dict(retrieval_metrics(vectors, labels))
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else None  # the same results (tested)
+    return dict(retrieval_metrics(vectors, labels, device=device))
 
 
 def _model_retrieval(

@@ -3,7 +3,9 @@
 ``metrics.json`` maps each benchmark (a pairs file's stem, or ``retrieval``) to its metrics;
 ``metrics.md`` shows the same numbers as GitHub-readable tables; ``roc.png`` draws TAR against
 FAR on a log axis, one curve per benchmark; ``scores.png`` shows, per benchmark, histograms of
-the cosine similarities of genuine and imposter pairs with the decision threshold.
+the cosine similarities of genuine and imposter pairs with the decision threshold; an IJB
+benchmark also writes every pair's score as ``ijbc.npy`` (or ``ijbb.npy``), as insightface's
+eval_ijbc.py saves them.
 
 Writing follows "nothing is lost, nothing looks complete that is not". Every file is rendered in
 memory first (a NaN, an unknown note or a plotting error stops before the disk is touched).
@@ -22,7 +24,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ from fmlkit.io import atomic_write_bytes, committed_together, temp_sibling
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from fmlkit.eval.ijb import IjbResult
     from fmlkit.eval.verification import PairScores
 
 METRICS_JSON = "metrics.json"
@@ -41,7 +44,9 @@ METRICS_MD = "metrics.md"
 ROC_PNG = "roc.png"
 SCORES_PNG = "scores.png"
 RETRIEVAL = "retrieval"  # the benchmark name of the retrieval metrics
-REPORT_FILES = (METRICS_JSON, METRICS_MD, ROC_PNG, SCORES_PNG)  # what a report writes
+IDENTIFICATION = "identification"  # the benchmark name of --gallery/--probes' 1:N metrics
+IJB_SCORES = ("ijbb.npy", "ijbc.npy")  # each IJB pair's score, as insightface saves them
+REPORT_FILES = (METRICS_JSON, METRICS_MD, ROC_PNG, SCORES_PNG, *IJB_SCORES)  # what it writes
 FAR_RANGE = (1e-6, 1.0)  # the ROC plot's FAR axis
 MISSING = "—"  # a table cell whose metric was not computed
 VERIFICATION_HEADER = [
@@ -69,11 +74,14 @@ def write_report(
     verification: Mapping[str, PairScores],
     retrieval: Mapping[str, object] | None = None,
     notes: Mapping[str, Mapping[str, object]] | None = None,
+    templates: Mapping[str, IjbResult] | None = None,
+    identification: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Path:
     """Write the evaluation report into ``out_dir`` (created if absent) and return its path.
 
-    The plots are written only when there is at least one verification benchmark. Other files
-    in an existing ``out_dir`` are kept (see the module docstring).
+    ``roc.png`` is written when there is a pair list or an IJB benchmark, ``scores.png`` when
+    there is a pair list. Other files in an existing ``out_dir`` are kept (see the module
+    docstring).
 
     Args:
         out_dir: the report folder.
@@ -81,6 +89,8 @@ def write_report(
         retrieval: the retrieval metrics, reported under ``retrieval``.
         notes: extra values per benchmark name merged into its metrics, e.g.
             ``{"lfw": {"skipped_missing": 3}}``; also listed under the tables.
+        templates: IJB benchmarks scored (``ijbc``: template-based 1:1 verification).
+        identification: 1:N metrics per benchmark name (``identification``, ``ijbc_1n``).
 
     Raises:
         InputError: nothing to report, a NaN or infinite metric, a note for an unknown
@@ -88,11 +98,18 @@ def write_report(
             file system's root.
     """
     out = check_report_folder(out_dir)
-    metrics = collect_metrics(verification=verification, retrieval=retrieval, notes=notes)
-    files = {METRICS_MD: render_markdown(metrics, notes=notes or {}).encode("utf-8")}
+    templates, identification = templates or {}, identification or {}
+    metrics = collect_metrics(verification=verification, retrieval=retrieval, notes=notes,
+                              templates=templates, identification=identification)  # fmt: skip
+    markdown = render_markdown(metrics, notes=notes or {}, templates=list(templates),
+                               identification=list(identification))  # fmt: skip
+    files = {METRICS_MD: markdown.encode("utf-8")}
+    if verification or templates:
+        files[ROC_PNG] = png_bytes(roc_figure(verification, templates))
     if verification:
-        files[ROC_PNG] = png_bytes(roc_figure(verification))
         files[SCORES_PNG] = png_bytes(scores_figure(verification))
+    for name, result in templates.items():
+        files[f"{name}.npy"] = _npy_bytes(result.scores)
     files[METRICS_JSON] = render_json(metrics).encode("utf-8")  # last: marks a complete report
     _write_files(out, files)
     return out
@@ -120,29 +137,40 @@ def collect_metrics(
     verification: Mapping[str, PairScores],
     retrieval: Mapping[str, object] | None,
     notes: Mapping[str, Mapping[str, object]] | None,
+    templates: Mapping[str, IjbResult] | None = None,
+    identification: Mapping[str, Mapping[str, object]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """``{benchmark: {metric: value}}`` with plain JSON values, verification first.
+    """``{benchmark: {metric: value}}`` with plain JSON values: pair lists, IJB, 1:N, then
+    retrieval.
 
     Raises:
         InputError: as `write_report`.
     """
-    notes = notes or {}
-    names = list(verification)
+    notes, templates, identification = notes or {}, templates or {}, identification or {}
+    sources: dict[str, Mapping[str, object]] = {n: s.result for n, s in verification.items()}
+    others: list[tuple[str, Mapping[str, object]]] = [(n, r.result) for n, r in templates.items()]
+    others += identification.items()
     if retrieval is not None:
-        if RETRIEVAL in verification:
+        others.append((RETRIEVAL, retrieval))
+    for name, values in others:
+        if name in sources:
             raise InputError(
-                f"a pairs file named {RETRIEVAL!r} clashes with the retrieval metrics' name; "
-                "rename the pairs file"
+                f"a pairs file named {name!r} clashes with the {name} metrics' name; rename "
+                "the pairs file"
             )
-        names.append(RETRIEVAL)
+        sources[name] = values
+    names = list(sources)
     if not names:
-        raise InputError("nothing to report: expected verification pairs or retrieval metrics")
+        raise InputError(
+            "nothing to report: expected verification pairs, IJB, identification or "
+            "retrieval metrics"
+        )
     unknown = sorted(set(notes) - set(names))
     if unknown:
         raise InputError(f"notes for unknown benchmarks {unknown}; expected some of {names}")
     metrics: dict[str, dict[str, Any]] = {}
     for name in names:
-        values = dict(verification[name].result if name in verification else retrieval or {})
+        values = dict(sources[name])
         extra = notes.get(name, {})
         clash = sorted(set(values) & set(extra))
         if clash:
@@ -209,10 +237,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [_row(header), "| " + " | ".join(align) + " |", *(_row(r) for r in rows)]
 
 
-def _verification_rows(metrics: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+def _verification_rows(
+    metrics: Mapping[str, Mapping[str, Any]], others: set[str]
+) -> list[list[str]]:
     rows = []
     for name, m in metrics.items():
-        if name == RETRIEVAL:
+        if name == RETRIEVAL or name in others:
             continue
         tar = m.get("tar_at_far") or {}
         accuracy = f"{_cell(m.get('accuracy'), percent=True)} ± "
@@ -246,15 +276,78 @@ def _retrieval_table(m: Mapping[str, Any]) -> list[str]:
     return [_row(header), "| " + " | ".join(align) + " |", _row(row)]
 
 
+IJB_FARS = ("1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1")
+IJB_NOTE = (
+    "TAR@FAR as insightface's eval_ijbc.py prints it: the TPR at the ROC point whose FAR is "
+    "closest to the target (scikit-learn's roc_curve with its default point dropping); the "
+    "interpolated row reads the full ROC at exactly the target. Modes: F flip test, N norm "
+    f"score (feature norms kept), D detector score. {MISSING}: fewer than 1/FAR imposter pairs."
+)
+IDENTIFICATION_NOTE = (
+    "Gallery: one template per identity (the mean of its normalised embeddings). CMC: the "
+    "share of mated probes whose identity ranks within r. TPIR@FPIR: the threshold lets "
+    "through that share of non-mated probes; a mated probe counts when its identity ranks "
+    f"first above it. {MISSING}: fewer than 1/FPIR non-mated probes."
+)
+
+
+def _ijb_table(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    header = ["Benchmark", "TAR@FAR", *(f"{f} (%)" for f in IJB_FARS), "AUC", "Pairs", "Templates"]
+    header += ["Images", "Modes"]
+    rows = []
+    for name, m in metrics.items():
+        modes = "".join(c for c, k in (("F", "flip"), ("N", "norm_score"), ("D", "detector_score"))
+                        if m.get(k))  # fmt: skip
+        for how, key in (("closest (insightface)", "tar_at_far"),
+                         ("interpolated", "tar_at_far_interpolated")):  # fmt: skip
+            tar = m.get(key) or {}
+            cells = [_cell(tar.get(f), percent=True) for f in IJB_FARS]
+            cells += [_cell(m.get("auc"), digits=4), _cell(m.get("pairs"))]
+            cells += [_cell(m.get("templates")), _cell(m.get("images")), modes or "none"]
+            rows.append([name, how, *cells])
+    return _table(header, rows)
+
+
+def _identification_table(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One row per gallery: the ``identification`` benchmark, or each gallery of an IJB 1:N
+    benchmark (``G1``, ``G2``, their ``mean``, …)."""
+    header = ["Benchmark", "Gallery", "Rank-1 (%)", "Rank-5 (%)", "Rank-10 (%)", "Rank-20 (%)"]
+    header += ["TPIR@FPIR=1e-3 (%)", "1e-2 (%)", "1e-1 (%)", "Mated", "Non-mated"]
+    rows = []
+    for name, m in metrics.items():
+        parts = [("all", m)] if "cmc" in m else [(k, v) for k, v in m.items()
+                                                  if isinstance(v, Mapping)]  # fmt: skip
+        for gallery, g in parts:
+            cmc, tpir = g.get("cmc") or {}, g.get("tpir_at_fpir") or {}
+            cells = [_cell(cmc.get(r), percent=True) for r in ("1", "5", "10", "20")]
+            cells += [_cell(tpir.get(f), percent=True) for f in ("0.001", "0.01", "0.1")]
+            cells += [_cell(g.get("mated")), _cell(g.get("non_mated"))]
+            rows.append([name, str(gallery), *cells])
+    return _table(header, rows)
+
+
 def render_markdown(
-    metrics: Mapping[str, Mapping[str, Any]], *, notes: Mapping[str, Mapping[str, object]]
+    metrics: Mapping[str, Mapping[str, Any]],
+    *,
+    notes: Mapping[str, Mapping[str, object]],
+    templates: Sequence[str] = (),
+    identification: Sequence[str] = (),
 ) -> str:
-    """The Markdown report of ``metrics``: a verification table, a retrieval table, notes."""
+    """The Markdown report of ``metrics``: tables for pair lists, IJB benchmarks (named in
+    ``templates``), 1:N identification (``identification``) and retrieval, then notes."""
     lines = ["# Evaluation", ""]
-    rows = _verification_rows(metrics)
+    rows = _verification_rows(metrics, {*templates, *identification})
     if rows:
         lines += ["## Verification", "", *_table(VERIFICATION_HEADER, rows), "", VERIFICATION_NOTE]
         lines += ["", f"![ROC]({ROC_PNG})", "", f"![Scores]({SCORES_PNG})", ""]
+    if templates:
+        lines += ["## IJB template verification (1:1)", ""]
+        lines += _ijb_table({n: metrics[n] for n in templates})
+        lines += ["", IJB_NOTE, "", *([] if rows else [f"![ROC]({ROC_PNG})", ""])]
+    if identification:
+        lines += ["## Identification (1:N)", ""]
+        lines += _identification_table({n: metrics[n] for n in identification})
+        lines += ["", IDENTIFICATION_NOTE, ""]
     if RETRIEVAL in metrics:
         lines += ["## Retrieval", "", *_retrieval_table(metrics[RETRIEVAL]), ""]
         lines += ["Leave-one-out over the labelled embeddings, cosine similarity.", ""]
@@ -283,21 +376,26 @@ def _margins(fig: Figure, *, columns: int = 1, rows: int = 1, bottom: float = 0.
     )
 
 
-def roc_figure(verification: Mapping[str, PairScores]) -> Figure:
-    """TAR against FAR (log axis, 1e-6 to 1), one curve per benchmark, its AUC in the legend.
+def roc_figure(
+    verification: Mapping[str, PairScores], templates: Mapping[str, IjbResult] | None = None
+) -> Figure:
+    """TAR against FAR (log axis, 1e-6 to 1), one curve per benchmark (pair lists, then IJB
+    benchmarks), its AUC in the legend.
 
     Each curve starts at the smallest FAR its imposter pairs can measure (1 / imposters); the
     ROC points at FAR 0 are not drawn.
     """
     from matplotlib.figure import Figure
 
-    legend = 0.15 + 0.25 * math.ceil(len(verification) / 2)  # inches below the x label
+    curves = [(n, *s.roc(), s.result.get("auc")) for n, s in verification.items()]
+    curves += [(n, r.far, r.tar, r.result.get("auc")) for n, r in (templates or {}).items()]
+    legend = 0.15 + 0.25 * math.ceil(len(curves) / 2)  # inches below the x label
     fig = Figure(figsize=(7, 5 + legend), dpi=100)
     _margins(fig, bottom=0.6 + legend)
     ax = fig.add_subplot()
-    for name, scores in verification.items():
-        far, tar = roc_corners(*scores.roc())
-        auc = _cell(scores.result.get("auc"), digits=4)
+    for name, far_all, tar_all, auc_value in curves:
+        far, tar = roc_corners(far_all, tar_all)
+        auc = _cell(auc_value, digits=4)
         ax.plot(far, tar, linewidth=1.5, label=f"{_label(name)} (AUC {auc})")
     ax.set_xscale("log", nonpositive="mask")  # FAR 0 is below what the pairs can measure
     ax.set_xlim(*FAR_RANGE)
@@ -357,6 +455,12 @@ def _number(value: object, *, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{where} is {value!r}; expected a number")
     return float(value)
+
+
+def _npy_bytes(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(values, np.float64), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def png_bytes(fig: Figure) -> bytes:

@@ -61,6 +61,9 @@ class StageAdapter:
         deps: keys naming inputs (files or folders the stage reads).
         outs: keys naming outputs (written under a staging folder, then versioned).
         fixed: keys the runner sets itself (e.g. ``overwrite``), refused in the YAML.
+        caches: path keys that are neither deps nor outs: a cache the command fills and
+            reuses (evaluate's ``cache_dir``), which never changes what it computes; a
+            ``params`` value, not versioned.
     """
 
     name: str
@@ -68,6 +71,7 @@ class StageAdapter:
     deps: tuple[str, ...]
     outs: tuple[str, ...]
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    caches: tuple[str, ...] = ()
 
     @cached_property
     def command(self) -> click.Command:
@@ -346,9 +350,21 @@ for _adapter in (
     StageAdapter(
         "evaluate",
         "fmlkit.cli.evaluate:evaluate",
-        ("checkpoint", "onnx", "weights", "embeddings", "pairs", "root", "input"),
+        (
+            "checkpoint",
+            "onnx",
+            "weights",
+            "embeddings",
+            "pairs",
+            "root",
+            "input",
+            "ijb",
+            "gallery",
+            "probes",
+        ),
         ("output",),
         _NO_OVERWRITE,
+        caches=("cache_dir",),
     ),
 ):
     _add(_adapter)

@@ -160,7 +160,10 @@ def test_pairs_refuses_bad_combinations_as_usage_errors(
             "of the embeddings); found none",
         ),
         (["--onnx", "M", "--embeddings", "E", "--pairs", "P"], "found --onnx, --embeddings"),
-        (["--embeddings", "E"], "nothing to evaluate: give --pairs, --retrieval, or both"),
+        (
+            ["--embeddings", "E"],
+            "nothing to evaluate: give --pairs, --retrieval, --ijb or --gallery with --probes",
+        ),
         (
             ["--onnx", "M", "--pairs", "P", "--input", "P"],
             "--input is the retrieval dataset: add --retrieval",

@@ -491,8 +491,8 @@ def test_impossible_option_combinations_are_refused(
         ),
         (
             {"onnx": "m.onnx", "pairs": ()},
-            ("pairs", "retrieval"),
-            "nothing to evaluate: give pairs, retrieval=True, or both",
+            ("pairs", "retrieval", "ijb", "gallery", "probes"),
+            "nothing to evaluate: give pairs, retrieval=True, ijb or gallery with probes",
         ),
         ({"onnx": "m.onnx", "batch_size": 0}, ("batch_size",), "batch_size: expected ≥ 1, found 0"),
         (

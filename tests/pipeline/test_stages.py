@@ -25,8 +25,9 @@ def test_stage_adapter_matches_its_command(name: str) -> None:
     paths = {
         k for k, p in options.items() if isinstance(p.type, click.Path) and k not in adapter.fixed
     }
-    declared = {*adapter.deps, *adapter.outs}
+    declared = {*adapter.deps, *adapter.outs, *adapter.caches}
     assert paths <= declared, f"{name}: path options neither deps nor outs: {paths - declared}"
+    assert set(adapter.caches) <= set(adapter.params)  # a cache is a plain param
     assert not set(adapter.deps) & set(adapter.outs)
     assert "overwrite" not in adapter.params and "help" not in adapter.all_keys()
 

@@ -66,9 +66,24 @@ def output_folder(out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
-def check_outputs(out: Path, truth: Path, *, overwrite: bool, needed_bytes: int) -> None:
+def check_outputs(
+    out: Path,
+    truth: Path,
+    *,
+    overwrite: bool,
+    needed_bytes: int,
+    folders: re.Pattern[str] = _LABEL_FOLDER,
+    truth_headers: tuple[tuple[str, ...], ...] = (C.TRUTH_COLUMNS, C.SCENE_TRUTH_COLUMNS),
+) -> None:
     """Refuse outputs that cannot or may not be written: the root folder, a truth file inside
     the tree, an existing output without ``overwrite`` or not synth's own, too little space.
+
+    Args:
+        out, truth: the folder and the truth CSV to write.
+        overwrite: replace them, if synth wrote them.
+        needed_bytes: about how much the output takes on disk.
+        folders: names of the only entries (folders) synth's own ``out`` holds.
+        truth_headers: the first lines synth's own truth file may have.
 
     Raises:
         InputError: naming the path and what to do.
@@ -83,7 +98,10 @@ def check_outputs(out: Path, truth: Path, *, overwrite: bool, needed_bytes: int)
         )
     for path, what in ((out, "output folder"), (truth, "truth file")):
         check_output(path, overwrite=overwrite, what=what)  # exists: only with overwrite
-    for path, foreign in ((out, _foreign_entry(out)), (truth, _foreign_truth(truth))):
+    for path, foreign in (
+        (out, _foreign_entry(out, folders)),
+        (truth, foreign_csv(truth, *truth_headers)),
+    ):
         if foreign:
             raise InputError(
                 f"{path} was not written by synth ({foreign}); it is not replaced even with "
@@ -92,21 +110,20 @@ def check_outputs(out: Path, truth: Path, *, overwrite: bool, needed_bytes: int)
     _check_space(real, needed_bytes)
 
 
-def _foreign_entry(out: Path) -> str:
-    """Why the existing ``out`` is not a synth tree ("" if it is one, or empty, or absent)."""
+def _foreign_entry(out: Path, folders: re.Pattern[str] = _LABEL_FOLDER) -> str:
+    """Why the existing ``out`` is not a synth tree, holding only folders named like
+    ``folders`` ("" if it is one, or empty, or absent)."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         return "not a folder"
     if not out.exists():
         return ""
     for entry in sorted(os.scandir(out), key=lambda e: e.name):
-        if not (entry.is_dir(follow_symlinks=False) and _LABEL_FOLDER.fullmatch(entry.name)):
-            return f"it holds {entry.name!r}, which is not an identity folder id00000…"
+        if not (entry.is_dir(follow_symlinks=False) and folders.fullmatch(entry.name)):
+            if folders is _LABEL_FOLDER:
+                return f"it holds {entry.name!r}, which is not an identity folder id00000…"
+            msg = f"it holds {entry.name!r}, which is not a folder "
+            return msg + folders.pattern.replace("|", " or ")
     return ""
-
-
-def _foreign_truth(truth: Path) -> str:
-    """Why the existing ``truth`` is not a truth CSV of synth's ("" if it is one or absent)."""
-    return foreign_csv(truth, C.TRUTH_COLUMNS, C.SCENE_TRUTH_COLUMNS)
 
 
 def foreign_csv(path: Path, *headers: tuple[str, ...]) -> str:

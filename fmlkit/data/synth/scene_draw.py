@@ -125,14 +125,22 @@ def _photometric(img: Image.Image, rng: np.random.Generator) -> Image.Image:
         side = (max(8, int(img.width * rng.uniform(0.5, 0.8))), 0)
         side = (side[0], max(8, round(img.height * side[0] / img.width)))
         img = img.resize(side, Image.Resampling.BOX).resize(img.size, Image.Resampling.BILINEAR)
-    exposure, gamma = rng.uniform(0.75, 1.25), rng.uniform(0.8, 1.25)
+    return exposure_and_noise(img, rng, darkest=0.75, sigma_max=6.0)[0]
+
+
+def exposure_and_noise(
+    img: Image.Image, rng: np.random.Generator, *, darkest: float, sigma_max: float
+) -> tuple[Image.Image, float]:
+    """Exposure (``darkest``–1.25), colour temperature, gamma and luminance noise (σ drawn in
+    0–``sigma_max`` grey levels), in that order of draws; the image and its σ."""
+    exposure, gamma = rng.uniform(darkest, 1.25), rng.uniform(0.8, 1.25)
     tint = 1.0 + rng.uniform(-0.08, 0.08, size=3)
     lut = np.minimum(np.arange(256) / 255.0 * (exposure * tint)[:, None], 1.0) ** gamma
     img = img.point((lut.ravel() * 255 + 0.5).astype(np.uint8).tolist())
-    sigma = rng.uniform(0.0, 6.0)
+    sigma = rng.uniform(0.0, sigma_max)
     noise = rng.standard_normal((img.height, img.width), dtype=np.float32) * sigma + 128.5
     lum = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8), "L")
-    return ImageChops.add(img, Image.merge("RGB", (lum, lum, lum)), 1.0, -128)
+    return ImageChops.add(img, Image.merge("RGB", (lum, lum, lum)), 1.0, -128), sigma
 
 
 def render_scene(
