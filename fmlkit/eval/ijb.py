@@ -116,9 +116,15 @@ def evaluate_ijb(
         vectors, usable, embedded = _cached_embeddings(
             protocol, embedder, cache, flip, skip_missing, batch_size
         )
-    scores = protocol.detector_scores if detector_score else None
-    feats = image_features(vectors, None, scores, flip=False, norm_score=norm_score,
-                           detector_score=detector_score)  # fmt: skip
+    scores = protocol.detector_scores[usable] if detector_score else None
+    feats = image_features(
+        vectors[usable],
+        None,
+        scores,
+        flip=False,
+        norm_score=norm_score,
+        detector_score=detector_score,
+    )  # fmt: skip (unusable rows are zeros)
     modes = {"flip": flip, "norm_score": norm_score, "detector_score": detector_score}
     return _score(protocol, feats, usable, embedded, cache, modes)
 
@@ -131,7 +137,8 @@ def _score(
     cache: Path | None,
     modes: dict[str, bool],
 ) -> IjbResult:
-    """Template features, pair scores, TAR@FAR and the 1:N metrics of usable images."""
+    """Template features (``feats``: the usable images' features), pair scores, TAR@FAR
+    and the 1:N metrics."""
     from fmlkit.eval.identify import ijb_identification
     from fmlkit.eval.templates import (
         pair_scores,
@@ -141,7 +148,7 @@ def _score(
     )
 
     ids, template_feats = template_features(
-        feats[usable], protocol.templates[usable], protocol.medias[usable]
+        feats, protocol.templates[usable], protocol.medias[usable]
     )
     known: np.ndarray = np.ones(len(protocol.pairs), bool)
     if not usable.all():  # read_ijb checked that every pair's templates have images

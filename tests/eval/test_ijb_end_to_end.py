@@ -252,6 +252,8 @@ def test_a_missing_crop_is_named_and_skip_missing_leaves_it_out(
     succeeded(fmlkit(*args, "--skip-missing", "-o", tmp_path / "e"))
     got = _metrics(tmp_path / "e")["ijbc"]
     assert got["images"] == 58 and got["skipped_images"] == 2
+    succeeded(fmlkit(*args, "--skip-missing", "--no-norm-score", "-o", tmp_path / "n"))
+    assert _metrics(tmp_path / "n")["ijbc"]["images"] == 58  # zero rows never normalised
 
 
 def test_a_pair_naming_an_unknown_template_names_the_file_and_line(
