@@ -44,12 +44,12 @@ demo: install
 	@echo "      $(DEMO)/model.onnx; every version in $(DEMO)/artifacts/demo (fmlkit artifacts demo)"
 
 lint: install
-	$(BIN)/ruff check fmlkit tests bench
-	$(BIN)/ruff format --check fmlkit tests bench
+	$(BIN)/ruff check fmlkit tests bench examples
+	$(BIN)/ruff format --check fmlkit tests bench examples
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format fmlkit tests bench
+	$(BIN)/ruff format fmlkit tests bench examples
 	$(BIN)/ruff check --fix fmlkit tests bench
 
 # MXNet 1.9.1 (needs numpy < 1.24) in its own venv, for the RecordIO compatibility tests

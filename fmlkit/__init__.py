@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fmlkit.errors import (
     BatchError,
+    ClusterError,
     ConfigError,
     FmlkitError,
     FormatError,
@@ -106,6 +107,7 @@ __all__ = [
     "BatchError",
     "CleanOptions",
     "CleanReport",
+    "ClusterError",
     "ConfigError",
     "ConvertReport",
     "EmbedReport",

@@ -49,6 +49,12 @@ class PipelineError(FmlkitError):
     ``stages.train.deps.config``), or one of its stages failed."""
 
 
+class ClusterError(InputError):
+    """A Dask cluster problem (``--cluster``): Dask not installed, a scheduler that does not
+    answer, no workers, a path some worker does not see, a task that kills every worker that
+    runs it."""
+
+
 class OptionError(InputError):
     """A stage's options that do not fit together, or an option value out of range.
 

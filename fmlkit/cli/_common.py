@@ -136,6 +136,15 @@ def echo_report(text: str) -> None:
         click.echo(text)
 
 
+cluster_option = click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    default=None,
+    help="Run the per-image work on a Dask cluster: tcp://host:8786 (a running scheduler) or "
+    "local:N (N local worker processes); paths must be on a filesystem every worker sees.",
+)  # prepare, align, embed and convert (docs/cluster.md)
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
     """Send library logs to stderr: warnings by default, -v info, -vv debug, -q errors only."""
     level = (

@@ -8,7 +8,7 @@ from typing import get_args
 import click
 
 from fmlkit.choices import AlignTemplate, AlignWarp, CropFormat, FaceSelect
-from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report, overwrite_option
+from fmlkit.cli._common import CONTEXT_SETTINGS, cluster_option, echo_report, overwrite_option
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -80,6 +80,7 @@ from fmlkit.cli._common import CONTEXT_SETTINGS, echo_report, overwrite_option
     show_default=True,
     help="Processes aligning images.",
 )
+@cluster_option
 @click.option(
     "--format",
     "image_format",
@@ -106,6 +107,7 @@ def align(
     warp: str,
     margin: float,
     workers: int,
+    cluster: str | None,
     image_format: str,
     quality: int,
     overwrite: bool,
@@ -132,5 +134,6 @@ def align(
         image_format=image_format,
         quality=quality,
         overwrite=overwrite,
+        cluster=cluster,
     )
     echo_report(report.summary())

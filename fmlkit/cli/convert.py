@@ -11,6 +11,7 @@ import click
 from fmlkit.choices import Target
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
+    cluster_option,
     echo_report,
     overwrite_option,
     seed_option,
@@ -55,6 +56,7 @@ def size_bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
     help="Processes scanning an image folder SOURCE, or writing the Parquet shards of a .rec "
     "SOURCE.  [default: every CPU]",
 )
+@cluster_option
 @click.option(
     "--shuffle",
     is_flag=True,
@@ -77,6 +79,7 @@ def convert(
     root: Path | None,
     shard_size: int,
     workers: int | None,
+    cluster: str | None,
     shuffle: bool,
     seed: int,
     skip_bad: bool,
@@ -113,6 +116,7 @@ def convert(
         fold=fold,
         split=split_value,
         overwrite=overwrite,
+        cluster=cluster,
     )
     echo_report(report.summary())
 

@@ -11,6 +11,7 @@ from fmlkit.choices import Confirm, KeepOrder, Scope
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
     check_outputs,
+    cluster_option,
     comma_list,
     echo_report,
     hash_list,
@@ -272,6 +273,7 @@ def _synth_ijb(
     default=None,
     help="Processes reading images.  [default: every CPU this process may use]",
 )
+@cluster_option
 @click.option(
     "--previous",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -295,6 +297,7 @@ def prepare(
     hashes: bool,
     hash_names: tuple[str, ...],
     workers: int | None,
+    cluster: str | None,
     previous: Path | None,
     extensions: list[str],
     overwrite: bool,
@@ -317,6 +320,7 @@ def prepare(
         workers=workers,
         previous=previous,
         extensions=extensions,
+        cluster=cluster,
     )
     echo_report(report.summary())
 

@@ -11,6 +11,7 @@ import click
 from fmlkit.cli._common import (
     CONTEXT_SETTINGS,
     check_outputs,
+    cluster_option,
     echo_report,
     overwrite_option,
     selection_options,
@@ -178,6 +179,7 @@ def export(
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--flip-sum/--no-flip-sum", default=True, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@cluster_option
 @overwrite_option
 def embed(
     checkpoint: Path | None,
@@ -193,6 +195,7 @@ def embed(
     output: Path,
     flip_sum: bool,
     batch_size: int,
+    cluster: str | None,
     overwrite: bool,
 ) -> None:
     """Write the embeddings of every readable image of --input as Parquet: file_name, label,
@@ -218,6 +221,7 @@ def embed(
         split=split_value,
         flip_sum=flip_sum,
         batch_size=batch_size,
+        cluster=cluster,
     )
     skipped = f"; {len(report.skipped)} images could not be decoded" if report.skipped else ""
     echo_report(

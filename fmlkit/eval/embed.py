@@ -7,33 +7,38 @@ and named in the report. With ``flip_sum`` (the default, insightface's evaluatio
 embedding is emb(image) + emb(horizontally flipped image). Embeddings are not normalised
 (the format: `fmlkit.data.formats.embeddings`, which reads and writes it).
 
-`load_embedder` gives the model with its evaluation transform as an `Embedder`
-(`fmlkit.eval.embedder`, which the training's validation uses too), with which `fmlkit evaluate`
-embeds the images of a pair list (`Embedder.embed_images`); `embed_dataset` embeds a whole
-dataset in memory. This module loads checkpoints through `fmlkit.train.export`, so it sits
-above `fmlkit.train`; nothing in `fmlkit.train` imports it.
+`load_embedder` (`fmlkit.eval.embed_inputs`, re-exported here) gives the model with its
+evaluation transform as an `Embedder` (`fmlkit.eval.embedder`, which the training's validation
+uses too), with which `fmlkit evaluate` embeds the images of a pair list
+(`Embedder.embed_images`); `embed_dataset` embeds a whole dataset in memory, and with
+``cluster`` `embed` hands shards of it to a Dask cluster (`fmlkit.eval.embed_cluster`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fmlkit.data.formats.embeddings import write_embeddings
-from fmlkit.errors import InputError, OptionError
+from fmlkit.errors import InputError
+from fmlkit.eval.embed_inputs import check_model_options, load_embedder, open_rows
 from fmlkit.eval.embedder import Embedder
 
-if TYPE_CHECKING:  # torch is imported where it is used: `fmlkit evaluate --embeddings` needs none
-    import torch
+if TYPE_CHECKING:
+    from fmlkit.eval.embed_cluster import ModelSource
 
-    from fmlkit.data.loading.datasets import ImageDataset
-    from fmlkit.data.loading.transforms import ImageTransform
-    from fmlkit.train.onnx_meta import Preprocess
+__all__ = [
+    "EmbedReport",
+    "EmbeddedDataset",
+    "check_model_options",
+    "embed",
+    "embed_dataset",
+    "load_embedder",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ def embed(
     flip_sum: bool = True,
     batch_size: int = 64,
     num_workers: int = 0,
+    cluster: str | None = None,
 ) -> EmbedReport:
     """Embed the images of ``input`` (a dataset_info table with its ``root``, or a Parquet
     dataset folder) with a training checkpoint, an exported ONNX model, or ``weights`` (a
@@ -81,9 +87,18 @@ def embed(
     (default 112) and (x/255 − 0.5)/0.5 (arcface_torch's). With ``fold`` or ``split``, only
     the rows of that fold or split of ``input`` are embedded. torch runs with
     `fmlkit.parallel.auto_threads` intra-op threads (the CPUs less ``num_workers``).
-    """
-    from fmlkit.parallel import torch_threads
 
+    With ``cluster`` (``local:N`` or a Dask scheduler's ``tcp://host:port``; see
+    `fmlkit.eval.embed_cluster`), shards of whole batches are embedded by the cluster's
+    workers, each with the torch threads this process would use: the same file, byte for
+    byte. ``input``, ``root`` and the model file must be on a filesystem every worker sees.
+    """
+    from fmlkit.parallel import auto_threads, torch_threads
+
+    if cluster is not None:
+        from fmlkit.cluster import parse_address
+
+        parse_address(cluster)  # a malformed address: before the model loads
     embedder = load_embedder(
         checkpoint=checkpoint,
         onnx=onnx,
@@ -92,8 +107,27 @@ def embed(
         image_size=image_size,
         preprocess=preprocess,
     )
-    with torch_threads(None, loader_workers=num_workers, what="embed"):
-        result = embed_dataset(
+    if cluster is None:
+        with torch_threads(None, loader_workers=num_workers, what="embed"):
+            result = embed_dataset(
+                embedder,
+                input,
+                root=root,
+                fold=fold,
+                split=split,
+                flip_sum=flip_sum,
+                batch_size=batch_size,
+                num_workers=num_workers,
+            )
+    else:
+        from fmlkit.eval.embed_cluster import ModelSource
+
+        model = ModelSource.of(checkpoint=checkpoint, onnx=onnx, weights=weights,
+                               backbone=backbone, image_size=image_size,
+                               preprocess=preprocess)  # fmt: skip
+        result = _embed_on_cluster(
+            cluster,
+            model,
             embedder,
             input,
             root=root,
@@ -101,12 +135,42 @@ def embed(
             split=split,
             flip_sum=flip_sum,
             batch_size=batch_size,
-            num_workers=num_workers,
+            threads=auto_threads(num_workers),  # as embed_dataset's: the same float bits
         )
     write_embeddings(output, result.file_names, result.labels, result.embeddings)
     return EmbedReport(
         Path(output), len(result.file_names), result.embeddings.shape[1], result.skipped
     )
+
+
+def _embed_on_cluster(
+    cluster: str,
+    model: ModelSource,
+    embedder: Embedder,
+    input: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None,
+    fold: int | None,
+    split: str | None,
+    flip_sum: bool,
+    batch_size: int,
+    threads: int,
+) -> EmbeddedDataset:
+    """`embed_dataset`'s result, bit for bit, computed on the Dask cluster at ``cluster``
+    (`fmlkit.eval.embed_cluster`) with ``threads`` torch threads a worker; ``embedder`` (the
+    workers load ``model`` themselves) reads the rows here first, failing as locally."""
+    from fmlkit.eval.embed_cluster import embed_on_cluster
+
+    dataset = open_rows(Path(input), root, embedder.transform, fold=fold, split=split)
+    rows, vectors, skipped = embed_on_cluster(cluster, model, len(dataset), input, root=root,
+                                              fold=fold, split=split, flip_sum=flip_sum,
+                                              batch_size=batch_size, threads=threads)  # fmt: skip
+    if not len(rows):
+        raise InputError(f"no image of {input} could be decoded")
+    kept = rows.tolist()
+    names = [dataset.file_names[i] for i in kept]
+    labels = [dataset.class_names[dataset.labels[i]] for i in kept]
+    return EmbeddedDataset(names, labels, vectors, skipped)
 
 
 def embed_dataset(
@@ -135,7 +199,7 @@ def embed_dataset(
     from fmlkit.data.loading.datasets import collate_items
     from fmlkit.progress import progress_counter
 
-    dataset = _dataset(Path(input), root, embedder.transform, fold=fold, split=split)
+    dataset = open_rows(Path(input), root, embedder.transform, fold=fold, split=split)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_items
     )
@@ -153,177 +217,3 @@ def embed_dataset(
         raise InputError(f"no image of {input} could be decoded")
     matrix = np.concatenate(vectors).astype(np.float32)
     return EmbeddedDataset(names, labels, matrix, tuple(skipped))
-
-
-def check_model_options(
-    checkpoint: object,
-    onnx: object,
-    weights: object,
-    backbone: str | None,
-    image_size: object,
-    preprocess: str | None = None,
-) -> None:
-    """The rules of the model options: ``backbone`` with ``weights`` and only with it (a bare
-    state dict does not say its architecture); ``image_size`` only with ``weights``, from 16
-    to `MAX_IMAGE_SIZE`; ``preprocess`` only with ``onnx``, one of `PREPROCESS_MODES`. Which
-    one source is given is the caller's rule.
-
-    Raises:
-        OptionError: naming the options.
-    """
-    from fmlkit.train.data_config import MAX_IMAGE_SIZE
-    from fmlkit.train.onnx_meta import PREPROCESS_MODES
-
-    if weights is not None and backbone is None:
-        raise OptionError(
-            "{weights} is a bare state dict: name its architecture with {backbone} (e.g. "
-            "iresnet50 for arcface_torch's r50, mobilefacenet for its mbf)"
-        )
-    for name, value in (("backbone", backbone), ("image_size", image_size)):
-        if value is not None and weights is None:
-            raise OptionError(
-                f"{{{name}}} is for {{weights}}: a checkpoint or an ONNX model knows its own"
-            )
-    if image_size is not None and not (
-        isinstance(image_size, int) and 16 <= image_size <= MAX_IMAGE_SIZE
-    ):
-        raise OptionError(f"{{image_size}}: expected 16 to {MAX_IMAGE_SIZE}, found {image_size}")
-    if preprocess is not None and onnx is None:
-        raise OptionError(
-            "{preprocess} is for {onnx}: a checkpoint or weights know their preprocessing"
-        )
-    if preprocess is not None and preprocess not in PREPROCESS_MODES:
-        raise OptionError(
-            f"{{preprocess}}: expected one of {', '.join(PREPROCESS_MODES)}, found {preprocess!r}"
-        )
-    del checkpoint  # the sources: the caller checks that exactly one is given
-
-
-def load_embedder(
-    *,
-    checkpoint: str | os.PathLike[str] | None = None,
-    onnx: str | os.PathLike[str] | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    backbone: str | None = None,
-    image_size: int | None = None,
-    preprocess: str | None = None,
-) -> Embedder:
-    """The backbone of a training checkpoint, an exported ONNX model, or ``weights`` (a bare
-    state dict of the backbone ``backbone``, as arcface_torch saves it): exactly one, with
-    its evaluation transform: the checkpoint's image size and normalisation; the ONNX
-    input's size and its ``fmlkit.*`` metadata, else the default (x/255 − 0.5)/0.5, or as
-    ``preprocess`` says (`fmlkit.train.onnx_meta.read_preprocessing`); ``image_size``
-    (default 112) and (x/255 − 0.5)/0.5 for ``weights`` (arcface_torch's RGB inference
-    normalisation).
-
-    Raises:
-        OptionError: not exactly one model, or ``backbone``/``image_size`` without
-            ``weights`` (`check_model_options`).
-        InputError: not a checkpoint / ONNX model / state dict of that backbone, or an ONNX
-            model without a fixed image size.
-        ConfigError: an unknown backbone.
-    """
-    from fmlkit.data.loading.transforms import build_transforms
-
-    given = [f"{{{n}}}" for n, v in (("checkpoint", checkpoint), ("onnx", onnx),
-                                     ("weights", weights)) if v is not None]  # fmt: skip
-    if len(given) != 1:
-        raise OptionError(
-            "give exactly one of {checkpoint}, {onnx} and {weights} (the model); found "
-            + (", ".join(given) or "none")
-        )
-    check_model_options(checkpoint, onnx, weights, backbone, image_size, preprocess)
-    if weights is not None:
-        assert backbone is not None  # check_model_options
-        run, size, mean, std = _weights_model(weights, backbone, image_size)
-    else:
-        run, size, mean, std = _model(checkpoint, onnx, preprocess)
-    # evaluation only resizes, with fmlkit's own steps whatever the backend: "pil" spares
-    # importing torchvision (seconds)
-    transform = build_transforms(size, train=False, mean=mean, std=std, backend="pil")
-    return Embedder(run, transform)
-
-
-_Model = tuple[Callable[["torch.Tensor"], np.ndarray], int, tuple[float, ...], tuple[float, ...]]
-
-
-def _weights_model(
-    weights: str | os.PathLike[str], backbone: str, image_size: int | None
-) -> _Model:
-    import torch
-
-    from fmlkit.train.weights import ARCFACE_TORCH_SIZE, load_backbone_weights
-
-    size = image_size or ARCFACE_TORCH_SIZE
-    model = load_backbone_weights(weights, backbone, image_size=size)
-
-    def run_torch(images: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return model(images).float().numpy()
-
-    return run_torch, size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-
-
-def _model(
-    checkpoint: str | os.PathLike[str] | None,
-    onnx: str | os.PathLike[str] | None,
-    preprocess: str | None = None,
-) -> _Model:
-    import torch
-
-    if checkpoint is not None:
-        from fmlkit.train.export import load_backbone
-
-        model, data = load_backbone(checkpoint)  # one read of the checkpoint
-        size, norm = data.image_size, data.normalisation
-
-        def run_torch(images: torch.Tensor) -> np.ndarray:
-            # subnormal activations (a trained net on black borders makes many) run ~6× slower
-            # on x86 CPUs: flush them to zero while embedding (docs/evaluate.md, "Speed")
-            flushed = torch.set_flush_denormal(True)
-            try:
-                with torch.no_grad():
-                    return model(images).float().numpy()
-            finally:
-                if flushed:
-                    torch.set_flush_denormal(False)
-
-        return run_torch, size, norm.mean, norm.std
-    from fmlkit.train.export import OnnxModel
-    from fmlkit.train.onnx_meta import read_preprocessing
-
-    assert onnx is not None
-    session = OnnxModel(onnx)
-    mode = cast("Preprocess", preprocess or "auto")
-    how = read_preprocessing(onnx, session.metadata, session.image_size, mode)
-    bgr = how.channel_order == "BGR"
-
-    def run_onnx(images: torch.Tensor) -> np.ndarray:
-        if bgr:  # the transform gives RGB
-            images = images.flip(1)
-        return session(np.ascontiguousarray(images.numpy(), dtype=np.float32))
-
-    mean, std = how.rgb_mean_std()
-    return run_onnx, how.size, mean, std
-
-
-def _dataset(
-    input: Path,
-    root: str | os.PathLike[str] | None,
-    transform: ImageTransform,
-    *,
-    fold: int | None = None,
-    split: str | None = None,
-) -> ImageDataset:
-    from fmlkit.data.loading.datasets import ImageFolderDataset, ParquetImageDataset
-    from fmlkit.data.split.select import selection_column
-
-    selection_column(fold, split)  # both: an OptionError
-    folds = None if fold is None else [fold]
-    if input.is_dir():
-        return ParquetImageDataset(
-            input, transform=transform, cache="memory", folds=folds, split=split
-        )
-    if root is None:
-        raise InputError(f"{input} is a dataset_info table: pass --root, the images' folder")
-    return ImageFolderDataset(input, root, transform=transform, folds=folds, split=split)

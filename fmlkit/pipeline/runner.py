@@ -9,6 +9,9 @@ stage re-runs what depends on it, even when its outputs came out the same), or w
 version changed for any other reason (a file edited outside the pipeline).
 `fmlkit.pipeline.assess` says where each stage stands; this module plans the run, runs the
 stages (staging, versioning, linking, the lock) and holds the fault hook and signal handling.
+A stage runs in this process through its command, except a train stage that asks for several
+processes (``nproc_per_node``, ``nnodes``): torchrun runs it in child processes
+(`fmlkit.pipeline.launch`), with the same staging, versioning and lock.
 
 A stage that fails or is interrupted (Ctrl-C, SIGTERM) leaves its lock entry and its declared
 outputs as they were; its staging folder is deleted (a SIGKILL leaves it for the next run to
@@ -54,6 +57,7 @@ from fmlkit.pipeline.artifacts import (
     remove_tree,
 )
 from fmlkit.pipeline.assess import State, Versions, as_tuple, assess, plain
+from fmlkit.pipeline.launch import run_torchrun
 from fmlkit.pipeline.lock import LockEntry, read_lock, write_pipeline_lock
 from fmlkit.pipeline.settings import keep_copy
 from fmlkit.pipeline.spec import Pipeline, Stage
@@ -324,8 +328,15 @@ class _Run:
 
     def _invoke(self, stage: Stage, outputs: Mapping[str, Path]) -> None:
         where = f"stage {stage.id} ({stage.run})"
+        launch = stage.adapter.launch(stage.params)
         try:
-            stage.adapter.invoke(stage.deps, stage.params, outputs, parent=self.parent())
+            if launch is None:
+                stage.adapter.invoke(stage.deps, stage.params, outputs, parent=self.parent())
+            else:  # torchrun, in child processes: fmlkit.pipeline.launch
+                args = stage.adapter.command_line(stage.deps, stage.params, outputs)
+                root = self.parent().find_root().params
+                verbosity = ["-q"] if root.get("quiet") else ["-v"] * int(root.get("verbose") or 0)
+                run_torchrun(launch, [*verbosity, *args], stage=stage.id)
         except click.ClickException as e:
             raise PipelineError(f"{where}: {e.format_message()}") from e
         except OptionError as e:

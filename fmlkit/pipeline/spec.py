@@ -256,7 +256,7 @@ def _key_problems(
             elif key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                valid = ", ".join(k for k in known if adapter.section(k) == section) or "none"
+                valid = ", ".join(k for k in known if adapter.belongs(k, section)) or "none"
                 what = f"unknown {section[:-1]} of {adapter.name} (valid: {valid}){hint}"
                 yield f"{section}.{key}", what
             elif home != section:

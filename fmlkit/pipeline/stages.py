@@ -23,6 +23,7 @@ import click
 
 from fmlkit.cli._common import find_option
 from fmlkit.errors import FmlkitError, OptionError
+from fmlkit.pipeline.launch import LAUNCH_KEYS, Launch, launch_of, launch_problems
 from fmlkit.pipeline.lock import shown
 from fmlkit.registry import Registry
 
@@ -152,6 +153,17 @@ class StageAdapter:
         with command.make_context(self.name, [], parent=parent, default_map=values) as ctx:
             command.invoke(ctx)
 
+    def launch(self, params: Mapping[str, Any]) -> Launch | None:
+        """The torchrun launch ``params`` ask for (`fmlkit.pipeline.launch`), or None: the
+        stage runs in this process, through `invoke`."""
+        return None
+
+    def command_line(
+        self, deps: Mapping[str, DepValue], params: Mapping[str, Any], outs: Mapping[str, Path]
+    ) -> list[str]:
+        """``fmlkit``'s arguments that run this stage (for a stage with a `launch`)."""
+        raise NotImplementedError(f"{self.name} stages run in the runner's process")
+
     def option_message(self, error: OptionError) -> str:
         """An `OptionError` of this stage with its options written as the YAML keys
         (``format`` for pairs' ``fmt``, ``input`` for evaluate's ``retrieval_input``)."""
@@ -178,7 +190,9 @@ class TrainAdapter(StageAdapter):
     """``fmlkit train``: the config file is a dep, and the config keys that hold paths
     (``data.parquet``, ``val.pairs``, ``output_dir`` …) are deps and outs of their own; the
     runner passes them to the command as overrides. ``params.overrides`` holds the other
-    overrides, as a mapping ``{train.max_steps: 50}`` or a list of ``key=value`` strings."""
+    overrides, as a mapping ``{train.max_steps: 50}`` or a list of ``key=value`` strings.
+    ``params.nproc_per_node`` (and ``nnodes``, ``rdzv_endpoint``) run it under torchrun
+    (`fmlkit.pipeline.launch`)."""
 
     CONFIG_DEPS = (
         "data.parquet",
@@ -191,14 +205,15 @@ class TrainAdapter(StageAdapter):
     CONFIG_OUTS = ("output_dir",)
 
     def all_keys(self) -> list[str]:
-        return [*super().all_keys(), *self.CONFIG_DEPS, *self.CONFIG_OUTS]
+        return [*super().all_keys(), *self.CONFIG_DEPS, *self.CONFIG_OUTS, *LAUNCH_KEYS]
 
     def required(self) -> Iterator[tuple[str, str]]:
         yield from super().required()
         yield "outs", "output_dir"
 
     def check(self, deps: Mapping[str, DepValue], params: Mapping[str, Any]) -> Iterator[Problem]:
-        yield from super().check(deps, {k: v for k, v in params.items() if k != "overrides"})
+        yield from super().check(deps, _command_params(params))
+        yield from launch_problems(params)
         try:
             overrides = override_list(params.get("overrides", {}))
         except ValueError as e:
@@ -244,11 +259,29 @@ class TrainAdapter(StageAdapter):
     ) -> dict[str, Any]:
         paths = {**deps, **outs}
         config_paths = [f"{k}={json.dumps(str(v))}" for k, v in paths.items() if k != "config"]
-        values = super().cli_values(
-            {"config": deps["config"]}, {k: v for k, v in params.items() if k != "overrides"}, {}
-        )
+        values = super().cli_values({"config": deps["config"]}, _command_params(params), {})
         values["overrides"] = [*override_list(params.get("overrides", {})), *config_paths]
         return values
+
+    def launch(self, params: Mapping[str, Any]) -> Launch | None:
+        return launch_of(params)
+
+    def command_line(
+        self, deps: Mapping[str, DepValue], params: Mapping[str, Any], outs: Mapping[str, Path]
+    ) -> list[str]:
+        """``train --config CONFIG KEY=VALUE … [--device D]``, the overrides as `invoke`
+        passes them (the paths included)."""
+        values = self.cli_values(deps, params, outs)
+        args = ["train", "--config", str(values["config_path"]), *values["overrides"]]
+        if values.get("device") is not None:
+            args += ["--device", str(values["device"])]
+        return args
+
+
+def _command_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A train stage's params that are options of ``fmlkit train`` (not the overrides, not
+    how it is launched)."""
+    return {k: v for k, v in params.items() if k not in ("overrides", *LAUNCH_KEYS)}
 
 
 def override_list(value: Any) -> list[str]:

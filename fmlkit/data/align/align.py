@@ -123,6 +123,7 @@ def align_dataset(
     image_format: str = "png",
     quality: int = 95,
     overwrite: bool = False,
+    cluster: str | None = None,
 ) -> AlignReport:
     """Align the faces of every image of ``input`` into ``out``, one crop per image.
 
@@ -144,13 +145,22 @@ def align_dataset(
         image_format: ``png`` or ``jpg``.
         quality: JPEG quality (1–100).
         overwrite: replace an existing tree and table.
+        cluster: run the chunks on a Dask cluster (`fmlkit.cluster`; ``workers`` is then
+            unused): ``local:N`` or a scheduler's ``tcp://host:port``. The image folder and
+            the output's folder must be on a filesystem every worker sees; each worker writes
+            its crops into the temporary tree and returns its rows. The output is the same,
+            byte for byte, as without it (and as with ``workers=1``).
 
     Raises:
-        OptionError: options out of range or that do not fit together.
+        OptionError: options out of range or that do not fit together (a detector object,
+            not a name, with ``cluster``).
         InputError: a missing input, a bad landmark file, outputs that may not be written.
+        ClusterError: a cluster that cannot be reached, or paths a worker does not see.
     """
     start = time.perf_counter()
     _check_options(landmarks, detector, select, warp, image_format, quality, min_score, workers)
+    if cluster is not None:
+        _check_cluster(cluster, detector)
     template_points(size, template, margin)  # refuses a bad size, template or margin
     source, out_dir = Path(input), Path(out)
     table_path = Path(table) if table is not None else default_table_path(out_dir)
@@ -163,10 +173,12 @@ def align_dataset(
         detector_key = detector
     else:
         detector_key = use_detector(detector)
-    workers = max(1, min(workers, default_workers() * 2, len(jobs)))
+    # on a cluster, chunks as with one local worker (a detector batch holds the same images)
+    workers = 1 if cluster is not None else max(1, min(workers, default_workers() * 2, len(jobs)))
     chunk = max(1, min(CHUNK_IMAGES, -(-len(jobs) // workers)))
+    threads = 1 if workers > 1 or cluster is not None else None  # the detector's, per process
     settings = AlignSettings(size, template, select, min_score, warp, margin, image_format,
-                             quality, detector_key, 1 if workers > 1 else None)  # fmt: skip
+                             quality, detector_key, threads)  # fmt: skip
     # the tree is renamed into place first, the table last (`committed_together`)
     with (
         committed_together(out_dir, table_path),
@@ -175,10 +187,13 @@ def align_dataset(
     ):
         tmp_out.mkdir()
         tasks = [
-            ChunkTask(base, tmp_out, tuple(jobs[i : i + chunk]), settings)
+            ChunkTask(base.absolute(), tmp_out.absolute(), tuple(jobs[i : i + chunk]), settings)
             for i in range(0, len(jobs), chunk)
         ]
-        chunks = run_tasks(align_chunk, tasks, workers, desc="align", unit="chunk")
+        if cluster is None:
+            chunks = run_tasks(align_chunk, tasks, workers, desc="align", unit="chunk")
+        else:
+            chunks = _align_on_cluster(cluster, tasks, base, tmp_out)
         rows = [row for chunk in chunks for row in chunk]
         _write_table(tmp_table, rows)
     reasons = Counter(str(row[-1]) for row in rows if row[-1])
@@ -225,6 +240,30 @@ def _check_options(
         raise OptionError("{min_score} is out of range: 0–1", min_score=min_score)
     if workers < 1:
         raise OptionError("{workers} must be at least 1", workers=workers)
+
+
+def _check_cluster(cluster: str, detector: object) -> None:
+    from fmlkit.cluster import parse_address
+
+    parse_address(cluster)  # a malformed address: before any work
+    if detector is not None and not isinstance(detector, str):
+        raise OptionError(
+            "{cluster} needs the detector by name (e.g. retinaface): a detector object lives "
+            "in this process only, and the workers make their own"
+        )
+
+
+def _align_on_cluster(
+    cluster: str, tasks: list[ChunkTask], images: Path, tmp_out: Path
+) -> list[list[Row]]:
+    """``align_chunk`` of every task on the cluster, the rows in task order; the workers
+    must see the image folder and the temporary tree first."""
+    from fmlkit.cluster import cluster_session
+
+    with cluster_session(cluster, what="align") as session:
+        session.check_shared(read=[images], write=[tmp_out])
+        sizes = [len(task.jobs) for task in tasks]
+        return session.map(align_chunk, tasks, sizes=sizes, desc="align", unit="img")
 
 
 def _check_paths(

@@ -158,6 +158,7 @@ def _align_one(
         crop = warp_tanh_polar(img, box, s.size)
     else:
         crop = warp_affine(img, matrix, (width, height))
+    # a chunk run again (its cluster worker died) writes each of its crops again, whole
     target = task.out_root / job.out_rel
     target.parent.mkdir(parents=True, exist_ok=True)
     if s.image_format == "jpg":

@@ -34,6 +34,7 @@ from fmlkit.errors import InputError, OptionError
 from fmlkit.io import check_output
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+_ON_CLUSTER = ("rec_to_parquet", "table_to_parquet", "folder_to_parquet")  # take --cluster
 
 
 def infer_conversion(source: Path, output: Path, to: Target | None = None) -> str:
@@ -194,14 +195,16 @@ def convert(
     fold: int | None = None,
     split: str | None = None,
     overwrite: bool = False,
+    cluster: str | None = None,
 ) -> ConvertReport:
     """Run the conversion `infer_conversion` names for ``source`` → ``output``.
 
     ``shuffle``/``seed`` apply to Parquet → rec only (a random row order for sequential
     readers); ``root`` to a dataset_info source only; ``workers`` to an image folder
-    (scanning) and to a .rec (writing shards); ``fold``/``split`` (the rows of one fold or
-    split; rows with an error are then left out too) to a dataset_info source and to
-    Parquet → rec.
+    (scanning) and to a .rec (writing shards); ``cluster`` (the per-image work on a Dask
+    cluster, `fmlkit.cluster`: ``tcp://host:port`` or ``local:N``) to a .rec, a dataset_info
+    or an image folder; ``fold``/``split`` (the rows of one fold or split; rows with an
+    error are then left out too) to a dataset_info source and to Parquet → rec.
 
     Raises:
         InputError: the paths name no conversion, an option does not apply to it, or the
@@ -223,6 +226,11 @@ def convert(
         raise InputError(f"--root applies to a dataset_info input, not to {src}")
     if kind != "parquet_to_rec" and shuffle:
         raise InputError("--shuffle applies to Parquet → .rec only")
+    if cluster is not None and kind not in _ON_CLUSTER:
+        raise InputError(
+            f"--cluster applies to a .rec, dataset_info or image folder SOURCE (to Parquet), "
+            f"not to {src} → {out}: this conversion runs in this process; drop --cluster"
+        )
     selecting = fold is not None or split is not None
     if selecting and kind not in ("table_to_parquet", "parquet_to_rec"):
         raise InputError(
@@ -243,6 +251,7 @@ def convert(
             shard_bytes=shard_bytes,
             workers=workers,
             overwrite=overwrite,
+            cluster=cluster,
         )
     if kind == "bin_to_parquet":
         return images.bin_to_parquet(src, out, overwrite=overwrite)
@@ -257,6 +266,7 @@ def convert(
             fold=fold,
             split=split,
             overwrite=overwrite,
+            cluster=cluster,
         )
     if kind == "folder_to_parquet":
         return images.folder_to_parquet(
@@ -266,6 +276,7 @@ def convert(
             skip_bad=skip_bad,
             shard_bytes=shard_bytes,
             overwrite=overwrite,
+            cluster=cluster,
         )
     if kind == "parquet_to_rec":
         return parquet.parquet_to_rec(

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from fmlkit.columns import (
     LABEL_NAME,
 )
 from fmlkit.data.convert.report import BadRecord, ConvertReport, printable, shard_count
+from fmlkit.data.convert.table_cluster import plain, table_to_parquet_on_cluster
 from fmlkit.data.formats.images import image_suffix, peek_image
 from fmlkit.data.formats.parquet import ROW_GROUP_ROWS, SHARD_BYTES, ParquetDatasetWriter
 from fmlkit.data.formats.parquet_layout import pairs_path
@@ -34,6 +37,8 @@ from fmlkit.progress import track
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from fmlkit.cluster import ClusterSession
 
 # what a folder scan passes over without a word: hidden files, files of other kinds
 QUIET_SKIPS = frozenset({"hidden", "not_image_extension"})
@@ -47,8 +52,13 @@ def folder_to_parquet(
     skip_bad: bool = False,
     shard_bytes: int = SHARD_BYTES,
     overwrite: bool = False,
+    cluster: str | None = None,
 ) -> ConvertReport:
     """Scan ``root/<label>/…/<image>`` (as `fmlkit prepare` does) and convert the table.
+
+    The scan (one decode per file) runs on ``workers`` local processes, and the shards are
+    written by this process; with ``cluster`` (``tcp://host:port`` or ``local:N``), both run
+    on a Dask cluster (`scan_dataset`, `table_to_parquet`), with the same result.
 
     Entries the scan passes over (FIFOs, symlinks leaving the folder, names that are not
     UTF-8, …; not hidden files or other extensions) are named in the report's warnings.
@@ -56,13 +66,14 @@ def folder_to_parquet(
     Raises:
         InputError: the folder holds no image files (`scan_dataset`), or a file is bad and
             not ``skip_bad``, or every one is.
+        ClusterError: ``cluster`` cannot be reached, or a worker does not see ``root``.
     """
     from fmlkit.data.prepare.scan import scan_dataset
 
     check_overwrite(Path(out_dir), overwrite)  # before a scan that may take long
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _connect(cluster, f"convert {root}") as session:
         info = Path(tmp) / "dataset_info.parquet"
-        scan = scan_dataset(root, info, workers=workers)
+        scan = scan_dataset(root, info, workers=workers, cluster=session)
         warnings = tuple(
             f"skipped {len(paths):,} {reason} entr{'y' if len(paths) == 1 else 'ies'}: "
             + ", ".join(printable(p) for p in paths[:3])
@@ -79,6 +90,7 @@ def folder_to_parquet(
             shard_bytes=shard_bytes,
             row_group_rows=ROW_GROUP_ROWS,
             overwrite=overwrite,
+            session=session,
         )
     return dataclasses.replace(
         report, source=Path(root), kind="folder → parquet", warnings=report.warnings + warnings
@@ -96,9 +108,15 @@ def table_to_parquet(
     fold: int | None = None,
     split: str | None = None,
     overwrite: bool = False,
+    cluster: str | None = None,
 ) -> ConvertReport:
     """Convert the rows of a dataset_info table, reading each ``root/file_name``; with
     ``fold`` or ``split``, only the rows of that fold or split (`selected_rows`).
+
+    With ``cluster`` (``tcp://host:port`` or ``local:N``), the files are read and the shards
+    written by the workers of a Dask cluster (`fmlkit.data.convert.table_cluster`): the same
+    dataset, byte for byte; ``root`` and the output's folder must be on a filesystem every
+    worker sees (checked first).
 
     ``label`` (a name) becomes ``label_name``, and ``label`` the class id in sorted name order;
     every other column is carried (``fold``, ``split``, sizes, hashes, …); ``key`` is the row
@@ -114,17 +132,28 @@ def table_to_parquet(
         df = df[selected_rows(values, column, value, what=str(info))].reset_index(drop=True)
     root_dir = Path(root)
     source = {"kind": "dataset_info", "path": str(Path(info).resolve()), "root": str(root_dir)}
-    report = _table_to_parquet(
-        df,
-        out_dir,
-        root=root_dir,
-        source=source,
-        skip_bad=skip_bad,
-        shard_bytes=shard_bytes,
-        row_group_rows=row_group_rows,
-        overwrite=overwrite,
-    )
+    with _connect(cluster, f"convert {info}") as session:
+        report = _table_to_parquet(
+            df,
+            out_dir,
+            root=root_dir,
+            source=source,
+            skip_bad=skip_bad,
+            shard_bytes=shard_bytes,
+            row_group_rows=row_group_rows,
+            overwrite=overwrite,
+            session=session,
+        )
     return dataclasses.replace(report, source=Path(info))
+
+
+def _connect(address: str | None, what: str) -> AbstractContextManager[ClusterSession | None]:
+    """A session on the cluster at ``address`` (`fmlkit.cluster.cluster_session`), or None."""
+    if address is None:
+        return contextlib.nullcontext(None)
+    from fmlkit.cluster import cluster_session
+
+    return cluster_session(address, what=what)
 
 
 def _table_to_parquet(
@@ -137,8 +166,10 @@ def _table_to_parquet(
     shard_bytes: int,
     row_group_rows: int,
     overwrite: bool,
+    session: ClusterSession | None = None,
 ) -> ConvertReport:
-    """`table_to_parquet` of a table already read; ``source`` goes into the manifest."""
+    """`table_to_parquet` of a table already read, in this process or on the cluster of
+    ``session``; ``source`` goes into the manifest."""
     start = time.perf_counter()
     usable = df[df[ERROR] == ""] if skip_bad and ERROR in df else df
     names = sorted(set(usable[LABEL]))  # a class whose every row is skipped is no class
@@ -146,7 +177,7 @@ def _table_to_parquet(
     carried = [c for c in df.columns if c != LABEL]
     extra = {c: pa.int64() if c in INTEGER_COLUMNS else pa.string() for c in carried}
     base = root
-    bad: list[BadRecord] = []
+    bad: list[BadRecord]
     with ParquetDatasetWriter(
         out_dir,
         class_names=names,
@@ -157,24 +188,14 @@ def _table_to_parquet(
         row_group_rows=row_group_rows,
         overwrite=overwrite,
     ) as writer:
-        records = track(df.to_dict("records"), total=len(df), desc="convert", unit="img")
-        for key, row in enumerate(records):
-            data, reason = _read_image(base, row)
-            if reason:
-                if not skip_bad:
-                    raise InputError(
-                        f"row {key} ({printable(row[FILE_NAME])}): {reason}; --skip-bad skips it"
-                    )
-                bad.append(BadRecord(key, row[FILE_NAME], reason))
-                continue
-            values: dict[str, Any] = {c: _plain(row[c]) for c in carried}
-            values |= {
-                IMAGE: {"bytes": data, "path": row[FILE_NAME]},
-                CLASS_ID: class_id[row[LABEL]],
-                LABEL_NAME: row[LABEL],
-                KEY: key,
-            }
-            writer.write(values)
+        if session is None:
+            bad = _write_rows(df, writer, root=base, class_id=class_id, carried=carried,
+                              skip_bad=skip_bad)  # fmt: skip
+        else:
+            bad = table_to_parquet_on_cluster(
+                session, df, writer, root=base, class_id=class_id, carried=carried,
+                skip_bad=skip_bad,
+            )  # fmt: skip
         if len(bad) == len(df):  # every row skipped, or none
             raise InputError(
                 f"no row of the table could be converted ({len(bad):,} bad ones skipped, "
@@ -195,6 +216,38 @@ def _table_to_parquet(
     )
 
 
+def _write_rows(
+    df: pd.DataFrame,
+    writer: ParquetDatasetWriter,
+    *,
+    root: Path,
+    class_id: dict[str, int],
+    carried: list[str],
+    skip_bad: bool,
+) -> list[BadRecord]:
+    """Write the rows of ``df``, reading each file in this process; the rows skipped."""
+    bad: list[BadRecord] = []
+    records = track(df.to_dict("records"), total=len(df), desc="convert", unit="img")
+    for key, row in enumerate(records):
+        data, reason = _read_image(root, row)
+        if reason:
+            if not skip_bad:
+                raise InputError(
+                    f"row {key} ({printable(row[FILE_NAME])}): {reason}; --skip-bad skips it"
+                )
+            bad.append(BadRecord(key, row[FILE_NAME], reason))
+            continue
+        values: dict[str, Any] = {c: plain(row[c]) for c in carried}
+        values |= {
+            IMAGE: {"bytes": data, "path": row[FILE_NAME]},
+            CLASS_ID: class_id[row[LABEL]],
+            LABEL_NAME: row[LABEL],
+            KEY: key,
+        }
+        writer.write(values)
+    return bad
+
+
 def _read_image(root: Path, row: dict[str, Any]) -> tuple[bytes, str]:
     if row.get(ERROR):
         return b"", f"error:{row[ERROR]}"
@@ -203,15 +256,6 @@ def _read_image(root: Path, row: dict[str, Any]) -> tuple[bytes, str]:
     except OSError as e:
         return b"", f"unreadable: {e.strerror or e}"
     return data, "" if data else "empty"
-
-
-def _plain(value: Any) -> Any:
-    """pandas' <NA> and numpy scalars as what Arrow takes."""
-    import pandas as pd
-
-    if value is pd.NA:
-        return None
-    return value.item() if hasattr(value, "item") else value
 
 
 def bin_to_parquet(

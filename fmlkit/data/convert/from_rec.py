@@ -11,11 +11,15 @@ cross-checked, with a warning when they disagree.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +41,9 @@ from fmlkit.data.formats.recordio_reader import RecordReader
 from fmlkit.errors import InputError
 from fmlkit.parallel import run_tasks
 
+if TYPE_CHECKING:
+    from fmlkit.cluster import ClusterSession
+
 log = logging.getLogger(__name__)
 
 
@@ -52,6 +59,9 @@ class _ShardTask:
     path: Path
     schema: pa.Schema
     row_group_rows: int
+
+    def __repr__(self) -> str:  # what an error about the task shows (not the arrays)
+        return f"{self.path.name} of {self.rec}: {self.rows:,} records from key {self.keys[0]}"
 
 
 def _write_rec_shard(task: _ShardTask) -> dict[str, object]:
@@ -93,6 +103,30 @@ def _record_batch(reader: RecordReader, rows: ImageRecords, schema: pa.Schema) -
     return pa.RecordBatch.from_arrays([image, labels, keys], schema=schema)
 
 
+def _cluster_session(
+    address: str, *, what: str
+) -> contextlib.AbstractContextManager[ClusterSession]:
+    """`fmlkit.cluster.cluster_session`, imported only when a cluster is asked for."""
+    from fmlkit.cluster import cluster_session
+
+    return cluster_session(address, what=what)
+
+
+def _write_shards(
+    tasks: Sequence[_ShardTask], workers: int | None, session: ClusterSession | None
+) -> list[dict[str, object]]:
+    """Each task's shard, written by local processes or, with ``session``, on the cluster
+    (paths made absolute: the workers do not share this process's working directory)."""
+    desc = "convert rec → parquet"
+    if session is None:
+        return run_tasks(_write_rec_shard, tasks, workers, desc=desc, unit="shard")
+    remote = [dataclasses.replace(t, rec=t.rec.absolute(), path=t.path.absolute()) for t in tasks]
+    session.check_shared(read=[remote[0].rec], write=[remote[0].path.parent])
+    return session.map(
+        _write_rec_shard, remote, sizes=[t.rows for t in remote], desc=desc, unit="img"
+    )
+
+
 def rec_to_parquet(
     rec: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -103,18 +137,48 @@ def rec_to_parquet(
     row_group_rows: int = ROW_GROUP_ROWS,
     workers: int | None = None,
     overwrite: bool = False,
+    cluster: str | None = None,
 ) -> ConvertReport:
     """Convert ``rec`` (with its .idx, or scanned without) into a Parquet dataset ``out_dir``.
 
     A first pass reads every header (classes, checks, bad records, where shards end); then
     the shards are written, by up to ``workers`` processes (default: every CPU) when there are
-    several. Memory: the index (16 bytes a record) and one row group per process.
+    several, or with ``cluster`` (``tcp://host:port`` or ``local:N``, `fmlkit.cluster`) by the
+    workers of a Dask cluster, straight into the dataset's staging folder: ``rec`` and
+    ``out_dir`` must then be on a filesystem every worker sees (checked first). Memory: the
+    index (16 bytes a record) and one row group per process.
 
     Raises:
         RecordIOError: a damaged record (unless ``skip_bad``: then it is skipped and listed).
         InputError: ``out_dir`` exists and not ``overwrite``; no image record to convert.
+        ClusterError: ``cluster`` cannot be reached, or a worker does not see the paths.
     """
     start = time.perf_counter()
+    connect = (
+        contextlib.nullcontext(None)
+        if cluster is None
+        else _cluster_session(cluster, what=f"convert {rec}")
+    )
+    with connect as session:  # connected before the header pass: a bad address fails fast
+        return _convert(
+            rec, out_dir, idx, skip_bad, shard_bytes, row_group_rows, workers, overwrite, session,
+            start,
+        )  # fmt: skip
+
+
+def _convert(
+    rec: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    idx: str | os.PathLike[str] | None,
+    skip_bad: bool,
+    shard_bytes: int,
+    row_group_rows: int,
+    workers: int | None,
+    overwrite: bool,
+    session: ClusterSession | None,
+    start: float,
+) -> ConvertReport:
+    """`rec_to_parquet` with its cluster (if any) connected."""
     with RecordReader(rec, idx) as reader:
         summary = summarise(
             reader, skip_bad=skip_bad, shard_bytes=shard_bytes, row_group_rows=row_group_rows
@@ -144,10 +208,7 @@ def rec_to_parquet(
                 )
                 for n, (first, end, rows) in enumerate(summary.shards)
             ]
-            shards = run_tasks(
-                _write_rec_shard, tasks, workers, desc="convert rec → parquet", unit="shard"
-            )
-            writer.adopt_shards(shards)
+            writer.adopt_shards(_write_shards(tasks, workers, session))
     for w in summary.warnings:
         log.warning(w)
     return ConvertReport(

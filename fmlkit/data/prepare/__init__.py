@@ -1,5 +1,6 @@
 """`fmlkit prepare`: scan class folders into a dataset_info table (`walk` lists the files,
-`probe` reads each one once, `scan` runs them in parallel and writes the table)."""
+`probe` reads each one once, `readers` run the probes in local processes or on a Dask
+cluster, `scan` drives them and writes the table)."""
 
 from __future__ import annotations
 

@@ -3,12 +3,15 @@
 The walk (main process) lists and stats every entry in sorted order; files go out in chunks to
 a process pool that reads each file once (`fmlkit.data.prepare.probe`); rows come back in order
 and are streamed to the writer. At most a few chunks per worker are in flight, so memory stays
-bounded on any dataset size. With ``previous``, unchanged files (same name, size and mtime) are
-copied from the old table without being opened.
+bounded on any dataset size. With ``cluster``, the chunks go to the workers of a Dask cluster
+instead (`fmlkit.data.prepare.readers`); the table is the same.
+With ``previous``, unchanged files (same name, size and mtime) are copied from the old table
+without being opened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -16,17 +19,21 @@ import os
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmlkit.columns import ERROR, LABEL, PHASH
 from fmlkit.data.formats.hashing import parse_hash_names
-from fmlkit.data.formats.table import DatasetInfoWriter, check_table_output, info_columns
+from fmlkit.data.formats.table import (
+    DatasetInfoWriter,
+    InfoFormat,
+    check_table_output,
+    info_columns,
+)
 from fmlkit.data.prepare.previous import PreviousTable, damaged_note
-from fmlkit.data.prepare.probe import Probe, probe_files, warm_up
+from fmlkit.data.prepare.probe import Probe, warm_up
+from fmlkit.data.prepare.readers import ClusterReader, FileTask, LocalReader, start_pool
 from fmlkit.data.prepare.walk import (
     DEFAULT_EXTENSIONS,
     NOTICE_REASONS,
@@ -37,15 +44,19 @@ from fmlkit.data.prepare.walk import (
     normalize_extensions,
     walk_dataset,
 )
-from fmlkit.errors import FmlkitError, InputError, OptionError
+from fmlkit.errors import InputError, OptionError
 from fmlkit.io import atomic_path
-from fmlkit.parallel import worker_pool
 from fmlkit.progress import progress_counter, progress_enabled
+
+if TYPE_CHECKING:
+    from fmlkit.cluster import ClusterSession
 
 log = logging.getLogger(__name__)
 
-CHUNK_FILES = 64  # files per task sent to a worker
-CHUNKS_PER_WORKER = 4  # tasks in flight per worker: keeps workers busy, memory bounded
+CHUNK_FILES = 64  # files per task sent to a local worker process
+# files per task sent to a Dask cluster: its scheduler spends a few ms on each task, and 64
+# files (30 ms of work) would make it the bottleneck (docs/scale.md, "Task sizes")
+CLUSTER_CHUNK_FILES = 1024
 MAX_WORKERS_PER_CPU = 4  # more workers than this per CPU are capped (reads may wait on I/O)
 Row = tuple[Any, ...]
 
@@ -69,7 +80,8 @@ class ScanReport:
         damaged: rows of ``previous`` that matched an unchanged file but were not reused,
             being unlike what a scan writes, each with what is wrong (the file was read).
         read: files opened and decoded.
-        workers: worker processes used (1: everything ran in this process).
+        workers: worker processes used (1: everything ran in this process; with a cluster,
+            the workers connected when the scan started).
         seconds: wall-clock time of the whole scan.
     """
 
@@ -135,7 +147,8 @@ def scan_dataset(
     workers: int | None = None,
     previous: str | os.PathLike[str] | None = None,
     extensions: Iterable[str] = DEFAULT_EXTENSIONS,
-    chunk_files: int = CHUNK_FILES,
+    chunk_files: int | None = None,
+    cluster: str | ClusterSession | None = None,
 ) -> ScanReport:
     """Scan ``root`` (``<root>/<label>/…/<image>``) into a dataset_info table at ``output``.
 
@@ -148,7 +161,14 @@ def scan_dataset(
         previous: an earlier dataset_info of the same folder; rows whose file_name, file_size
             and mtime_ns are unchanged (and had no error) are reused without reading the file.
         extensions: file extensions counted as images (case-insensitive).
-        chunk_files: files per task sent to a worker.
+        chunk_files: files per task sent to a worker: None for `CHUNK_FILES` (64) on local
+            processes, `CLUSTER_CHUNK_FILES` (1,024) on a cluster. The table does not depend
+            on it.
+        cluster: a Dask cluster to read the files on instead of local processes
+            (``workers`` is then unused): ``tcp://host:port`` (a running scheduler) or
+            ``local:N`` (`fmlkit.cluster.parse_address`), or a session already open on one.
+            ``root`` must be visible to every worker (a shared filesystem); this is checked
+            first.
 
     Returns:
         A `ScanReport`.
@@ -158,6 +178,7 @@ def scan_dataset(
             the scan found no image file (nothing is written then).
         OptionError: ``workers`` or ``chunk_files`` below 1.
         SchemaError: ``previous`` cannot be read whole (`PreviousTable`).
+        ClusterError: ``cluster`` cannot be reached, or a worker cannot read ``root``.
     """
     start = time.perf_counter()
     base = check_dataset_dir(root)
@@ -166,30 +187,39 @@ def scan_dataset(
     _check_output_outside(base, out)
     hash_names = parse_hash_names(hashes)
     exts = normalize_extensions(list(extensions))
-    n_workers = _worker_count(workers)
+    if chunk_files is None:
+        chunk_files = CHUNK_FILES if cluster is None else CLUSTER_CHUNK_FILES
     if chunk_files < 1:
         raise OptionError(f"{{chunk_files}} must be at least 1, not {chunk_files}")
+    if cluster is not None:
+        from fmlkit.cluster import cluster_session
 
-    warm_up(hash_names)  # imports once here; forked workers inherit them
-    pool = _start_pool(n_workers, hash_names) if n_workers > 1 else None
-    try:
-        old = PreviousTable.load(previous, hash_names) if previous is not None else None
-        tally = _Tally()
-        entries = tally.files(walk_dataset(base, exts))
-        with atomic_path(out) as tmp, DatasetInfoWriter(tmp, hash_names, fmt=fmt) as writer:
-            rows = _scan_rows(
-                str(base), entries, hash_names, pool, n_workers, old, chunk_files, tally
+        connect = (
+            cluster_session(cluster, what=f"prepare {base}")
+            if isinstance(cluster, str)
+            else contextlib.nullcontext(cluster)
+        )
+        with connect as session:
+            session.check_shared(read=[base], write=[])
+            n_workers = session.workers
+            reader: LocalReader | ClusterReader = ClusterReader(
+                str(base.absolute()), hash_names, session, f"prepare {base.name}"
             )
-            total = count_images(base, exts) if progress_enabled() else None
-            with progress_counter(total=total, desc=f"prepare {base.name}", unit="img") as advance:
-                for batch in rows:
-                    writer.write_rows(batch)
-                    advance(len(batch))
-                if not writer.rows:
-                    raise _nothing_found(base, exts, tally)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            old, tally = _write_table(
+                base, out, fmt, hash_names, exts, previous, reader, chunk_files
+            )
+    else:
+        n_workers = _worker_count(workers)
+        warm_up(hash_names)  # imports once here; forked workers inherit them
+        pool = start_pool(n_workers, hash_names) if n_workers > 1 else None
+        try:
+            reader = LocalReader(str(base), hash_names, pool, n_workers)
+            old, tally = _write_table(
+                base, out, fmt, hash_names, exts, previous, reader, chunk_files
+            )
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     seconds = time.perf_counter() - start
     before = None if previous is None else Path(previous)
     report = tally.report(out, base, before, n_workers, seconds)
@@ -197,6 +227,40 @@ def scan_dataset(
         log.warning(damaged_note(before, old.damaged))
         report = dataclasses.replace(report, damaged=tuple(old.damaged))
     return report
+
+
+def _write_table(
+    base: Path,
+    out: Path,
+    fmt: InfoFormat,
+    hash_names: Sequence[str],
+    exts: frozenset[str],
+    previous: str | os.PathLike[str] | None,
+    reader: LocalReader | ClusterReader,
+    chunk_files: int,
+) -> tuple[PreviousTable | None, _Tally]:
+    """Walk ``base`` and write its table to ``out`` (atomically), the files read by
+    ``reader``; the previous table used (if any) and what the scan met. Only a local scan
+    draws a bar here (a cluster's bar counts its chunks and files, `ClusterReader`)."""
+    old = PreviousTable.load(previous, hash_names) if previous is not None else None
+    tally = _Tally()
+    entries = tally.files(walk_dataset(base, exts))
+    with atomic_path(out) as tmp, DatasetInfoWriter(tmp, hash_names, fmt=fmt) as writer:
+        rows = _scan_rows(entries, hash_names, reader, old, chunk_files, tally)
+        local = isinstance(reader, LocalReader) and progress_enabled()
+        total = count_images(base, exts) if local else None
+        bar = progress_counter(total=total, desc=f"prepare {base.name}", unit="img")
+        with bar if local else contextlib.nullcontext(_no_bar) as advance:
+            for batch in rows:
+                writer.write_rows(batch)
+                advance(len(batch))
+            if not writer.rows:
+                raise _nothing_found(base, exts, tally)
+    return old, tally
+
+
+def _no_bar(n: int) -> None:
+    """Nothing to advance: the cluster's own bar counts the work."""
 
 
 def _check_output_outside(root: Path, output: Path) -> None:
@@ -234,14 +298,6 @@ def _nothing_found(root: Path, extensions: frozenset[str], tally: _Tally) -> Inp
         f"the scan met: {seen}. Is it the right folder (DATASET_DIR/<label>/<image>), and "
         "are the images' extensions among those?"
     )
-
-
-def _start_pool(workers: int, hash_names: Sequence[str]) -> ProcessPoolExecutor:
-    """Start the workers now, before this process has helper threads (safe ``fork``); they
-    end if this process dies (`fmlkit.parallel.worker_pool`)."""
-    pool = worker_pool(workers, initializer=warm_up, initargs=(tuple(hash_names),))
-    pool.submit(int).result()  # launches every worker (fork: all at once, before any thread)
-    return pool
 
 
 @dataclass
@@ -295,34 +351,29 @@ class _Tally:
 
 
 def _scan_rows(
-    root: str,
     entries: Iterator[FileEntry],
     hash_names: Sequence[str],
-    pool: ProcessPoolExecutor | None,
-    workers: int,
+    reader: LocalReader | ClusterReader,
     previous: PreviousTable | None,
     chunk_files: int,
     tally: _Tally,
 ) -> Iterator[list[Row]]:
     """Rows in file_name order, one list per chunk of walked files."""
     columns = info_columns(hash_names)
-    pending: deque[tuple[list[FileEntry], list[Row | None], Future[list[Probe]] | None]] = deque()
-    while chunk := list(itertools.islice(entries, chunk_files)):
-        rows = [_known_row(e, previous, len(hash_names)) for e in chunk]
-        todo = [(e.rel, e.size, e.mtime_ns) for e, r in zip(chunk, rows, strict=True) if r is None]
-        tally.read += len(todo)
-        tally.reused += sum(1 for e, r in zip(chunk, rows, strict=True) if r and e.label)
-        future: Future[list[Probe]] | None = None
-        if todo and pool is not None:
-            future = pool.submit(probe_files, root, todo, hash_names)
-        elif todo:
-            future = Future()
-            future.set_result(probe_files(root, todo, hash_names))
-        pending.append((chunk, rows, future))
-        if len(pending) >= CHUNKS_PER_WORKER * workers:
-            yield _finish(*pending.popleft(), tally, columns)
-    while pending:
-        yield _finish(*pending.popleft(), tally, columns)
+    planned: deque[tuple[list[FileEntry], list[Row | None]]] = deque()
+
+    def chunks() -> Iterator[list[FileTask]]:
+        while chunk := list(itertools.islice(entries, chunk_files)):
+            rows = [_known_row(e, previous, len(hash_names)) for e in chunk]
+            pairs = list(zip(chunk, rows, strict=True))
+            todo = [(e.rel, e.size, e.mtime_ns) for e, r in pairs if r is None]
+            tally.read += len(todo)
+            tally.reused += sum(1 for e, r in pairs if r and e.label)
+            planned.append((chunk, rows))
+            yield todo
+
+    for probes in reader.read(chunks()):
+        yield _finish(*planned.popleft(), probes, tally, columns)
 
 
 def _known_row(entry: FileEntry, previous: PreviousTable | None, n_hashes: int) -> Row | None:
@@ -348,20 +399,13 @@ def _known_row(entry: FileEntry, previous: PreviousTable | None, n_hashes: int) 
 def _finish(
     chunk: list[FileEntry],
     rows: list[Row | None],
-    future: Future[list[Probe]] | None,
+    probes: list[Probe],
     tally: _Tally,
     columns: Sequence[str],
 ) -> list[Row]:
-    try:
-        probes = iter(future.result() if future is not None else ())
-    except BrokenProcessPool as e:
-        raise FmlkitError(
-            f"a worker process died while reading {chunk[0].rel} … {chunk[-1].rel} "
-            "(a decoder crash or out of memory); rerun with --workers 1 to find the file"
-        ) from e
+    found = iter(probes)
     out = [
-        r if r is not None else _probe_row(e, next(probes))
-        for e, r in zip(chunk, rows, strict=True)
+        r if r is not None else _probe_row(e, next(found)) for e, r in zip(chunk, rows, strict=True)
     ]
     tally.count(out, columns)
     return out
