@@ -507,3 +507,24 @@ def test_session_refuses_a_worker_without_fmlkit(tmp_path: Path) -> None:
             worker.terminate()
             worker.wait(timeout=30)
     assert "install the same fmlkit in every worker's environment" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["prepare", "DIR", "-o", "OUT/t.csv"],
+        ["align", "DIR", "-o", "OUT/aligned"],
+        ["convert", "DIR", "OUT/parquet"],
+    ],
+    ids=["prepare", "align", "convert"],
+)
+def test_workers_given_with_cluster_is_a_usage_error(command: list[str], tmp_path: Path) -> None:
+    """--workers would be silently unused with --cluster: refused before any work, naming
+    both flags; the default --workers is no conflict (the cluster tests run that way)."""
+    from tests.hostile.check import fmlkit, refused
+
+    (tmp_path / "DIR" / "a").mkdir(parents=True)
+    args = [str(tmp_path / a) if a == "DIR" or a.startswith("OUT/") else a for a in command]
+    result = fmlkit(*args, "--workers", "2", "--cluster", "local:2")
+    refused(result, says=["--workers", "--cluster local:2", "drop one"], code=2)
+    assert not (tmp_path / "OUT").exists()

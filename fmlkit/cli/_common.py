@@ -145,6 +145,24 @@ cluster_option = click.option(
 )  # prepare, align, embed and convert (docs/cluster.md)
 
 
+def refuse_workers_with_cluster(cluster: str | None) -> None:
+    """With ``--cluster``, a ``--workers`` given too (on the command line or as a pipeline
+    param, not by default) is refused: the cluster's workers do the work, and a value that
+    would be silently unused misleads."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    if cluster is not None and ctx.get_parameter_source("workers") not in (
+        None,
+        ParameterSource.DEFAULT,
+    ):
+        raise OptionError(
+            "{workers} sets this machine's processes; with {cluster} the cluster's workers do "
+            "the work: drop one of them",
+            cluster=cluster,
+        )
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
     """Send library logs to stderr: warnings by default, -v info, -vv debug, -q errors only."""
     level = (

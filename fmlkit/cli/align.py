@@ -8,7 +8,13 @@ from typing import get_args
 import click
 
 from fmlkit.choices import AlignTemplate, AlignWarp, CropFormat, FaceSelect
-from fmlkit.cli._common import CONTEXT_SETTINGS, cluster_option, echo_report, overwrite_option
+from fmlkit.cli._common import (
+    CONTEXT_SETTINGS,
+    cluster_option,
+    echo_report,
+    overwrite_option,
+    refuse_workers_with_cluster,
+)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -116,6 +122,8 @@ def align(
     --root) to a 5-point template: one crop per image in OUT, and a table with each image's
     faces, chosen box, landmarks, score and residual, or why it gave no crop."""
     from fmlkit.data.align import align_dataset
+
+    refuse_workers_with_cluster(cluster)
 
     report = align_dataset(
         input,

@@ -14,6 +14,7 @@ from fmlkit.cli._common import (
     cluster_option,
     echo_report,
     overwrite_option,
+    refuse_workers_with_cluster,
     seed_option,
     selection_options,
 )
@@ -102,6 +103,8 @@ def convert(
     Damaged input is an error naming file and offset, unless --skip-bad.
     """
     from fmlkit.data.convert.dispatch import convert as run
+
+    refuse_workers_with_cluster(cluster)
 
     report = run(
         source,

@@ -16,6 +16,7 @@ from fmlkit.cli._common import (
     echo_report,
     hash_list,
     overwrite_option,
+    refuse_workers_with_cluster,
     seed_option,
     table_argument,
     table_output_option,
@@ -312,6 +313,7 @@ def prepare(
     """
     from fmlkit.data.prepare.scan import scan_dataset
 
+    refuse_workers_with_cluster(cluster)
     check_outputs(overwrite, output=output)
     report = scan_dataset(
         dataset_dir,
