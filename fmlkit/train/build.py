@@ -340,11 +340,22 @@ def wrap_for_forward(
         forward_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if not hasattr(head, "sample"):  # PartialFC shards itself; others replicate
             forward_head = nn.parallel.DistributedDataParallel(
-                head, device_ids=ids, broadcast_buffers=False
+                head, device_ids=ids, **_no_buffer_sync()
             )
     if config.train.compile:
         forward_model = torch.compile(forward_model)  # type: ignore[assignment]
     return forward_model, forward_head
+
+
+def _no_buffer_sync() -> dict[str, Any]:
+    """DDP's keyword that leaves a head's buffers (running statistics some heads keep per
+    rank) unsynced at each forward: ``forward_sync_buffers`` from torch 2.13, which
+    deprecates ``broadcast_buffers`` with a warning on every rank; the old name before."""
+    import inspect
+
+    parameters = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    key = "forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers"
+    return {key: False}
 
 
 def create_validation(config: TrainConfig, runtime: Runtime) -> PairValidation | None:
