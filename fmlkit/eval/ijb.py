@@ -142,7 +142,6 @@ def _score(
     from fmlkit.eval.identify import ijb_identification
     from fmlkit.eval.templates import (
         pair_scores,
-        roc_curve_points,
         tar_at_far_ijb,
         template_features,
     )
@@ -161,7 +160,7 @@ def _score(
         )
     scores = pair_scores(ids, template_feats, pairs)
     roc = tar_at_far_ijb(labels, scores)
-    far, tar = roc_curve_points(labels, scores)
+    far, tar = roc["fpr"], roc["tpr"]
     result: dict[str, object] = {
         "tar_at_far": roc["closest"],
         "tar_at_far_interpolated": roc["interpolated"],

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmlkit.errors import InputError
+from fmlkit.eval.templates import IJB_FARS
 from fmlkit.io import atomic_write_bytes, committed_together, temp_sibling
 
 if TYPE_CHECKING:
@@ -276,7 +277,6 @@ def _retrieval_table(m: Mapping[str, Any]) -> list[str]:
     return [_row(header), "| " + " | ".join(align) + " |", _row(row)]
 
 
-IJB_FARS = ("1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1")
 IJB_NOTE = (
     "TAR@FAR as insightface's eval_ijbc.py prints it: the TPR at the ROC point whose FAR is "
     "closest to the target (scikit-learn's roc_curve with its default point dropping); the "

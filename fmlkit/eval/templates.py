@@ -30,13 +30,15 @@ POOL_BLOCK = 1 << 12  # images pooled per block by `template_features`
 
 
 class IjbTarAtFar(TypedDict):
-    """What `tar_at_far_ijb` returns (JSON-ready: Python floats and ints)."""
+    """What `tar_at_far_ijb` returns: Python floats and ints, and the full ROC as arrays."""
 
     closest: dict[str, float | None]  # insightface's reading, by FAR target
     interpolated: dict[str, float | None]  # on the full ROC, by FAR target
     auc: float
     genuine: int  # genuine pairs
     imposter: int  # imposter pairs
+    fpr: np.ndarray  # the full ROC (`roc_curve_points`), computed on the way: for a plot
+    tpr: np.ndarray
 
 
 def _finite_rows(array: np.ndarray, what: str) -> None:
@@ -347,7 +349,8 @@ def tar_at_far_ijb(
 
     Returns:
         ``{"closest": {far: tpr | None}, "interpolated": {far: tpr | None}, "auc": float,
-        "genuine": int, "imposter": int}``.
+        "genuine": int, "imposter": int, "fpr": …, "tpr": …}``, the last two the full ROC
+        as `roc_curve_points` gives it (one sort of the scores serves both).
 
     Raises:
         InputError: as `roc_curve_points` (one class only, bad labels or scores).
@@ -379,6 +382,8 @@ def tar_at_far_ijb(
         "auc": float(np.trapezoid(tpr, fpr)),
         "genuine": genuine,
         "imposter": imposters,
+        "fpr": fpr,
+        "tpr": tpr,
     }
 
 
